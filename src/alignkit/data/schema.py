@@ -1,0 +1,56 @@
+"""The one in-memory shape every method consumes.
+
+Every loader (pairwise, HH-RLHF raw, ranked, qa-feedback, unpaired, prompt-only,
+SFT) turns a row into an :class:`Example`: a prompt with K >= 0 responses and,
+when the data carries a preference, one score per response (higher is better,
+equal scores are ties). Pairwise data is K=2 with ``scores=[1.0, 0.0]``; a
+ranking ``[best, ..., worst]`` becomes scores ``[K-1, ..., 0]``.
+
+A prompt or response is either a plain string or a list of chat messages
+(``{"role": ..., "content": ...}``) following TRL's conventions: a chat prompt
+is the conversation so far, a chat response is the assistant turn(s) after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+Message = dict[str, str]
+Text = Union[str, list[Message]]
+
+
+@dataclass
+class Example:
+    """A prompt with K responses and their preference information.
+
+    Attributes:
+        prompt: the context, a string or a list of chat messages. Empty for
+            whole-text SFT rows (``{"text": ...}``), where the loss covers all tokens.
+        responses: K candidate continuations (K=0 for prompt-only data).
+        scores: one float per response, higher is better, ties allowed; ``None``
+            when the data has no preference (SFT, prompts only).
+        desirable: per-response True/False for unpaired (KTO) data, else ``None``.
+        source: ``"FILE:LINE"`` of the row, for error messages.
+        meta: anything else a loader wants to carry (e.g. dense feedback spans).
+    """
+
+    prompt: Text
+    responses: list[Text] = field(default_factory=list)
+    scores: list[float] | None = None
+    desirable: list[bool] | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_responses(self) -> int:
+        return len(self.responses)
+
+    def is_chat(self) -> bool:
+        return isinstance(self.prompt, list) or any(isinstance(r, list) for r in self.responses)
+
+    def ranked(self) -> list[int]:
+        """Response indices from best to worst (stable for ties)."""
+        if self.scores is None:
+            return list(range(len(self.responses)))
+        return sorted(range(len(self.responses)), key=lambda i: -self.scores[i])
