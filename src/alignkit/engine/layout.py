@@ -1,0 +1,139 @@
+"""Tensor layouts for scoring K responses per prompt.
+
+Two layouts give the same log-probs (the engine tests check it against a naive
+full-logits implementation):
+
+* ``packed`` (prompt sharing): one row holds a prompt followed by its K responses;
+  a block-causal mask lets each response see the prompt and its own earlier
+  tokens only, and position ids restart after the prompt for every response.
+  The prompt is computed once, so an extra response costs its own tokens only.
+  Several prompt groups are packed into one row (first-fit decreasing) so that
+  rows carry little padding.
+* ``padded``: one right- or left-padded row per (prompt, response) pair, for
+  models whose attention does not accept a custom 4-D mask.
+
+Either way the layout records, for every response token, the row and column of
+the hidden state that predicts it (the previous token's position; for a
+response's first token, the prompt's last token), its target id, and where it
+goes in the ``[B, K, L]`` output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Layout:
+    input_ids: torch.Tensor  # [R, T]
+    position_ids: torch.Tensor  # [R, T]
+    attention_mask: torch.Tensor  # [R, T] (padded) or [R, 1, T, T] bool (packed)
+    pred_rows: torch.Tensor  # [n] row of the hidden state predicting each response token
+    pred_cols: torch.Tensor  # [n] column of that hidden state
+    targets: torch.Tensor  # [n] the response token ids
+    flat_index: torch.Tensor  # [n] b * K + k of each token's response
+    token_index: torch.Tensor  # [n] position of each token within its response
+
+    @property
+    def num_positions(self) -> int:
+        return int(self.input_ids.numel())
+
+
+def _index_tensors(records: list[tuple[int, int, int, int, int]]) -> tuple[torch.Tensor, ...]:
+    if not records:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, empty, empty, empty
+    t = torch.tensor(records, dtype=torch.long)
+    return t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4]
+
+
+def padded_layout(
+    prompts: list[list[int]], responses: list[list[list[int]]], width: int, pad_id: int, side: str = "right"
+) -> Layout:
+    """One row per (prompt, response); ``side`` chooses where the padding goes."""
+    rows, records = [], []
+    for b, (prompt, resps) in enumerate(zip(prompts, responses)):
+        for k, resp in enumerate(resps):
+            rows.append((prompt + resp, len(prompt)))
+    length = max((len(seq) for seq, _ in rows), default=1)
+    n_rows = max(len(rows), 1)
+    input_ids = torch.full((n_rows, length), pad_id, dtype=torch.long)
+    attention = torch.zeros(n_rows, length, dtype=torch.long)
+    position = torch.zeros(n_rows, length, dtype=torch.long)
+    r = 0
+    for b, (prompt, resps) in enumerate(zip(prompts, responses)):
+        for k, resp in enumerate(resps):
+            seq = prompt + resp
+            offset = length - len(seq) if side == "left" else 0
+            input_ids[r, offset : offset + len(seq)] = torch.tensor(seq)
+            attention[r, offset : offset + len(seq)] = 1
+            position[r, offset : offset + len(seq)] = torch.arange(len(seq))
+            for j, tok in enumerate(resp):
+                records.append((r, offset + len(prompt) + j - 1, tok, b * width + k, j))
+            r += 1
+    return Layout(input_ids, position, attention, *_index_tensors(records))
+
+
+def _pack_groups(sizes: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: group indices into rows of at most ``capacity`` tokens."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for g in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        for r, free in enumerate(room):
+            if sizes[g] <= free:
+                rows[r].append(g)
+                room[r] -= sizes[g]
+                break
+        else:
+            rows.append([g])
+            room.append(capacity - sizes[g])
+    return rows
+
+
+def packed_layout(
+    prompts: list[list[int]],
+    responses: list[list[list[int]]],
+    width: int,
+    pad_id: int,
+    row_capacity: int | None = None,
+) -> Layout:
+    """Prompt-shared rows with a block-causal mask (see the module docstring)."""
+    sizes = [len(p) + sum(len(r) for r in rs) for p, rs in zip(prompts, responses)]
+    capacity = max(row_capacity or 0, max(sizes, default=1))
+    packing = _pack_groups(sizes, capacity)
+    length = max(sum(sizes[g] for g in row) for row in packing) if packing else 1
+    n_rows = max(len(packing), 1)
+    input_ids = torch.full((n_rows, length), pad_id, dtype=torch.long)
+    position = torch.zeros(n_rows, length, dtype=torch.long)
+    # Per position: which prompt group it belongs to (-1: padding) and which segment
+    # (0: the prompt, k + 1: response k). Attention is allowed within a group, to
+    # earlier positions, and only to the prompt or the same segment.
+    group = torch.full((n_rows, length), -1, dtype=torch.long)
+    segment = torch.zeros(n_rows, length, dtype=torch.long)
+    records = []
+    for r, row in enumerate(packing):
+        col = 0
+        for g in row:
+            prompt, resps = prompts[g], responses[g]
+            p_len = len(prompt)
+            input_ids[r, col : col + p_len] = torch.tensor(prompt)
+            position[r, col : col + p_len] = torch.arange(p_len)
+            group[r, col : col + sizes[g]] = g
+            last_prompt_col = col + p_len - 1
+            col += p_len
+            for k, resp in enumerate(resps):
+                n = len(resp)
+                input_ids[r, col : col + n] = torch.tensor(resp)
+                position[r, col : col + n] = torch.arange(p_len, p_len + n)
+                segment[r, col : col + n] = k + 1
+                for j, tok in enumerate(resp):
+                    records.append((r, last_prompt_col if j == 0 else col + j - 1, tok, g * width + k, j))
+                col += n
+    same_group = group[:, :, None] == group[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    visible_segment = (segment[:, None, :] == 0) | (segment[:, :, None] == segment[:, None, :])
+    allowed = same_group & causal & visible_segment & (group[:, None, :] >= 0)
+    allowed |= torch.eye(length, dtype=torch.bool)  # padding attends to itself: no all-masked rows (NaN)
+    return Layout(input_ids, position, allowed[:, None], *_index_tensors(records))
