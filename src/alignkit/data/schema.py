@@ -54,3 +54,28 @@ class Example:
         if self.scores is None:
             return list(range(len(self.responses)))
         return sorted(range(len(self.responses)), key=lambda i: -self.scores[i])
+
+
+@dataclass
+class TokenizedExample:
+    """An :class:`Example` after tokenization: what the log-prob engine consumes.
+
+    Attributes:
+        prompt_ids: the prompt's token ids (chat template applied, generation
+            prompt included); never empty (a whole-text row starts with BOS).
+        response_ids: K lists of token ids; a response that ended carries exactly
+            one EOS at its end, a response cut by the length budget carries none.
+        scores: as in :class:`Example` (``None`` when there is no preference).
+        desirable: as in :class:`Example`.
+        source: ``"FILE:LINE"`` of the row.
+    """
+
+    prompt_ids: list[int]
+    response_ids: list[list[int]]
+    scores: list[float] | None = None
+    desirable: list[bool] | None = None
+    source: str = ""
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + sum(len(r) for r in self.response_ids)

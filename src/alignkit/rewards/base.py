@@ -1,0 +1,189 @@
+"""One scoring interface for sampling methods (best-of-N, RAFT), PPO and evaluation.
+
+A :class:`Reward` scores a batch of (prompt, response) texts:
+
+- ``score(prompts, responses) -> [N]`` float32: one number per response;
+- ``score_segments(prompts, responses)``: dense rewards (Fine-Grained RLHF, Wu et
+  al. 2023, https://arxiv.org/abs/2306.01693): per response a list of
+  ``(end, value)`` segments sorted by ``end``, where ``end`` is an exclusive
+  character position in the response (``response[:end]`` ends the segment).
+
+For every reward, ``score()`` is the sum of its segments: a sequence-level reward
+has one segment ending at ``len(response)``, and sequence-level callers of a dense
+reward get the sum. The PPO trainer maps each ``end`` to the token holding character
+``end - 1`` and puts the value there.
+
+Rewards are built from :class:`RewardSpec` by :func:`build_reward` through the
+:data:`REWARDS` registry. Adding a reward is one factory function and one line in
+:data:`REWARDS`. Factories import their module lazily, so ``import alignkit.rewards``
+needs torch alone.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.errors import ConfigError
+from alignkit.rewards.spec import RewardSpec
+
+Segment = tuple[int, float]  # (exclusive character end in the response, reward value)
+
+
+class Reward(ABC):
+    """Scores (prompt, response) pairs; plain strings (render chat with :func:`as_text`).
+
+    Attributes:
+        name: display name, the key of this reward in metrics and mix breakdowns.
+        dense: True when :meth:`score_segments` gives more than one segment per response.
+    """
+
+    name: str = "reward"
+    dense: bool = False
+
+    @abstractmethod
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """One reward per response, ``[N]`` float32 on the CPU."""
+
+    def score_segments(self, prompts: list[str], responses: list[str]) -> list[list[Segment]]:
+        """Per response, ``(end, value)`` segments sorted by end; by default one, the sequence score."""
+        scores = self.score(prompts, responses).tolist()
+        return [[(len(response), float(s))] for response, s in zip(responses, scores)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def check_batch(prompts: Sequence[str], responses: Sequence[str]) -> None:
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+
+
+def sum_segments(segments: list[list[Segment]]) -> torch.Tensor:
+    """The sequence score of dense rewards: the sum of each response's segment values, ``[N]``."""
+    return torch.tensor([sum(v for _, v in segs) for segs in segments], dtype=torch.float32)
+
+
+def as_text(text: str | list[dict[str, str]]) -> str:
+    """A plain-text rendering for rewards: a string as is, chat messages as ``role: content`` lines."""
+    if isinstance(text, str):
+        return text
+    return "\n".join(f"{m['role']}: {m['content']}" for m in text)
+
+
+GRANULARITIES = ("sequence", "sentence")
+LENGTH_UNITS = ("words", "chars")
+
+
+def _need(spec: RewardSpec, key: str, where: str) -> str:
+    value = getattr(spec, key)
+    if not value:
+        raise ConfigError(f"{where}.{key}: required for a reward of kind {spec.kind!r}")
+    return value
+
+
+def _sequence_only(spec: RewardSpec, where: str) -> None:
+    if spec.granularity != "sequence":
+        raise ConfigError(
+            f"{where}.granularity: kind {spec.kind!r} has sequence rewards only; "
+            "dense ('sentence') rewards are vader and function"
+        )
+
+
+def _vader(spec: RewardSpec, where: str) -> Reward:
+    from alignkit.rewards.vader import VaderReward
+
+    return VaderReward(granularity=spec.granularity, name=spec.name or "vader")
+
+
+def _length(spec: RewardSpec, where: str) -> Reward:
+    from alignkit.rewards.simple import LengthReward
+
+    _sequence_only(spec, where)
+    if spec.unit not in LENGTH_UNITS:
+        raise ConfigError(f"{where}.unit: {spec.unit!r} is not one of: {', '.join(LENGTH_UNITS)}")
+    return LengthReward(unit=spec.unit, name=spec.name or "length")
+
+
+def _function(spec: RewardSpec, where: str) -> Reward:
+    from alignkit.rewards.simple import FunctionReward
+
+    target = _need(spec, "function", where)
+    return FunctionReward(
+        target, name=spec.name or target.rpartition(":")[2], dense=spec.granularity == "sentence"
+    )
+
+
+def _model(spec: RewardSpec, where: str) -> Reward:
+    from alignkit.rewards.model import ModelReward
+
+    _sequence_only(spec, where)
+    path = _need(spec, "path", where)
+    return ModelReward.from_path(
+        path, name=spec.name or Path(path).name, batch_size=spec.batch_size, max_length=spec.max_length
+    )
+
+
+REWARDS: dict[str, Callable[[RewardSpec, str], Reward]] = {
+    "vader": _vader,
+    "length": _length,
+    "function": _function,
+    "model": _model,
+}
+
+
+def _as_spec(spec: RewardSpec | dict[str, Any], where: str) -> RewardSpec:
+    if isinstance(spec, RewardSpec):
+        return spec
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'kind', got {type(spec).__name__}")
+    allowed = [f.name for f in fields(RewardSpec)]
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
+    return RewardSpec(**spec)
+
+
+def _check(spec: RewardSpec, where: str) -> None:
+    if not spec.kind:
+        raise ConfigError(f"{where}.kind: required; choose one of: {', '.join(sorted(REWARDS))}")
+    if spec.kind not in REWARDS:
+        raise ConfigError(
+            f"{where}.kind: unknown reward {spec.kind!r}; choose one of: {', '.join(sorted(REWARDS))}"
+        )
+    if spec.granularity not in GRANULARITIES:
+        raise ConfigError(
+            f"{where}.granularity: {spec.granularity!r} is not one of: {', '.join(GRANULARITIES)}"
+        )
+
+
+def build_reward(spec: RewardSpec | dict[str, Any] | list[RewardSpec | dict[str, Any]]) -> Reward:
+    """The :class:`Reward` for one spec, or the weighted mix of a list of specs.
+
+    Every spec's kind is checked before any reward is built (no model loads for a
+    config that fails). A reward with ``weight != 1`` alone is a one-reward mix (its
+    score is scaled); a list of one spec is that spec. Plain dicts (from YAML) are
+    accepted and checked key by key. Errors name the key: ``reward.kind`` for one
+    spec, ``rewards[i].kind`` in a list.
+    """
+    from alignkit.rewards.mix import MixReward
+
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ConfigError("rewards: the list is empty; give at least one reward")
+        where = [f"rewards[{i}]" for i in range(len(spec))]
+        specs = [_as_spec(s, w) for s, w in zip(spec, where)]
+    else:
+        where, specs = ["reward"], [_as_spec(spec, "reward")]
+    for s, w in zip(specs, where):
+        _check(s, w)
+    rewards = [REWARDS[s.kind](s, w) for s, w in zip(specs, where)]
+    if len(rewards) == 1 and specs[0].weight == 1.0:
+        return rewards[0]
+    name = rewards[0].name if len(rewards) == 1 else "mix"
+    return MixReward(rewards, [s.weight for s in specs], name=name)
