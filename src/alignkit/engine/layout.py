@@ -53,12 +53,10 @@ def padded_layout(
     prompts: list[list[int]], responses: list[list[list[int]]], width: int, pad_id: int, side: str = "right"
 ) -> Layout:
     """One row per (prompt, response); ``side`` chooses where the padding goes."""
-    rows, records = [], []
-    for b, (prompt, resps) in enumerate(zip(prompts, responses)):
-        for k, resp in enumerate(resps):
-            rows.append((prompt + resp, len(prompt)))
-    length = max((len(seq) for seq, _ in rows), default=1)
-    n_rows = max(len(rows), 1)
+    records = []
+    lengths = [len(prompt) + len(resp) for prompt, resps in zip(prompts, responses) for resp in resps]
+    length = max(lengths, default=1)
+    n_rows = max(len(lengths), 1)
     input_ids = torch.full((n_rows, length), pad_id, dtype=torch.long)
     attention = torch.zeros(n_rows, length, dtype=torch.long)
     position = torch.zeros(n_rows, length, dtype=torch.long)

@@ -1,0 +1,121 @@
+"""The ``alignkit`` command line.
+
+Every sub-command takes a YAML config and ``key.sub=value`` overrides. Errors a
+user can cause print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from alignkit import __version__
+from alignkit.errors import AlignkitError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help_text: str, add_args: Callable[[argparse.ArgumentParser], None]):
+    def wrap(fn):
+        COMMANDS[name] = (help_text, add_args, fn)
+        return fn
+
+    return wrap
+
+
+def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("config", nargs=None if required else "?", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override any config key")
+
+
+@command(
+    "train",
+    "train a model: SFT, a reward model, any preference loss, RAFT/RSO/online methods, PPO/RLOO/GRPO "
+    "(the config's `method` picks one)",
+    _config_args,
+)
+def _train(args: argparse.Namespace) -> int:
+    from alignkit.config import load_config
+    from alignkit.train.run import run_train
+
+    cfg = load_config(args.config, args.overrides)
+    out = run_train(cfg)
+    print(f"done: {out / 'final'}")
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from alignkit.losses import LOSSES, hyperparameters
+    from alignkit.train.run import TRAINERS, _load_plugins
+
+    _load_plugins()
+    for name in sorted(TRAINERS):
+        print(f"{name:14s} trainer")
+    for name, fn in sorted(LOSSES.items()):
+        hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(name).items())
+        ref = "reference" if fn.needs_reference else "reference-free"
+        print(f"{name:14s} loss ({ref}) {hp}")
+    return 0
+
+
+COMMANDS["methods"] = ("list the training methods and their default hyper-parameters", lambda p: None, _methods)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _import_commands()
+    parser = argparse.ArgumentParser(
+        prog="alignkit",
+        description="Align language models with human feedback: SFT, reward models, PPO, and the RL-free "
+        "preference methods (DPO, IPO, SimPO, RRHF, PRO, listwise DPO, KTO, RAFT, RSO, ...), "
+        "evaluated and compared on the same footing.",
+    )
+    parser.add_argument("--version", action="version", version=f"alignkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_args, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(run=fn)
+    return parser
+
+
+def _import_commands() -> None:
+    """Sub-commands that live beside their feature register themselves on import."""
+    import importlib
+
+    for name in ("alignkit.rewards.cli", "alignkit.engine.cli", "alignkit.eval.cli", "alignkit.demo.cli"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name and not name.startswith(str(err.name)):
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args) or 0
+    except AlignkitError as err:
+        if args.verbose:
+            raise
+        print(f"alignkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"alignkit {args.command}: interrupted; checkpoints already written are kept "
+              "(run again with train.resume=true to continue)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

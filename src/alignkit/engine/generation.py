@@ -1,0 +1,108 @@
+"""Batched sampling of K responses per prompt with the KV cache (``transformers`` generate).
+
+Prompts are left-padded so that every row continues from its last prompt token;
+generation stops at EOS (or ``max_new_tokens``), is seeded, and reports tokens/s.
+The result is token ids (ready for the engine) and decoded text (ready for rewards).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SamplingConfig:
+    num_samples: int = 4  # K responses per prompt
+    max_new_tokens: int = 64  # response budget in tokens
+    temperature: float = 1.0  # sampling temperature (0: greedy)
+    top_k: int = 0  # keep the k most likely tokens (0: off)
+    top_p: float = 1.0  # nucleus sampling mass (1: off)
+    batch_size: int = 16  # prompts per generate call
+    seed: int = 0  # sampling seed
+
+
+@dataclass
+class Samples:
+    """K samples for each of B prompts."""
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[list[int]]]  # B x K, EOS kept when the response ended
+    texts: list[list[str]]  # B x K decoded responses, special tokens removed
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _trim(row: torch.Tensor, eos_ids: set[int], pad_id: int) -> list[int]:
+    out = []
+    for tok in row.tolist():
+        out.append(tok)
+        if tok in eos_ids:
+            break
+    while out and out[-1] == pad_id and pad_id not in eos_ids:
+        out.pop()
+    return out
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, progress: bool = False) -> Samples:
+    """Sample ``cfg.num_samples`` continuations of every prompt."""
+    from tqdm.auto import tqdm
+
+    from alignkit.engine.logprobs import unwrap_causal_lm
+
+    lm = unwrap_causal_lm(model)
+    device = next(lm.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
+    eos_ids = {eos} | set(_as_list(getattr(lm.generation_config, "eos_token_id", None)))
+    was_training = lm.training
+    lm.eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    responses: list[list[list[int]]] = []
+    new_tokens, t0 = 0, time.perf_counter()
+    starts = range(0, len(prompt_ids), cfg.batch_size)
+    for start in tqdm(starts, desc="sampling", disable=not progress):
+        chunk = prompt_ids[start : start + cfg.batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for i, p in enumerate(chunk):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            attn[i, width - len(p) :] = 1
+        greedy = cfg.temperature <= 0
+        out = lm.generate(
+            input_ids=ids.to(device),
+            attention_mask=attn.to(device),
+            do_sample=not greedy,
+            temperature=None if greedy else cfg.temperature,
+            top_k=cfg.top_k if cfg.top_k > 0 else None,
+            top_p=cfg.top_p if cfg.top_p < 1 else None,
+            max_new_tokens=cfg.max_new_tokens,
+            num_return_sequences=cfg.num_samples,
+            pad_token_id=pad_id,
+            eos_token_id=sorted(eos_ids),
+            use_cache=True,
+        )[:, width:].cpu()
+        rows = [_trim(r, eos_ids, pad_id) for r in out]
+        new_tokens += sum(len(r) for r in rows)
+        for i in range(len(chunk)):
+            responses.append(rows[i * cfg.num_samples : (i + 1) * cfg.num_samples])
+    elapsed = time.perf_counter() - t0
+    torch.random.set_rng_state(generator_state)
+    lm.train(was_training)
+    texts = [[tokenizer.decode(r, skip_special_tokens=True) for r in rs] for rs in responses]
+    metrics = {
+        "gen/tokens_per_s": new_tokens / max(elapsed, 1e-9),
+        "gen/mean_length": new_tokens / max(sum(len(rs) for rs in responses), 1),
+        "gen/seconds": elapsed,
+    }
+    return Samples([list(p) for p in prompt_ids], responses, texts, metrics)
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

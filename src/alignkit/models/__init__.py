@@ -1,0 +1,1 @@
+"""Model loading, tiny builders, LoRA, reference handling, reward and value heads."""

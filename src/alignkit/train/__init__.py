@@ -1,0 +1,1 @@
+"""The training loop (Accelerate) and one thin method per family."""

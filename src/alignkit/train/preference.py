@@ -1,0 +1,51 @@
+"""One trainer for every method in ``alignkit.losses.LOSSES``.
+
+The engine gives the policy's ``[B, K]`` log-probs, the reference (when the
+method needs one) gives its own, and the registered loss turns them into one loss
+per prompt. Adding a method is adding a loss function; nothing here changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from alignkit.data.schema import TokenizedExample
+from alignkit.engine import collate, sequence_logps
+from alignkit.losses import RankedBatch, get_loss
+
+
+class PreferenceMethod:
+    def __init__(self, name: str, hyperparameters: dict, pad_id: int, reference=None, share_prompt: bool = True):
+        self.name, self.hp = name, dict(hyperparameters)
+        self.loss_fn = get_loss(name)
+        self.pad_id, self.reference, self.share_prompt = pad_id, reference, share_prompt
+        if self.loss_fn.needs_reference and reference is None:
+            raise ValueError(f"method {name!r} needs a reference model")
+
+    def units(self, examples: Sequence[TokenizedExample]) -> float:
+        return float(len(examples))
+
+    def ranked_batch(self, module, examples: Sequence[TokenizedExample]) -> RankedBatch:
+        batch = collate(examples)
+        out = sequence_logps(module, batch, pad_id=self.pad_id, share_prompt=self.share_prompt)
+        device = out.logps.device
+        ref = self.reference.logps(batch).to(device) if self.loss_fn.needs_reference else None
+        desirable = batch.desirable.to(device) if batch.desirable is not None else None
+        return RankedBatch(out.logps, ref, out.lengths, batch.scores.to(device), out.mask, desirable)
+
+    def loss(self, module, examples: Sequence[TokenizedExample]) -> tuple[torch.Tensor, dict[str, float]]:
+        losses, metrics = self.loss_fn(self.ranked_batch(module, examples), **self.hp)
+        return losses.sum(), {"loss": float(losses.detach().mean()), **{k: float(v) for k, v in metrics.items()}}
+
+    @torch.no_grad()
+    def evaluate(self, module, examples: Sequence[TokenizedExample], batch_size: int) -> dict[str, float]:
+        module.eval()
+        sums: dict[str, float] = {}
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            _, metrics = self.loss(module, chunk)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v * len(chunk)
+        return {k: v / max(len(examples), 1) for k, v in sums.items()}

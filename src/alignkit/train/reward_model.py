@@ -1,0 +1,124 @@
+"""``method: reward_model``: a scalar reward trained on human comparisons.
+
+InstructGPT's recipe: the K responses of a prompt go through the reward model in
+the same batch and the K-wise loss averages all K-choose-2 pairs (pairwise data
+is K=2, where it is the Bradley-Terry loss). After training the mean reward over
+a reference set (the training responses) is stored, so that a policy starting
+from those responses scores about 0 when the model is used as a reward (RAFT,
+Gao et al.'s scaling laws).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from alignkit.data.schema import Example
+from alignkit.train.run import register_trainer
+
+log = logging.getLogger("alignkit")
+
+
+class RewardModelMethod:
+    def __init__(self, tokenizer, loss_name: str, hyperparameters: dict, max_length: int):
+        from alignkit.losses import get_loss
+
+        self.tokenizer, self.loss_fn, self.hp, self.max_length = tokenizer, get_loss(loss_name), hyperparameters, max_length
+
+    def units(self, examples: Sequence[Example]) -> float:
+        return float(len(examples))
+
+    def rewards(self, module, examples: Sequence[Example]):
+        """Rewards ``[B, K]`` (0 where masked), scores and mask."""
+        from alignkit.models.reward_model import reward_logits
+        from alignkit.rewards.base import as_text
+
+        width = max(len(ex.responses) for ex in examples)
+        prompts = [as_text(ex.prompt) for ex in examples for _ in ex.responses]
+        responses = [as_text(r) for ex in examples for r in ex.responses]
+        flat = reward_logits(module, self.tokenizer, prompts, responses, self.max_length)
+        device = flat.device
+        mask = torch.zeros(len(examples), width, dtype=torch.bool, device=device)
+        scores = torch.zeros(len(examples), width, device=device)
+        for b, ex in enumerate(examples):
+            mask[b, : len(ex.responses)] = True
+            scores[b, : len(ex.responses)] = torch.tensor(ex.scores, dtype=torch.float32)
+        rewards = torch.zeros(len(examples), width, device=device, dtype=flat.dtype).masked_scatter(mask, flat)
+        return rewards, scores, mask
+
+    def loss(self, module, examples: Sequence[Example]):
+        from alignkit.losses import RankedBatch
+
+        rewards, scores, mask = self.rewards(module, examples)
+        batch = RankedBatch(rewards.float(), None, mask.long(), scores, mask)
+        losses, metrics = self.loss_fn(batch, **self.hp)
+        return losses.sum(), {"loss": float(losses.detach().mean()), **{k: float(v) for k, v in metrics.items()}}
+
+    @torch.no_grad()
+    def evaluate(self, module, examples: Sequence[Example], batch_size: int) -> dict[str, float]:
+        from alignkit.eval.metrics import preference_accuracy
+
+        module.eval()
+        correct_weighted, pairs, loss_sum = 0.0, 0.0, 0.0
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            rewards, scores, mask = self.rewards(module, chunk)
+            n_pairs = _count_pairs(scores, mask)
+            if n_pairs:
+                correct_weighted += preference_accuracy(rewards.tolist(), scores.tolist(), mask.tolist()) * n_pairs
+            pairs += n_pairs
+            loss_sum += float(self.loss(module, chunk)[0])
+        return {"accuracy": correct_weighted / max(pairs, 1), "loss": loss_sum / max(len(examples), 1),
+                "pairs": pairs}
+
+
+def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
+    valid = mask[:, :, None] & mask[:, None, :]
+    return int((valid & (scores[:, :, None] > scores[:, None, :])).sum())
+
+
+@register_trainer("reward_model")
+def train_reward_model(cfg) -> Path:
+    from alignkit.data.formats import load_examples, split_train_eval
+    from alignkit.data.pipeline import resolve_data_path
+    from alignkit.errors import ConfigError
+    from alignkit.losses import check_hyperparameters
+    from alignkit.models.reward_model import compute_center, load_reward_model, save_reward_model
+    from alignkit.rewards.base import as_text
+    from alignkit.train.loop import train_loop
+
+    rm_cfg = cfg.reward_model
+    check_hyperparameters(rm_cfg.loss, cfg.loss)
+    model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
+                                         trust_remote_code=cfg.model.trust_remote_code)
+    common = dict(format=cfg.data.format, skip_bad_rows=cfg.data.skip_bad_rows, log=log.warning)
+    train = load_examples(resolve_data_path(cfg.data.train), split=cfg.data.split,
+                          max_rows=cfg.data.max_rows or None, **common)
+    if cfg.data.eval:
+        held_out = load_examples(resolve_data_path(cfg.data.eval), split=cfg.data.eval_split, **common)
+    elif cfg.data.eval_size > 0:
+        size = cfg.data.eval_size
+        train, held_out = split_train_eval(train, seed=cfg.train.seed,
+                                           **({"eval_fraction": size} if size < 1 else {"eval_size": int(size)}))
+    else:
+        held_out = []
+    train = [ex for ex in train if ex.scores is not None and len(set(ex.scores)) > 1]
+    if not train:
+        raise ConfigError(f"data.train: {cfg.data.train} has no rows with a preference (pairwise or ranked data)")
+    method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
+    evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
+
+    def on_save(module, out_dir: Path) -> None:
+        center = None
+        if rm_cfg.center_examples > 0:
+            ref = train[: rm_cfg.center_examples]
+            prompts = [as_text(ex.prompt) for ex in ref for _ in ex.responses]
+            responses = [as_text(r) for ex in ref for r in ex.responses]
+            center = compute_center(module, tokenizer, prompts, responses, cfg.train.batch_size, rm_cfg.max_length)
+        save_reward_model(module, tokenizer, out_dir, center_mean=center)
+
+    train_loop(cfg.train, method, model, train, evaluate=evaluate, on_save=on_save, desc="reward model")
+    return Path(cfg.train.output_dir)
