@@ -108,6 +108,7 @@ def train_reward_model(cfg) -> Path:
     train = [ex for ex in train if ex.scores is not None and len(set(ex.scores)) > 1]
     if not train:
         raise ConfigError(f"data.train: {cfg.data.train} has no rows with a preference (pairwise or ranked data)")
+    model.max_length = rm_cfg.max_length  # stored with the model, used when it scores as a reward
     method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
     evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
 

@@ -1,0 +1,40 @@
+"""Reward-model training from the CLI path: built-in pairs, and the real HH / qa-feedback data."""
+
+import json
+
+import pytest
+
+from alignkit.config import load_config
+from alignkit.rewards.base import build_reward
+from alignkit.train.run import run_train
+
+
+def records(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_minilm_reward_model_learns_builtin_pairs_and_scores_centered(tmp_path):
+    cfg = load_config("configs/reward_model_tiny.yaml", [f"train.output_dir={tmp_path}", "train.progress=false"])
+    run_train(cfg)
+    final = records(tmp_path)[-1]
+    assert final["eval/accuracy"] >= 0.75  # measured 1.0: polite answers vs curt refusals
+    reward = build_reward({"kind": "model", "path": str(tmp_path / "final")})
+    scores = reward.score(["\n\nHuman: Any tips for tea?\n\nAssistant:"] * 2,
+                          [" Happy to help. Boil fresh water and let it steep.", " Figure it out yourself."])
+    assert scores[0] > scores[1]
+
+
+@pytest.mark.parametrize("dataset", ["hh", "qa"])
+def test_reward_model_on_real_feedback_reports_heldout_accuracy(tmp_path, shared_data, dataset):
+    config = {"hh": "configs/reward_model_hh.yaml", "qa": "configs/reward_model_qa_kwise.yaml"}[dataset]
+    path = {"hh": "hh-rlhf-harmless/test.jsonl.gz", "qa": "qa-feedback/dev_feedback.json"}[dataset]
+    cfg = load_config(config, [
+        f"data.train={shared_data / path}", "data.max_rows=96", "data.eval_size=32", "train.max_steps=6",
+        "train.batch_size=8", "train.eval_every=0", "train.warmup_steps=0", "reward_model.max_length=128",
+        f"train.output_dir={tmp_path}", "train.progress=false", "reward_model.center_examples=16",
+    ])
+    run_train(cfg)
+    final = records(tmp_path)[-1]
+    assert 0.0 <= final["eval/accuracy"] <= 1.0 and final["eval/pairs"] > 0
+    saved = json.loads((tmp_path / "final" / "alignkit_reward.json").read_text())
+    assert saved["max_length"] == 128 and saved["center_mean"] is not None
