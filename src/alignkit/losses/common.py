@@ -1,8 +1,13 @@
 """Helpers shared by the loss families: pair masks, safe masking, per-row averaging, metrics.
 
-Masked entries of a :class:`RankedBatch` may hold anything (0, garbage, NaN); every
+Masked entries of a :class:`RankedBatch` may hold anything (0, garbage, NaN, inf); every
 loss first replaces them with 0 through ``torch.where``, whose backward sends them
-exactly zero gradient.
+exactly zero gradient, so nothing non-finite can reach a loss or a gradient. Everything
+is computed in float32 whatever the input dtype.
+
+Conventions: ``[b, i, j]`` indexes prompt b and an ordered pair of its responses;
+a pair counts only when i scores strictly higher than j and both are valid (ties and
+padding are never preferences).
 """
 
 from __future__ import annotations
@@ -17,8 +22,13 @@ def clean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x.float(), torch.zeros((), dtype=torch.float32, device=x.device))
 
 
+def pairwise_diff(x: torch.Tensor) -> torch.Tensor:
+    """``[B, K, K]`` with ``[b, i, j] = x[b, i] - x[b, j]``."""
+    return x[:, :, None] - x[:, None, :]
+
+
 def better_pairs(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``[B, K, K]`` bool: ``[b, i, j]`` when response i is strictly preferred to j (both valid)."""
+    """``[B, K, K]`` bool: ``better[b, i, j] = mask_i & mask_j & (scores_i > scores_j)``."""
     valid = mask[:, :, None] & mask[:, None, :]
     return valid & (scores[:, :, None] > scores[:, None, :])
 
@@ -37,7 +47,7 @@ def best_index(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def worst_index(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``[B]`` index of the lowest-scored valid response."""
+    """``[B]`` index of the lowest-scored valid response (the first on ties)."""
     return scores.float().masked_fill(~mask, float("inf")).argmin(dim=1)
 
 
@@ -46,51 +56,69 @@ def has_preference(batch: RankedBatch) -> torch.Tensor:
     return better_pairs(batch.scores, batch.mask).flatten(1).any(dim=1)
 
 
+def log_ratio(batch: RankedBatch) -> torch.Tensor:
+    """``[B, K]`` log pi - log pi_ref, 0 where masked."""
+    if batch.ref_logps is None:
+        raise ValueError("this loss needs RankedBatch.ref_logps (a reference model); got None")
+    return clean(batch.policy_logps, batch.mask) - clean(batch.ref_logps, batch.mask)
+
+
+def length_normalised(batch: RankedBatch) -> torch.Tensor:
+    """``[B, K]`` mean per-token log-prob log pi(y) / |y|, 0 where masked."""
+    return clean(batch.policy_logps, batch.mask) / clean(batch.lengths, batch.mask).clamp(min=1)
+
+
 def nll_of_best(batch: RankedBatch) -> torch.Tensor:
-    """``[B]`` token-mean NLL of each row's best response, 0 for rows without a preference."""
-    logps = clean(batch.policy_logps, batch.mask)
-    lengths = clean(batch.lengths, batch.mask).clamp(min=1)
-    best = best_index(batch.scores, batch.mask)[:, None]
-    nll = -(logps.gather(1, best) / lengths.gather(1, best)).squeeze(1)
+    """``[B]`` token-mean NLL -log pi(y_best) / |y_best| of each row's top-scored response.
+
+    0 for rows without a strict preference (all tied, a single response, or all masked),
+    so those rows stay exactly 0 in every loss that adds this term.
+    """
+    best = best_index(batch.scores, batch.mask)[:, None]  # [B, 1]
+    nll = -length_normalised(batch).gather(1, best).squeeze(1)  # [B]
     return torch.where(has_preference(batch), nll, torch.zeros_like(nll))
 
 
-def preference_metrics(batch: RankedBatch, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Accuracy of the implicit ``rewards [B, K]`` over preferred pairs, and best/worst summaries.
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, accurate at both ends (Maechler 2012).
 
-    ``rewards/chosen`` is the reward of each row's best response, ``rewards/rejected``
-    of its worst; both averaged over rows that hold a preference.
+    log1p(-exp(x)) loses precision near x=0 and log(-expm1(x)) far from it, so the
+    branch switches at x = -log 2. x is clamped to -1e-6 first: at x=0 the value is -inf.
+    Both branches are finite on the clamped range, so ``torch.where`` sends no NaN back.
+    """
+    x = x.clamp(max=-1e-6)
+    near_zero = x > -0.6931471805599453
+    return torch.where(near_zero, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _row_mean(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x [B]`` over the rows where ``rows [B]`` is True (0 when there are none)."""
+    return torch.where(rows, x, torch.zeros_like(x)).sum() / rows.sum().clamp(min=1)
+
+
+def preference_metrics(batch: RankedBatch, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Detached metrics of the implicit ``rewards [B, K]`` (the method's score of a response).
+
+    ``rewards/accuracy``: fraction of the batch's strict pairs whose better response has
+    the strictly higher reward. ``rewards/chosen`` / ``rewards/rejected``: reward of each
+    row's best / worst valid response, ``rewards/margin`` their difference, and
+    ``logps/chosen`` / ``logps/rejected`` the summed policy log-probs of the same two;
+    all four averaged over the rows that hold a preference.
     """
     rewards = rewards.detach().float()
     pairs = better_pairs(batch.scores, batch.mask)
     rows = pairs.flatten(1).any(dim=1)
-    n_rows = rows.sum().clamp(min=1)
-    correct = (rewards[:, :, None] > rewards[:, None, :]) & pairs
+    correct = (pairwise_diff(rewards) > 0) & pairs
     best = best_index(batch.scores, batch.mask)[:, None]
     worst = worst_index(batch.scores, batch.mask)[:, None]
     logps = clean(batch.policy_logps.detach(), batch.mask)
-
-    def row_mean(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(rows, x.squeeze(1), torch.zeros_like(x.squeeze(1))).sum() / n_rows
-
-    chosen, rejected = row_mean(rewards.gather(1, best)), row_mean(rewards.gather(1, worst))
+    chosen = _row_mean(rewards.gather(1, best).squeeze(1), rows)
+    rejected = _row_mean(rewards.gather(1, worst).squeeze(1), rows)
     return {
         "rewards/accuracy": correct.sum() / pairs.sum().clamp(min=1),
         "rewards/chosen": chosen,
         "rewards/rejected": rejected,
         "rewards/margin": chosen - rejected,
-        "logps/chosen": row_mean(logps.gather(1, best)),
-        "logps/rejected": row_mean(logps.gather(1, worst)),
+        "logps/chosen": _row_mean(logps.gather(1, best).squeeze(1), rows),
+        "logps/rejected": _row_mean(logps.gather(1, worst).squeeze(1), rows),
     }
-
-
-def log_ratio(batch: RankedBatch) -> torch.Tensor:
-    """``[B, K]`` log pi - log pi_ref, 0 where masked."""
-    if batch.ref_logps is None:
-        raise ValueError("this loss needs ref_logps (a reference model)")
-    return clean(batch.policy_logps, batch.mask) - clean(batch.ref_logps, batch.mask)
-
-
-def length_normalised(batch: RankedBatch) -> torch.Tensor:
-    """``[B, K]`` mean per-token log-prob, 0 where masked."""
-    return clean(batch.policy_logps, batch.mask) / clean(batch.lengths, batch.mask).clamp(min=1)

@@ -1,41 +1,47 @@
-"""Reward-model losses. ``RankedBatch.policy_logps`` holds the reward model's scalar
-outputs r ``[B, K]`` here (the same container; no log-probs are involved).
-Metrics: ``rewards/accuracy`` (r of the better response above the worse) and the
-chosen/rejected summaries of :func:`preference_metrics`.
+"""Reward-model losses.
+
+These reuse :class:`RankedBatch` with ``policy_logps`` holding the reward model's
+scalar outputs r ``[B, K]`` (no log-probs are involved; ``ref_logps`` is None and
+``lengths`` is ignored). ``scores`` and ``mask`` mean what they always do.
+
+Shapes: ``[B, K]`` in, ``(losses [B], metrics)`` out. Metrics (:func:`preference_metrics`
+with reward = r): ``rewards/accuracy`` (r of the better response strictly above the
+worse, over the batch's pairs), ``rewards/chosen``, ``rewards/rejected``,
+``rewards/margin``, and ``logps/chosen`` / ``logps/rejected``, which here repeat r.
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from alignkit.losses.batch import RankedBatch
-from alignkit.losses.common import better_pairs, clean, pair_mean, preference_metrics
+from alignkit.losses.common import better_pairs, clean, pair_mean, pairwise_diff, preference_metrics
 from alignkit.losses.registry import register_loss
 
 
 @register_loss("bradley_terry", needs_reference=False)
 def bradley_terry(batch: RankedBatch, *, margin: float = 0.0):
-    """Pairwise Bradley-Terry loss (Stiennon et al. 2020; Llama 2's margin variant, eq. 2).
+    """Pairwise Bradley-Terry loss: Stiennon et al. 2020, arXiv 2009.01325, eq. 1;
+    the margin variant of Llama 2, Touvron et al. 2023, arXiv 2307.09288, eq. 2.
 
-    L = -log sigma(r_w - r_l - margin), averaged over the strict pairs of a row.
+    L = -log sigma(r_w - r_l - margin). K=2 is the ordinary case; on K > 2 the loss is
+    averaged over the row's strict pairs (ties and padding skipped).
     """
-    r = clean(batch.policy_logps, batch.mask)
-    h = r[:, :, None] - r[:, None, :] - margin
+    r = clean(batch.policy_logps, batch.mask)  # [B, K]
+    h = pairwise_diff(r) - margin  # [B, K, K]
     return pair_mean(F.softplus(-h), better_pairs(batch.scores, batch.mask)), preference_metrics(batch, r)
 
 
 @register_loss("kwise", needs_reference=False)
 def kwise(batch: RankedBatch):
-    """InstructGPT's K-wise loss, Ouyang et al. 2022 (arXiv 2203.02155), eq. 1.
+    """InstructGPT's K-wise loss, Ouyang et al. 2022, arXiv 2203.02155, eq. 1.
 
     L = -1/C(K,2) sum_{(y_w, y_l)} log sigma(r(y_w) - r(y_l)) over all pairs of the K
-    ranked responses of a prompt, in one batch element. Tied pairs are skipped but
-    keep their share of the 1/C(K,2) weight (K counts the valid responses).
+    ranked responses of a prompt, kept together as one batch element (so a prompt weighs
+    the same whatever its K). Tied pairs are skipped and the mean is taken over the
+    row's non-tied valid pairs, which is 1/C(K,2) when nothing is tied. This is
+    ``bradley_terry`` with margin 0; the name keeps InstructGPT-style configs readable.
     """
-    r = clean(batch.policy_logps, batch.mask)
-    pairs = better_pairs(batch.scores, batch.mask)
-    per_pair = torch.where(pairs, F.softplus(-(r[:, :, None] - r[:, None, :])), torch.zeros_like(r[:, :, None]))
-    k = batch.mask.sum(dim=1).float()
-    n_pairs = (k * (k - 1) / 2).clamp(min=1)
-    return per_pair.sum(dim=(1, 2)) / n_pairs, preference_metrics(batch, r)
+    r = clean(batch.policy_logps, batch.mask)  # [B, K]
+    per_pair = F.softplus(-pairwise_diff(r))  # [B, K, K]
+    return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, r)
