@@ -88,11 +88,12 @@ def apply_lora(model, lora: LoraConfig):
     return get_peft_model(model, peft_cfg)
 
 
-def save_pretrained(model, tokenizer, out_dir: str | Path, merge_lora: bool = True) -> Path:
+def save_pretrained(model, tokenizer, out_dir: str | Path, merge_lora: bool = True, state_dict=None) -> Path:
     """Save in HF format (safetensors) so ``AutoModelForCausalLM.from_pretrained(out_dir)`` loads it.
 
     A LoRA model is merged into its base first (``merge_lora``), so the folder is a
     plain model; the adapter alone is also kept under ``adapter/`` for soups.
+    ``state_dict`` (full weights gathered from FSDP / ZeRO-3 shards) replaces the module's own.
     """
     from alignkit.engine.logprobs import unwrap_causal_lm
 
@@ -106,7 +107,7 @@ def save_pretrained(model, tokenizer, out_dir: str | Path, merge_lora: bool = Tr
             model = copy.deepcopy(model).merge_and_unload()
     else:
         model = unwrap_causal_lm(model)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -86,21 +86,29 @@ class CachedReference:
 
     @classmethod
     def build(cls, source, examples, batch_size: int, cache_file: Path | None, progress: bool = True):
-        """Compute every (prompt, response) log-prob once with ``source``; load it if cached."""
+        """Compute every (prompt, response) log-prob once with ``source``; load it if cached.
+
+        Under several processes each computes its shard of ``examples`` and all get the gathered
+        table; the main process writes the cache. Every process must call this (a collective).
+        """
         from tqdm.auto import tqdm
 
         from alignkit.engine.batch import collate
+        from alignkit.train.distributed import gather_objects, is_main, shard
 
         if cache_file is not None and Path(cache_file).is_file():
             return cls(torch.load(cache_file, weights_only=True))
-        table: dict[str, float] = {}
-        for start in tqdm(range(0, len(examples), batch_size), desc="reference log-probs", disable=not progress):
-            batch = collate(examples[start : start + batch_size])
+        mine = shard(examples)
+        local: list[tuple[str, float]] = []
+        starts = range(0, len(mine), batch_size)
+        for start in tqdm(starts, desc="reference log-probs", disable=not (progress and is_main())):
+            batch = collate(mine[start : start + batch_size])
             logps = source.logps(batch).cpu()
             for b, (prompt, responses) in enumerate(zip(batch.prompt_ids, batch.response_ids)):
                 for k, resp in enumerate(responses):
-                    table[sequence_key(prompt, resp)] = float(logps[b, k])
-        if cache_file is not None:
+                    local.append((sequence_key(prompt, resp), float(logps[b, k])))
+        table = dict(gather_objects(local))
+        if cache_file is not None and is_main():
             Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(str(cache_file) + ".tmp")
             torch.save(table, tmp)

@@ -7,6 +7,14 @@ that works under DDP, FSDP and DeepSpeed) plus ``trainer_state.json`` with the
 optimizer step, which fixes the data position: the sample order is a function of
 the seed and the step alone, so a run resumes at the same example on any number
 of processes.
+
+Across world sizes: Accelerate writes one ``random_states_<i>.pkl`` per process
+and, on load, each process reads its own if present (a missing one, e.g. 1 -> 2
+processes, is skipped with a log line: only dropout streams differ). Under DDP
+the model and optimizer are saved whole; under FSDP with ``SHARDED_STATE_DICT``
+they go through ``torch.distributed.checkpoint``, which reshards on load. A
+DeepSpeed ZeRO checkpoint is partitioned by the number of processes: resume on
+the same number, or convert it first with DeepSpeed's ``ds_to_universal.py``.
 """
 
 from __future__ import annotations
@@ -42,8 +50,10 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process's files are in tmp before it is renamed
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
+        state = {"step": step, "world_size": accelerator.num_processes, **state}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
@@ -53,5 +63,16 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:
+    """Restore what :func:`save_checkpoint` wrote; returns its ``trainer_state.json``."""
+    from accelerate.utils import DistributedType
+
+    state = json.loads((Path(path) / STATE_FILE).read_text())
+    saved_world = state.get("world_size", accelerator.num_processes)
+    if saved_world != accelerator.num_processes:
+        note = ""
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            note = (f"; a DeepSpeed ZeRO checkpoint may need --num_processes {saved_world} "
+                    "or conversion with DeepSpeed's ds_to_universal.py")
+        accelerator.print(f"resuming a {saved_world}-process checkpoint on {accelerator.num_processes}{note}")
     accelerator.load_state(str(path))
-    return json.loads((path / STATE_FILE).read_text())
+    return state

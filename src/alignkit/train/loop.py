@@ -11,6 +11,15 @@ in the data is the optimizer step alone.
 Losses are reduced once (:func:`alignkit.losses.global_mean`): every micro-batch
 contributes ``sum(losses) / units_in_global_batch``, so the gradient does not
 depend on how the global batch is split across accumulation steps or processes.
+
+Under ``accelerate launch`` the same code runs with DDP, FSDP or DeepSpeed ZeRO
+(``configs/accelerate/``). Every process runs the same number of forward passes
+per step and per evaluation (a process whose share of a short last batch is
+empty runs a zero-weight micro-batch), because FSDP and ZeRO-3 gather weights
+collectively in each forward. Evaluation is sharded and its metrics reduced;
+checkpoints are written once and resume on any number of processes (see
+:mod:`alignkit.train.checkpoint`); the final weights are gathered on every
+process (FSDP, ZeRO-3) and saved by the main one.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from torch import nn
 from alignkit.config import TrainConfig
 from alignkit.losses.reduce import global_mean
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.distributed import shard
 
 
 class Method(Protocol):
@@ -49,16 +59,40 @@ class LoopResult:
 
 
 def make_accelerator(cfg: TrainConfig):
+    """The run's Accelerator; launched processes without a GPU run data-parallel on CPU (gloo).
+
+    ``accelerate launch --multi_gpu`` (or ``configs/accelerate/cpu_2proc.yaml``) starts the processes
+    with torchrun; on a machine without CUDA they would otherwise each train alone.
+    """
+    import os
+
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from alignkit.errors import AlignkitError
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         log_with=None if cfg.tracker == "none" else cfg.tracker,
         project_dir=cfg.output_dir,
+        cpu=launched > 1 and not _has_gpu(),
+        # the schedule counts optimizer steps of the global batch; by default Accelerate would
+        # step it once per process at each optimizer step
+        step_scheduler_with_optimizer=False,
     )
+    if accelerator.num_processes != launched:
+        raise AlignkitError(
+            f"{launched} processes were launched but Accelerate sees {accelerator.num_processes}; "
+            "launch with `accelerate launch --config_file configs/accelerate/<ddp|fsdp|...>.yaml`"
+        )
     set_seed(cfg.seed)
     return accelerator
+
+
+def _has_gpu() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
 
 
 def make_optimizer(module: nn.Module, cfg: TrainConfig, total_steps: int):
@@ -128,17 +162,29 @@ def train_loop(
     *,
     accelerator=None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-    on_save: Callable[[nn.Module, Path], None] | None = None,
+    eval_examples: Sequence[Any] | None = None,
+    on_save: Callable[..., None] | None = None,
     desc: str = "train",
 ) -> LoopResult:
-    """Train ``module`` on ``train_examples`` with ``method``; returns the last step and metric history."""
+    """Train ``module`` on ``train_examples`` with ``method``; returns the last step and metric history.
+
+    Evaluation: ``eval_examples`` are split across processes and scored with ``method.loss``
+    (:func:`evaluate_sharded`); ``evaluate(module)``, if given instead, runs whole on every process.
+    ``on_save(module, out_dir)`` runs on the main process; when the weights are sharded (FSDP,
+    ZeRO-3) it is called as ``on_save(module, out_dir, state_dict)`` with the gathered full state
+    dict of ``module`` (its keys as in ``module.state_dict()``), which it must save instead of the
+    module's own (partial) weights.
+    """
     accelerator = accelerator or make_accelerator(cfg)
     output_dir = Path(cfg.output_dir)
     world = accelerator.num_processes
     micro, accum = cfg.batch_size, cfg.grad_accum
     steps = total_steps(cfg, len(train_examples), world)
+    _prepare_for_sharding(accelerator, cfg, module)
     optimizer, scheduler = make_optimizer(module, cfg, steps)
     module, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
+    deepspeed = _is_deepspeed(accelerator)
+    loss_scale = float(accum) if deepspeed else float(accelerator.gradient_accumulation_steps)
     if cfg.gradient_checkpointing:
         _enable_gradient_checkpointing(module)
 
@@ -149,6 +195,17 @@ def train_loop(
         accelerator.print(f"resuming from {checkpoints[-1]} (step {start})")
     log = MetricsLog(accelerator, output_dir, resume_step=start)
     result = LoopResult(step=start)
+
+    def run_eval() -> dict[str, float]:
+        if eval_examples:
+            out = evaluate_sharded(accelerator, method, module, eval_examples, micro)
+        elif evaluate is not None:
+            out = evaluate(module)
+        else:
+            return {}
+        module.train()
+        return {f"eval/{k}": v for k, v in out.items()}
+
     bar = _progress(cfg, accelerator, steps, start, desc)
     module.train()
     global_batch = micro * accum * world
@@ -158,31 +215,39 @@ def train_loop(
         batch = [train_examples[i] for i in indices]
         units = method.units(batch)
         mine = batch[accelerator.process_index :: world]
-        micro_batches = [mine[i : i + micro] for i in range(0, len(mine), micro)] or [[]]
+        # the same number of micro-batches on every process, even when a short batch leaves some empty
+        n_micro = max(1, math.ceil(math.ceil(len(batch) / world) / micro))
         sums: dict[str, float] = {}
         my_units = 0.0
-        for i, mb in enumerate(micro_batches):
-            sync = i == len(micro_batches) - 1
+        for i in range(n_micro):
+            mb = mine[i * micro : (i + 1) * micro]
+            weight = 1.0 if mb else 0.0  # an empty share runs a real example with zero weight
+            sync = i == n_micro - 1
+            if deepspeed:  # DeepSpeed reduces gradients and steps at the boundary it is told of
+                accelerator.gradient_state._set_sync_gradients(sync)
             with nullcontext() if sync else accelerator.no_sync(module):
                 with accelerator.autocast():
-                    loss_sum, metrics = method.loss(module, mb)
-                accelerator.backward(global_mean(loss_sum, units, world))
-            w = method.units(mb)
-            my_units += w
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * w
-        if cfg.max_grad_norm > 0:
+                    loss_sum, metrics = method.loss(module, mb or batch[:1])
+                accelerator.backward(global_mean(loss_sum * weight, units, world) * loss_scale)
+            if mb:
+                w = method.units(mb)
+                my_units += w
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * w
+        if deepspeed:
+            accelerator.gradient_state._set_sync_gradients(True)
+        if cfg.max_grad_norm > 0:  # DeepSpeed clipped inside its step and reports the norm (or None)
             grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
-            sums["grad_norm"] = float(grad_norm) * my_units
+            if grad_norm is not None:
+                sums["grad_norm"] = float(grad_norm) * my_units
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"step": step + 1, **_reduce_metrics(accelerator, sums, my_units)}
         record["lr"] = scheduler.get_last_lr()[0]
         record["step_time"] = time.perf_counter() - t0
-        if evaluate is not None and cfg.eval_every > 0 and (step + 1) % cfg.eval_every == 0:
-            record.update({f"eval/{k}": v for k, v in evaluate(module).items()})
-            module.train()
+        if cfg.eval_every > 0 and (step + 1) % cfg.eval_every == 0:
+            record.update(run_eval())
         if (step + 1) % max(cfg.log_every, 1) == 0 or step + 1 == steps:
             log.write(record)
         result.history.append(record)
@@ -192,16 +257,92 @@ def train_loop(
             save_checkpoint(accelerator, output_dir, step + 1, {"total_steps": steps}, cfg.keep_checkpoints)
         result.step = step + 1
     bar.close()
-    if evaluate is not None:
-        final_eval = {f"eval/{k}": v for k, v in evaluate(module).items()}
+    final_eval = run_eval()
+    if final_eval:
         log.write({"step": result.step, **final_eval})
         if result.history:
             result.history[-1].update(final_eval)
     accelerator.wait_for_everyone()
-    if on_save is not None and accelerator.is_main_process:
-        on_save(accelerator.unwrap_model(module), output_dir / "final")
+    if on_save is not None:
+        state_dict = full_state_dict(accelerator, module)  # a collective: every process calls it
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(module)
+            if state_dict is None:
+                on_save(unwrapped, output_dir / "final")
+            else:
+                on_save(unwrapped, output_dir / "final", state_dict)
     accelerator.wait_for_everyone()
     return result
+
+
+@torch.no_grad()
+def evaluate_sharded(accelerator, method: Method, module: nn.Module, examples: Sequence[Any],
+                     batch_size: int) -> dict[str, float]:
+    """Unit-weighted means of ``method.loss`` metrics over ``examples``, each process scoring its shard.
+
+    Every process runs ``ceil(ceil(n / world) / batch_size)`` forwards (a short shard repeats an
+    example with weight 0), so FSDP and ZeRO-3 stay in step. ``perplexity`` is ``exp(nll)`` of the
+    reduced per-token ``nll``, when the method reports one.
+    """
+    world = accelerator.num_processes
+    mine = shard(examples, accelerator.process_index, world)
+    n_batches = math.ceil(math.ceil(len(examples) / world) / batch_size)
+    module.eval()
+    sums: dict[str, float] = {}
+    units = 0.0
+    for i in range(n_batches):
+        chunk = mine[i * batch_size : (i + 1) * batch_size]
+        with accelerator.autocast():
+            _, metrics = method.loss(module, chunk or list(examples[:1]))
+        w = method.units(chunk) if chunk else 0.0
+        units += w
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * w
+    out = _reduce_metrics(accelerator, sums, units)
+    if "nll" in out:
+        out["perplexity"] = math.exp(min(out["nll"], 50.0))
+    return out
+
+
+def full_state_dict(accelerator, module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole state dict of the unwrapped ``module`` when its weights are sharded (FSDP, ZeRO-3),
+    gathered with every process taking part (complete on the main process); ``None`` otherwise,
+    when every process already holds all the weights."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type == DistributedType.FSDP or (
+        _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+    return accelerator.get_state_dict(module) if sharded else None
+
+
+def _is_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def _prepare_for_sharding(accelerator, cfg: TrainConfig, module: nn.Module) -> None:
+    """What FSDP and DeepSpeed need before ``accelerator.prepare``, taken from the alignkit config.
+
+    1. FSDP's transformer-based auto-wrap looks for ``_no_split_modules`` on the prepared module;
+       the scorer wrapping the LM borrows the LM's (e.g. ``["LlamaDecoderLayer"]``).
+    2. DeepSpeed sizes its batch from the config: micro-batch = ``batch_size``, accumulation =
+       ``grad_accum`` (its backward divides the loss by it, which the loop undoes), clipping =
+       ``max_grad_norm``. No dataloader is prepared, so "auto" could not be filled otherwise.
+    """
+    from accelerate.utils import DistributedType
+
+    from alignkit.engine.logprobs import unwrap_causal_lm
+
+    if accelerator.distributed_type == DistributedType.FSDP and not hasattr(module, "_no_split_modules"):
+        module._no_split_modules = list(getattr(unwrap_causal_lm(module), "_no_split_modules", None) or [])
+    if _is_deepspeed(accelerator):
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+        ds["gradient_accumulation_steps"] = cfg.grad_accum
+        ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+        ds["gradient_clipping"] = cfg.max_grad_norm
 
 
 def _progress(cfg: TrainConfig, accelerator, total: int, initial: int, desc: str):

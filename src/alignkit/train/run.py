@@ -70,8 +70,10 @@ def _policy_and_data(cfg: Config):
 def _save_final(tokenizer):
     from alignkit.models.loading import save_pretrained
 
-    def on_save(module, out_dir: Path) -> None:
-        save_pretrained(module.lm, tokenizer, out_dir)
+    def on_save(module, out_dir: Path, state_dict=None) -> None:
+        # Under FSDP / ZeRO-3 the loop passes the gathered weights of the SequenceScorer.
+        lm_state = None if state_dict is None else {k.removeprefix("lm."): v for k, v in state_dict.items()}
+        save_pretrained(module.lm, tokenizer, out_dir, state_dict=lm_state)
 
     return on_save
 
@@ -87,8 +89,7 @@ def train_sft(cfg: Config) -> Path:
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
     scorer = SequenceScorer(model, cfg.engine.chunk_size)
-    evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
-    train_loop(cfg.train, method, scorer, train, evaluate=evaluate, on_save=_save_final(tokenizer), desc="sft")
+    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=_save_final(tokenizer), desc="sft")
     return Path(cfg.train.output_dir)
 
 
@@ -143,8 +144,7 @@ def train_preference(cfg: Config) -> Path:
                                     train + held_out)
         reference.to(accelerator.device)
     method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
-    evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
-    train_loop(cfg.train, method, scorer, train, accelerator=accelerator, evaluate=evaluate,
+    train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,
                on_save=_save_final(tokenizer), desc=cfg.method)
     return Path(cfg.train.output_dir)
 
