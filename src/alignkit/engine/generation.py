@@ -3,6 +3,7 @@
 Prompts are left-padded so that every row continues from its last prompt token;
 generation stops at EOS (or ``max_new_tokens``), is seeded, and reports tokens/s.
 The result is token ids (ready for the engine) and decoded text (ready for rewards).
+:func:`best_of_k` turns sampling plus a reward into an inference policy.
 """
 
 from __future__ import annotations
@@ -100,6 +101,40 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
         "gen/seconds": elapsed,
     }
     return Samples([list(p) for p in prompt_ids], responses, texts, metrics)
+
+
+@dataclass
+class BestOfK:
+    """The highest-reward response of each of B prompts among its K samples."""
+
+    texts: list[str]  # B best responses
+    response_ids: list[list[int]]  # B best responses as token ids (EOS kept when they ended)
+    rewards: torch.Tensor  # [B] reward of the best response
+    scores: torch.Tensor  # [B, K] reward of every sample
+    samples: Samples  # all K samples
+
+
+def best_of_k(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, reward,
+              prompts: list[str] | None = None, progress: bool = False) -> BestOfK:
+    """Best-of-K as an inference policy: sample ``cfg.num_samples`` responses per prompt and return the one
+    ``reward.score(prompts, responses)`` rates highest (the first of equals).
+
+    ``prompts`` are the prompt texts the reward sees; by default the decoded ``prompt_ids``.
+    """
+    samples = sample(model, tokenizer, prompt_ids, cfg, progress=progress)
+    if prompts is None:
+        prompts = [tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids]
+    k = cfg.num_samples
+    flat = reward.score([p for p in prompts for _ in range(k)], [t for ts in samples.texts for t in ts])
+    scores = flat.float().view(len(prompt_ids), k)  # (B, K)
+    best = scores.argmax(dim=1).tolist()
+    return BestOfK(
+        texts=[ts[i] for ts, i in zip(samples.texts, best)],
+        response_ids=[rs[i] for rs, i in zip(samples.response_ids, best)],
+        rewards=scores.max(dim=1).values,
+        scores=scores,
+        samples=samples,
+    )
 
 
 def _as_list(value) -> list[int]:

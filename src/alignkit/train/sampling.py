@@ -1,0 +1,414 @@
+"""Sampling-based alignment as ONE loop: RAFT, RSO, online RRHF / PRO / listwise DPO, iterative DPO.
+
+Stage ``n`` of every method (``online.stages`` of them):
+
+1. draw ``online.prompts_per_stage`` prompts of ``data.train`` (any format; seed ``train.seed + n``);
+2. gather candidates from ``online.sources``: K samples of the policy (or of
+   ``online.sampler_model``), K samples of another model, the data row's own responses;
+3. score them with ``rewards`` (with ``online.kl_beta`` > 0 also the log-probs of the
+   policy and of the starting policy, for RAFT eq. 5);
+4. select with the method's function in :data:`~alignkit.train.selection.SELECTORS`;
+5. write ``output_dir/stages/stage-n/samples.jsonl`` BEFORE training: per prompt
+   ``{prompt, responses, scores, kept, sources, prompt_ids, response_ids[, logps, ref_logps]}``,
+   the ``ranked`` data format plus token ids, so the file also reads as training data;
+6. fine-tune with :func:`~alignkit.train.loop.train_loop` (``SFTMethod``, or ``PreferenceMethod``
+   with ``online.loss``) for ``train.num_epochs`` (or ``train.max_steps``); the model goes to
+   ``stage-n/final`` and the steps to ``stage-n/metrics.jsonl``.
+
+Resume (``train.resume: true``): a stage whose ``final/`` exists is skipped; a stage whose
+``samples.jsonl`` exists is not sampled again (its selection, seeded, is recomputed); the
+fine-tuning resumes from the stage's own checkpoints (``train.save_every``). Without
+resume, the ``stages/`` of an earlier run are removed first.
+
+``output_dir/metrics.jsonl`` gets one line per stage (field ``stage``): the mean reward of
+all samples, the best-of-K mean, the kept samples' mean reward and distinct-2, the last
+train loss. Every process samples the same (seeded) candidates; the main one writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.config import Config
+from alignkit.errors import AlignkitError, ConfigError, DataError
+from alignkit.train.run import register_trainer
+from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
+
+log = logging.getLogger("alignkit")
+
+
+@dataclass
+class PromptRow:
+    """A prompt of ``data.train`` with the row's own responses (the ``dataset`` source)."""
+
+    prompt: Any  # a string or chat messages, as in the data
+    prompt_ids: list[int]
+    responses: list[Any]
+    response_ids: list[list[int]]
+
+
+def load_prompts(cfg: Config, tokenizer, with_responses: bool = False) -> list[PromptRow]:
+    """The prompts of ``data.train`` (whole-text rows have none and are skipped), tokenized by ``data``."""
+    from alignkit.data.formats import load_examples
+    from alignkit.data.pipeline import resolve_data_path
+    from alignkit.data.tokenize import TokenizeConfig, tokenize_example
+
+    data = cfg.data
+    if not data.train:
+        raise ConfigError("data.train: no prompts given; set data.train to a file of prompts (any format)")
+    examples = load_examples(resolve_data_path(data.train), format=data.format, split=data.split,
+                             skip_bad_rows=data.skip_bad_rows, max_rows=data.max_rows or None, log=log.warning)
+    tok_cfg = TokenizeConfig(max_prompt_length=data.max_prompt_length, max_length=data.max_length)
+    rows = []
+    for ex in examples:
+        if ex.meta.get("whole_text"):
+            continue
+        responses = list(ex.responses) if with_responses else []
+        try:
+            tok = tokenize_example(replace(ex, responses=responses, scores=None, desirable=None), tokenizer, tok_cfg)
+        except DataError:
+            if not data.skip_bad_rows:
+                raise
+            continue
+        rows.append(PromptRow(ex.prompt, tok.prompt_ids, responses, tok.response_ids))
+    if not rows:
+        raise ConfigError(f"data.train: {data.train} has no prompts (whole-text rows carry none)")
+    return rows
+
+
+class ModelSource:
+    """K samples of a model per prompt; a model with another vocabulary is re-tokenized for the policy.
+
+    ``sampler`` has the call shape of :func:`alignkit.engine.generation.sample` (the default), e.g. a
+    sampler of :mod:`alignkit.engine.backends`.
+    """
+
+    def __init__(self, name: str, model, tokenizer, policy_tokenizer, tok_cfg, sampler=None):
+        from alignkit.engine.generation import sample
+
+        self.name, self.model, self.tokenizer, self.policy_tokenizer = name, model, tokenizer, policy_tokenizer
+        self.same_vocab = tokenizer.get_vocab() == policy_tokenizer.get_vocab()
+        self.tok_cfg, self.sampler = tok_cfg, sampler or sample
+
+    def propose(self, rows: list[PromptRow], sampling, progress: bool):
+        from alignkit.data.schema import Example
+        from alignkit.data.tokenize import tokenize_example
+
+        prompt_ids = [r.prompt_ids if self.same_vocab else
+                      tokenize_example(Example(r.prompt), self.tokenizer, self.tok_cfg).prompt_ids for r in rows]
+        out = self.sampler(self.model, self.tokenizer, prompt_ids, sampling, progress=progress)
+        ids = out.response_ids if self.same_vocab else [[self._policy_ids(t, r) for t, r in zip(ts, rs)]
+                                                        for ts, rs in zip(out.texts, out.response_ids)]
+        return out.texts, ids, out.metrics
+
+    def _policy_ids(self, text: str, ids: list[int]) -> list[int]:
+        eos = self.policy_tokenizer.eos_token_id
+        ended = bool(ids) and ids[-1] == self.tokenizer.eos_token_id
+        return self.policy_tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if ended or not text else [])
+
+
+def gather(sources: list[ModelSource | None], rows: list[PromptRow], sampling, progress: bool = False):
+    """Candidate records ``{prompt, responses, sources, prompt_ids, response_ids}`` per prompt; ``None`` is the
+    dataset source. Returns the records and the generation metrics of the first model source."""
+    records = [{"prompt": r.prompt, "responses": [], "sources": [], "prompt_ids": r.prompt_ids, "response_ids": []}
+               for r in rows]
+    metrics: dict[str, float] = {}
+    for src in sources:
+        if src is None:
+            texts, ids, name = [r.responses for r in rows], [r.response_ids for r in rows], "dataset"
+        else:
+            texts, ids, gen = src.propose(rows, sampling, progress)
+            metrics, name = metrics or gen, src.name
+        for rec, ts, rs in zip(records, texts, ids):
+            rec["responses"] += ts
+            rec["response_ids"] += rs
+            rec["sources"] += [name] * len(ts)
+    return records, metrics
+
+
+def score_records(reward, records: list[dict]) -> None:
+    """Set ``scores`` of every record: the reward of each response."""
+    from alignkit.rewards import as_text
+
+    prompts = [as_text(r["prompt"]) for r in records for _ in r["responses"]]
+    flat = reward.score(prompts, [as_text(x) for r in records for x in r["responses"]]).tolist()
+    for r in records:
+        r["scores"], flat = [float(s) for s in flat[: len(r["responses"])]], flat[len(r["responses"]) :]
+
+
+@torch.no_grad()
+def record_logps(logps_fn, records: list[dict], batch_size: int) -> list[list[float]]:
+    """``logps_fn(ResponseBatch) -> [B, K]`` over every record's candidates, in batches of prompts."""
+    from alignkit.data.schema import TokenizedExample
+    from alignkit.engine import collate
+
+    out = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        values = logps_fn(collate([TokenizedExample(r["prompt_ids"], r["response_ids"]) for r in chunk])).cpu()
+        out += [values[b, : len(r["response_ids"])].tolist() for b, r in enumerate(chunk)]
+    return out
+
+
+def padded(records: list[dict], key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``records[b][key]`` as ``[B, K]`` float32 values and a validity mask."""
+    width = max(len(r[key]) for r in records)
+    values = torch.zeros(len(records), width)
+    mask = torch.zeros(len(records), width, dtype=torch.bool)
+    for b, r in enumerate(records):
+        values[b, : len(r[key])] = torch.tensor(r[key], dtype=torch.float32)
+        mask[b, : len(r[key])] = True
+    return values, mask
+
+
+def select(method: str, records: list[dict], cfg: Config, stage: int, filter_fn=None) -> list[Item]:
+    """Filter, rank (eq. 5 when ``online.kl_beta`` > 0) and apply the method's selector; sets ``kept``."""
+    from alignkit.rewards import as_text
+
+    scores, mask = padded(records, "scores")
+    if filter_fn is not None:
+        cells = [(b, k) for b, r in enumerate(records) for k in range(len(r["responses"]))]
+        keep = filter_mask(filter_fn, [as_text(records[b]["prompt"]) for b, _ in cells],
+                           [as_text(records[b]["responses"][k]) for b, k in cells], [float(scores[c]) for c in cells])
+        for (b, k), ok in zip(cells, keep.tolist()):
+            mask[b, k] &= ok
+    if cfg.online.kl_beta > 0:
+        scores = kl_regularised(scores, padded(records, "logps")[0], padded(records, "ref_logps")[0],
+                                cfg.online.kl_beta)
+    items = SELECTORS[method](scores, mask, cfg.online, random.Random(cfg.train.seed * 1_000_003 + stage))
+    kept = {(it.row, k) for it in items for k in it.indices}
+    for b, r in enumerate(records):
+        r["kept"] = [(b, k) in kept for k in range(len(r["responses"]))]
+    return items
+
+
+def to_examples(records: list[dict], items: list[Item], stage: int, sft: bool):
+    from alignkit.data.schema import TokenizedExample
+    from alignkit.train.sft import best_response_only
+
+    out = [TokenizedExample(records[it.row]["prompt_ids"], [records[it.row]["response_ids"][k] for k in it.indices],
+                            it.scores, None, f"stage-{stage}:{it.row}") for it in items]
+    return [best_response_only(ex) for ex in out] if sft else out
+
+
+def stage_metrics(records: list[dict]) -> dict[str, float]:
+    """Mean reward of all samples, of the best per prompt (best-of-K) and of the kept ones; kept distinct-2."""
+    from alignkit.eval.metrics import distinct_n
+    from alignkit.rewards import as_text
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    kept = [(x, s) for r in records for x, s, k in zip(r["responses"], r["scores"], r["kept"]) if k]
+    return {
+        "reward/mean": mean([s for r in records for s in r["scores"]]),
+        "reward/best_of_k": mean([max(r["scores"]) for r in records if r["scores"]]),
+        "reward/kept": mean([s for _, s in kept]),
+        "kept/count": len(kept),
+        "kept/distinct_2": distinct_n([as_text(x) for x, _ in kept], 2),
+        "samples/count": sum(len(r["scores"]) for r in records),
+    }
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Atomic: a run interrupted while writing leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+def check_config(cfg: Config) -> tuple[str, Any]:
+    """The update's loss name and the filter function; every config error before any model loads."""
+    from alignkit.losses import LOSSES, check_hyperparameters
+
+    o = cfg.online
+    if not cfg.rewards:
+        raise ConfigError(f"rewards: method {cfg.method!r} scores its samples with a reward; add one, "
+                          "e.g. `rewards: [{kind: vader}]`")
+    if cfg.loss:
+        raise ConfigError(f"loss: method {cfg.method!r} takes its update's hyper-parameters from online.loss_args")
+    if o.stages < 1 or o.prompts_per_stage < 0:
+        raise ConfigError("online.stages must be >= 1 and online.prompts_per_stage >= 0")
+    if not o.sources or len(set(o.sources)) < len(o.sources):
+        raise ConfigError(f"online.sources: give distinct sources (policy, dataset or a model path), got {o.sources}")
+    if cfg.method == "rso" and (o.rso_beta <= 0 or o.rso_num_accepted < 2):
+        raise ConfigError("online.rso_beta must be > 0 and online.rso_num_accepted >= 2")
+    loss = o.loss or DEFAULT_LOSS[cfg.method]
+    if loss != "sft" and loss not in LOSSES:
+        raise ConfigError(f"online.loss: unknown loss {loss!r}; choose sft or one of: {', '.join(sorted(LOSSES))}")
+    if loss != "sft":
+        check_hyperparameters(loss, o.loss_args, key="online.loss_args")
+    elif o.loss_args:
+        raise ConfigError("online.loss_args: the sft update takes no hyper-parameters")
+    if cfg.method == "raft" and loss != "sft":
+        raise ConfigError("online.loss: raft fine-tunes on one kept response per example with sft; "
+                          "use method: online or iterative_dpo for a preference loss")
+    if not o.filter:
+        return loss, None
+    from alignkit.rewards.simple import import_function
+
+    try:
+        return loss, import_function(o.filter)
+    except AlignkitError as err:
+        raise ConfigError(f"online.filter: {err}") from None
+
+
+def train_sampling(cfg: Config) -> Path:
+    from alignkit.engine import SequenceScorer, sequence_logps
+    from alignkit.losses import get_loss
+    from alignkit.models.loading import save_pretrained
+    from alignkit.models.reference import FrozenReference, copy_of
+    from alignkit.rewards import build_reward
+    from alignkit.train.loop import make_accelerator, train_loop
+    from alignkit.train.preference import PreferenceMethod
+    from alignkit.train.run import _save_final
+    from alignkit.train.sft import SFTMethod
+
+    loss, filter_fn = check_config(cfg)
+    o, out = cfg.online, Path(cfg.train.output_dir)
+    reward = build_reward(cfg.rewards)
+    accelerator = make_accelerator(cfg.train)
+    main, device = accelerator.is_main_process, accelerator.device
+    start = _completed_stages(out, o.stages, cfg.train.resume, accelerator)
+    policy, tokenizer = load_model(cfg, str(stage_dir(out, start - 1) / "final") if start else "", lora=True)
+    policy.to(device)
+    pad, share, chunk = tokenizer.pad_token_id, cfg.engine.share_prompt, cfg.engine.chunk_size
+    rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources)
+    sources = _sources(cfg, policy, tokenizer, device)
+    scorer = SequenceScorer(policy, chunk)
+    ref_mode = o.reference if o.reference != "auto" else ("previous" if cfg.method == "iterative_dpo" else "initial")
+    loss_ref = loss != "sft" and get_loss(loss).needs_reference
+    initial = None
+    if o.kl_beta > 0 or (loss_ref and ref_mode == "initial"):
+        first = copy_of(policy) if start == 0 and not cfg.reference.path else load_model(cfg, cfg.reference.path)[0]
+        initial = FrozenReference(first, pad, share, chunk).to(device)
+
+    def policy_logps(batch):
+        scorer.eval()
+        return sequence_logps(scorer, batch, pad_id=pad, share_prompt=share).logps
+
+    for stage in range(start, o.stages):
+        sdir = stage_dir(out, stage)
+        accelerator.wait_for_everyone()
+        fresh = not (sdir / "samples.jsonl").is_file()
+        if fresh:
+            logps_fns = {"logps": policy_logps, "ref_logps": initial.logps} if o.kl_beta > 0 else {}
+            records, gen = sample_stage(cfg, stage, sources, rows, reward, logps_fns, cfg.train.progress and main)
+        else:
+            records, gen = read_jsonl(sdir / "samples.jsonl"), {}
+        items = select(cfg.method, records, cfg, stage, filter_fn)
+        if fresh and main:
+            write_jsonl(sdir / "samples.jsonl", records)
+        examples = to_examples(records, items, stage, sft=loss == "sft")
+        reference = None
+        if loss_ref:
+            reference = initial if ref_mode == "initial" else FrozenReference(copy_of(policy), pad, share, chunk)
+            reference.to(device)
+        method = SFTMethod(pad, share) if loss == "sft" else PreferenceMethod(loss, o.loss_args, pad, reference, share)
+        record = {"stage": stage, **stage_metrics(records), **gen, "train/examples": len(examples)}
+        if examples:
+            stage_cfg = replace(cfg.train, output_dir=str(sdir), seed=cfg.train.seed + stage)
+            result = train_loop(stage_cfg, method, scorer, examples, accelerator=accelerator,
+                                on_save=_save_final(tokenizer), desc=f"{cfg.method} {stage + 1}/{o.stages}")
+            record["train/loss"] = result.history[-1].get("loss") if result.history else None
+            accelerator.free_memory()  # drop this stage's optimizer
+        else:
+            log.warning("stage %d: nothing selected (all candidates tied or filtered); the policy is unchanged", stage)
+            if main:
+                save_pretrained(policy, tokenizer, sdir / "final")
+        log.info("stage %d: %s", stage, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+        if main:
+            with (out / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+    accelerator.wait_for_everyone()
+    if main:
+        save_pretrained(policy, tokenizer, out / "final")
+    return out
+
+
+def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, progress: bool):
+    """Draw the stage's prompts, gather and score their candidates; ``logps_fns`` maps a record key to a
+    ``ResponseBatch -> [B, K]`` log-prob function (RAFT eq. 5 needs log pi and log pi_ref)."""
+    prompts = _draw(rows, cfg.online.prompts_per_stage, cfg.train.seed + stage)
+    records, gen = gather(sources, prompts, replace(cfg.sampling, seed=cfg.sampling.seed + stage), progress)
+    score_records(reward, records)
+    for key, fn in logps_fns.items():
+        for r, values in zip(records, record_logps(fn, records, cfg.train.batch_size)):
+            r[key] = values
+    return records, gen
+
+
+def stage_dir(out: Path, stage: int) -> Path:
+    return Path(out) / "stages" / f"stage-{stage}"
+
+
+def _completed_stages(out: Path, stages: int, resume: bool, accelerator) -> int:
+    """Stages already fine-tuned (on resume), after removing an earlier run's stages (without resume);
+    ``metrics.jsonl`` keeps the lines of the completed stages."""
+    if accelerator.is_main_process and not resume and (out / "stages").exists():
+        log.info("starting over: removing %s (set train.resume=true to continue it)", out / "stages")
+        shutil.rmtree(out / "stages")
+    accelerator.wait_for_everyone()
+    done = 0
+    while done < stages and (stage_dir(out, done) / "final" / "tokenizer_config.json").is_file():  # saved last
+        done += 1
+    metrics = out / "metrics.jsonl"
+    kept = [r for r in read_jsonl(metrics) if r.get("stage", stages) < done] if done and metrics.is_file() else []
+    if accelerator.is_main_process:
+        write_jsonl(metrics, kept)
+    return done
+
+
+def _draw(rows: list[PromptRow], b: int, seed: int) -> list[PromptRow]:
+    """``b`` prompts without replacement (all when ``b`` is 0 or at least the number of prompts)."""
+    if b <= 0 or b >= len(rows):
+        return rows
+    return [rows[i] for i in random.Random(seed).sample(range(len(rows)), b)]
+
+
+def load_model(cfg: Config, path: str = "", lora: bool = False):
+    """A model of the run: ``cfg.model`` at another path (empty: its own), with its LoRA adapter only if ``lora``."""
+    from alignkit.models.loading import load_causal_lm
+
+    model_cfg = replace(cfg.model, name_or_path=path or cfg.model.name_or_path)
+    if not lora:
+        model_cfg = replace(model_cfg, lora=type(cfg.model.lora)())
+    return load_causal_lm(model_cfg)
+
+
+def _sources(cfg: Config, policy, tokenizer, device) -> list[ModelSource | None]:
+    """The candidate sources of ``online.sources``: a model (policy, sampler or another one), or None (dataset)."""
+    from alignkit.data.tokenize import TokenizeConfig
+
+    tok_cfg = TokenizeConfig(max_prompt_length=cfg.data.max_prompt_length, max_length=cfg.data.max_length)
+    out: list[ModelSource | None] = []
+    for name in cfg.online.sources:
+        if name == "dataset":
+            out.append(None)
+        elif name == "policy" and not cfg.online.sampler_model:
+            out.append(ModelSource("policy", policy, tokenizer, tokenizer, tok_cfg))
+        else:
+            path = cfg.online.sampler_model if name == "policy" else name
+            model, tok = load_model(cfg, path)
+            out.append(ModelSource(path, model.to(device).requires_grad_(False), tok, tokenizer, tok_cfg))
+    return out
+
+
+for _name in SELECTORS:
+    register_trainer(_name)(train_sampling)

@@ -1,0 +1,203 @@
+"""The select step of the sampling methods, and their settings (``Config.online``).
+
+Every sampling method runs one loop (:mod:`alignkit.train.sampling`): sample K
+responses per prompt, score them with the reward, **select**, fine-tune. The
+methods differ only in the select step (one function each in :data:`SELECTORS`)
+and in the loss of the update (``sft`` or a name in ``alignkit.losses.LOSSES``).
+
+Shapes: the candidates of a stage are ``[B, K]`` tensors, B prompts with up to K
+candidates each (``mask`` is False where a prompt has fewer, e.g. dataset
+responses, or where the filter hook removed one). A selection is a list of
+:class:`Item`: one training example made of some candidates of one prompt, with
+preference scores (higher is better) or ``None`` for SFT.
+
+Everything here is pure (tensors and numbers in, indices out), so each select
+step is tested by hand in ``tests/train/test_selection.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+
+
+@dataclass
+class OnlineConfig:
+    """Settings of ``method: raft | rso | online | iterative_dpo``.
+
+    The epochs of the fine-tuning step of each stage (RAFT's E) are ``train.num_epochs``
+    (or ``train.max_steps`` steps), with a fresh optimizer and schedule per stage. The
+    starting policy (pi_ref of eq. 5, and of the loss under ``reference: initial``) is
+    ``model``, or ``reference.path`` when set; references are frozen copies. Every stage
+    samples the current policy: RSO's pi_sft is the starting one, so RSO runs one stage.
+    """
+
+    stages: int = 2  # stages (RAFT) / iterations (online, iterative DPO) of sample -> score -> select -> fine-tune
+    prompts_per_stage: int = 0  # b: prompts drawn from data.train per stage, without replacement, seeded (0: all)
+    sources: list[str] = field(default_factory=lambda: ["policy"])  # candidates ranked together: policy (K samples), dataset (the row's own responses), or a model path / Hub id (K samples)
+    sampler_model: str = ""  # sample the 'policy' source from this model instead (RAFT distillation from an expert); empty: the policy being trained
+    ranking: Literal["local", "global"] = "local"  # raft: keep the best response of each prompt, or the top 1/K of all samples
+    kl_beta: float = 0.0  # rank by r(x,y) - kl_beta * log(pi/pi_ref)(y|x) (RAFT eq. 5); 0: by the reward alone
+    filter: str = ""  # 'module:function' called as fn(prompts, responses, scores) -> keep mask, before selection (e.g. drop reward hacks)
+    rso_beta: float = 0.5  # rso: beta of the target policy pi_sft * exp(r / beta) (RSO Algorithm 1)
+    rso_num_accepted: int = 8  # rso: samples accepted per prompt, then paired at random and labelled by the reward
+    loss: str = ""  # the update: 'sft' or a loss in alignkit.losses.LOSSES; empty: raft sft, rso dpo, online rrhf, iterative_dpo dpo
+    loss_args: dict[str, Any] = field(default_factory=dict)  # that loss's hyper-parameters (empty: paper defaults)
+    reference: Literal["auto", "initial", "previous"] = "auto"  # pi_ref of the loss and eq. 5: the starting policy, or the policy at the start of each stage (auto: previous for iterative_dpo, else initial)
+
+
+@dataclass
+class Item:
+    """One training example: candidates ``indices`` of prompt ``row``, with preference ``scores`` (None: SFT)."""
+
+    row: int
+    indices: list[int]
+    scores: list[float] | None = None
+
+
+class UniformRNG(Protocol):
+    def random(self) -> float: ...
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def kl_regularised(rewards: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """RAFT eq. 5: rank by ``r(x, y) - beta * log(pi(y|x) / pi_ref(y|x))``, all ``[B, K]``."""
+    return rewards - beta * (logps - ref_logps)
+
+
+def local_ranking(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Keep ``[B, K]``: the best valid candidate of each prompt (the first of equals); none for an empty row."""
+    masked = scores.masked_fill(~mask, -math.inf)
+    keep = torch.zeros_like(mask)
+    rows = mask.any(dim=1).nonzero().flatten()
+    keep[rows, masked[rows].argmax(dim=1)] = True  # argmax returns the first maximum
+    return keep
+
+
+def global_ranking(scores: torch.Tensor, mask: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Keep ``[B, K]``: the ``n_keep`` best valid candidates over all prompts (ties: the earlier in row order)."""
+    flat = scores.masked_fill(~mask, -math.inf).flatten()
+    order = torch.sort(-flat, stable=True).indices[: min(n_keep, int(mask.sum()))]
+    keep = torch.zeros(flat.shape, dtype=torch.bool)
+    keep[order] = True
+    return keep.view(mask.shape)
+
+
+def best_and_worst(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices ``[B]`` of the best and the worst valid candidate (first of equals), and whether they differ in score."""
+    best = scores.masked_fill(~mask, -math.inf).argmax(dim=1)
+    worst = scores.masked_fill(~mask, math.inf).argmin(dim=1)
+    rows = torch.arange(len(scores))
+    differ = mask.any(dim=1) & (scores[rows, best] > scores[rows, worst])
+    return best, worst, differ
+
+
+def rso_accept(rewards: Sequence[float], num_accepted: int, beta: float, rng: UniformRNG) -> list[int]:
+    """Statistical rejection sampling, RSO Algorithm 1 (Liu et al. 2023, arXiv 2309.06657).
+
+    Draws from pi_r(y|x) ∝ pi_sft(y|x) exp(r(x, y) / beta) given candidates sampled from
+    pi_sft: in rounds over the remaining candidates (in order), candidate y is accepted
+    when ``u < exp((r(y) - r_max) / beta)``, u ~ U[0, 1) and r_max the best remaining
+    reward; accepted ones are removed after the round (sampling without replacement).
+    Stops at ``num_accepted`` or when no candidate is left. Returns accepted indices in
+    acceptance order. Each round accepts at least the best remaining one (u < 1).
+    """
+    remaining = list(range(len(rewards)))
+    accepted: list[int] = []
+    while remaining and len(accepted) < num_accepted:
+        r_max = max(rewards[i] for i in remaining)
+        taken = []
+        for i in remaining:
+            if rng.random() >= math.exp((rewards[i] - r_max) / beta):
+                continue
+            accepted.append(i)
+            taken.append(i)
+            if len(accepted) == num_accepted:
+                break
+        remaining = [i for i in remaining if i not in taken]
+    return accepted
+
+
+def random_pairs(indices: Sequence[int], rng) -> list[tuple[int, int]]:
+    """Disjoint pairs of a shuffled copy of ``indices`` (an odd one out is dropped); ``rng`` is a ``random.Random``."""
+    shuffled = list(indices)
+    rng.shuffle(shuffled)
+    return [(shuffled[i], shuffled[i + 1]) for i in range(0, len(shuffled) - 1, 2)]
+
+
+def filter_mask(fn: Callable, prompts: list[str], responses: list[str], scores: list[float]) -> torch.Tensor:
+    """The user's keep mask ``[N]`` bool from ``fn(prompts, responses, scores)`` (a sequence of N truthy values)."""
+    keep = fn(prompts, responses, scores)
+    keep = torch.as_tensor(list(keep) if not isinstance(keep, torch.Tensor) else keep).bool().flatten()
+    if keep.numel() != len(responses):
+        raise ValueError(f"the filter returned {keep.numel()} values for {len(responses)} responses")
+    return keep
+
+
+# ---------------------------------------------------------------- the select step of each method
+
+Selector = Callable[[torch.Tensor, torch.Tensor, OnlineConfig, Any], list[Item]]
+SELECTORS: dict[str, Selector] = {}
+DEFAULT_LOSS: dict[str, str] = {}
+
+
+def register_selector(name: str, default_loss: str):
+    def wrap(fn: Selector) -> Selector:
+        SELECTORS[name], DEFAULT_LOSS[name] = fn, default_loss
+        return fn
+
+    return wrap
+
+
+@register_selector("raft", default_loss="sft")
+def select_raft(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+    """RAFT (Dong et al. 2023, arXiv 2304.06767): the best response per prompt (local ranking), or the
+    top 1/K of all B x K samples (global ranking); each kept response is one SFT example."""
+    if cfg.ranking == "local":
+        keep = local_ranking(scores, mask)
+    else:
+        keep = global_ranking(scores, mask, math.ceil(int(mask.sum()) / max(scores.shape[1], 1)))
+    return [Item(b, [k]) for b, k in keep.nonzero().tolist()]
+
+
+@register_selector("rso", default_loss="dpo")
+def select_rso(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+    """RSO: accept ``rso_num_accepted`` samples of each prompt by rejection sampling (:func:`rso_accept`),
+    pair them at random and label each pair by the reward (equal rewards make no pair)."""
+    items = []
+    for b in range(len(scores)):
+        valid = mask[b].nonzero().flatten().tolist()
+        values = scores[b].tolist()
+        chosen = rso_accept([values[k] for k in valid], cfg.rso_num_accepted, cfg.rso_beta, rng)
+        for i, j in random_pairs([valid[c] for c in chosen], rng):
+            if values[i] != values[j]:
+                better, worse = (i, j) if values[i] > values[j] else (j, i)
+                items.append(Item(b, [better, worse], [values[better], values[worse]]))
+    return items
+
+
+@register_selector("online", default_loss="rrhf")
+def select_ranked(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+    """Online RRHF / PRO / listwise DPO: all candidates of a prompt, ranked by their scores (a prompt whose
+    candidates all tie carries no preference and is skipped)."""
+    items = []
+    for b in range(len(scores)):
+        valid = mask[b].nonzero().flatten().tolist()
+        values = [float(scores[b, k]) for k in valid]
+        if len(set(values)) > 1:
+            items.append(Item(b, valid, values))
+    return items
+
+
+@register_selector("iterative_dpo", default_loss="dpo")
+def select_best_worst(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+    """Iterative online DPO (Dong et al. 2024, arXiv 2405.07863): the best and the worst response of each
+    prompt as (chosen, rejected); a prompt whose candidates all tie is skipped."""
+    best, worst, differ = best_and_worst(scores, mask)
+    return [Item(b, [int(best[b]), int(worst[b])], [1.0, 0.0]) for b in differ.nonzero().flatten().tolist()]
