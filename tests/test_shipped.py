@@ -23,10 +23,28 @@ def test_every_module_imports(name):
     importlib.import_module(name)
 
 
+def config_class(path):
+    """Train configs are the default; eval/compare/soup configs are named by prefix."""
+    from alignkit.eval.compare import CompareConfig
+    from alignkit.eval.runner import EvalConfig
+    from alignkit.eval.soup import SoupConfig
+
+    classes = {"eval_": EvalConfig, "compare_": CompareConfig, "soup_": SoupConfig}
+    return next((c for prefix, c in classes.items() if path.name.startswith(prefix)), None)
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_config_loads(path):
     if "accelerate" in path.parts:
         pytest.skip("Accelerate launcher configs are read by accelerate, not alignkit")
+    cls = config_class(path)
+    if cls is not None:
+        from alignkit.eval.compare import CompareConfig, check_compare
+
+        cfg = load_config(path, cls=cls)
+        if cls is CompareConfig:
+            check_compare(cfg)  # builds every method's train config
+        return
     cfg = load_config(path)
     from alignkit.losses import LOSSES, check_hyperparameters
     from alignkit.train.run import TRAINERS, _load_plugins
