@@ -20,6 +20,7 @@ from alignkit.engine.generation import SamplingConfig
 from alignkit.errors import ConfigError
 from alignkit.rewards.spec import RewardSpec
 from alignkit.train.reward_model_config import RewardModelConfig
+from alignkit.train.rollout import PPOConfig
 from alignkit.train.selection import OnlineConfig
 
 
@@ -107,6 +108,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     rewards: list[RewardSpec] = field(default_factory=list)  # reward functions (sampling methods, PPO, eval)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # generation for sampling methods and PPO
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # on-policy RL: ppo, rloo, grpo
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)  # method: reward_model
     online: OnlineConfig = field(default_factory=OnlineConfig)  # sampling methods: raft, rso, online, iterative_dpo
 

@@ -1,0 +1,417 @@
+"""On-policy RL from feedback: PPO (InstructGPT), PPO-ptx, RLOO and GRPO, one trainer.
+
+Every step (CleanRL's "iteration") reads top to bottom:
+
+1. **Rollout** (:mod:`alignkit.train.rollout`): ``batch_size x grad_accum x num_minibatches``
+   prompts per process, chosen by (seed, step); K = ``sampling.num_samples`` samples each,
+   seeded by (seed, step, process); rewards; per-token log-probs of the policy and the
+   reference; the critic's values.
+2. **Rewards.** The task score is optionally normalised by running moments, clipped and
+   lowered for a sample without EOS (:func:`~alignkit.train.rollout.task_rewards`), then
+   shaped as in InstructGPT (Ouyang et al. 2022, eq. 2; Ziegler et al. 2019):
+   ``r_t = -beta * (log pi - log pi_ref)_t`` on every token plus the score on the last one,
+   or a dense reward's segment values on each segment's last token (Fine-Grained RLHF, Wu
+   et al. 2023). ``beta`` is fixed, or adapted towards ``target_kl`` (Ziegler's controller).
+3. **Advantages**, by method (:data:`ALGORITHMS`, the one place a method name is looked up):
+   ``ppo``: GAE over the critic's values, whitened. ``rloo``: REINFORCE with the
+   leave-one-out baseline over a prompt's K samples (Ahmadian et al. 2024), the return of
+   a sample being its whole shaped reward ``R = r - beta * KL`` (as TRL's RLOOTrainer).
+   ``grpo``: the score normalised within the prompt's group (Shao et al. 2024, sec. 4.1),
+   with the KL as a per-token loss term ``beta * k3`` as in the paper, not in the reward:
+   GRPO's advantage is one number per sample, so a KL penalty in the reward would be
+   group-normalised into one number per sample too. (GRPO still logs the shaped reward.)
+4. **Update**: ``num_ppo_epochs`` passes in ``num_minibatches`` minibatches of whole
+   prompts, each one optimizer step on the clipped surrogate (Schulman et al. 2017, eq. 7)
+   + ``vf_coef`` x the clipped value loss - ``ent_coef`` x the entropy + ``ptx_coef`` x the
+   NLL of a pretraining batch (PPO-ptx, InstructGPT eq. 2). PPO's and GRPO's ratio is per
+   token, RLOO's per sample (its action is the whole response). An update stops once a
+   minibatch's approximate KL(old || new) exceeds ``target_kl_stop``. Losses are per sample,
+   averaged over the minibatch; the learning-rate schedule counts steps (rollouts).
+
+Memory: ``model.lora.enabled`` with ``value_model: shared`` holds ONE copy of the base
+weights: the policy is the adapter on the frozen base, the critic a head on that body, the
+reference the same model with its adapter off. Full fine-tuning holds the policy, a frozen
+reference copy and (``value_model: separate``) a critic body. Dropout is off, so that the
+ratio is exactly 1 at the first minibatch.
+
+Resume: every ``train.save_every`` steps an atomic checkpoint holds model, critic,
+optimizer and schedule (Accelerate), the KL coefficient and the reward moments; prompts,
+samples and minibatch order depend on (seed, step) alone, so a resumed run repeats the same steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from alignkit.data.pipeline import load_tokenized
+from alignkit.engine.batch import ResponseBatch, collate
+from alignkit.errors import ConfigError
+from alignkit.losses.reduce import global_mean
+from alignkit.losses.rl import (
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_bonus,
+    explained_variance,
+    gae,
+    grpo_advantages,
+    kl_penalty,
+    masked_mean,
+    masked_sum,
+    ppo_policy_loss,
+    ppo_value_loss,
+    rloo_advantages,
+    shape_rewards,
+    whiten,
+)
+from alignkit.models.loading import save_pretrained
+from alignkit.rewards import build_reward
+from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.loop import (
+    MetricsLog,
+    _enable_gradient_checkpointing,
+    _progress,
+    global_batch_indices,
+    make_accelerator,
+    make_optimizer,
+)
+from alignkit.train.rollout import (
+    PPOConfig,
+    Rollout,
+    RunningMoments,
+    build_actor_critic,
+    collect_rollout,
+    disable_dropout,
+    evaluate_policy,
+    task_rewards,
+)
+from alignkit.train.run import _policy_and_data, build_reference, register_trainer
+from alignkit.train.sft import best_response_only
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------- rewards and advantages
+
+
+def gae_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, Tensor]:
+    """PPO: GAE over the old values; ``returns = advantages + values`` are the critic's targets."""
+    advantages, returns = gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, rollout.mask)
+    return advantages, returns
+
+
+def leave_one_out_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
+    """RLOO: ``A_i = R_i - mean_{j != i} R_j`` over a prompt's K samples, ``R = r - beta * KL`` summed."""
+    K = rollout.num_samples
+    returns = rewards.sum(1)  # R_i, (N,)
+    advantages = rloo_advantages(returns.view(-1, K)).view(-1)  # (N,)
+    return torch.where(rollout.mask, advantages[:, None], 0.0), None
+
+
+def group_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
+    """GRPO: ``A_i = (r_i - mean(r)) / std(r)`` over a prompt's K samples, the same on every token."""
+    advantages = grpo_advantages(scores.view(-1, rollout.num_samples)).view(-1)  # (N,)
+    return torch.where(rollout.mask, advantages[:, None], 0.0), None
+
+
+# ---------------------------------------------------------------- policy losses (per sample [n])
+
+
+@dataclass
+class Minibatch:
+    """The rollout's rows of one forward, cut to its width ``[n, L]``."""
+
+    old_logprobs: Tensor
+    ref_logprobs: Tensor
+    advantages: Tensor
+    mask: Tensor
+    old_values: Tensor | None
+    returns: Tensor | None
+
+
+def token_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
+    """PPO: ``max(-A_t * ratio_t, -A_t * clip(ratio_t))`` per token, ``ratio_t = pi / pi_old``."""
+    return ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
+
+
+def sequence_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
+    """RLOO: one action per sample, ``ratio = pi(y|x) / pi_old(y|x)``; at ratio 1 this is REINFORCE."""
+    seq_logprob = masked_sum(logprobs, mb.mask, dim=1)[:, None]  # log pi(y|x), (n, 1)
+    old_seq_logprob = masked_sum(mb.old_logprobs, mb.mask, dim=1)[:, None]
+    one = torch.ones_like(seq_logprob, dtype=torch.bool)
+    return ppo_policy_loss(seq_logprob, old_seq_logprob, mb.advantages[:, :1], one, cfg.clip_eps)
+
+
+def grpo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
+    """GRPO: PPO's per-token surrogate + ``beta * k3(pi, pi_ref)`` per token (Shao et al. 2024, sec. 4.1)."""
+    loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
+    kl = masked_mean(kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3"), mb.mask, dim=1)  # (n,)
+    return loss + beta * kl, {**stats, "kl_loss": kl.detach().mean()}
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    advantages: Callable[..., tuple[Tensor, Tensor | None]]  # (rollout, shaped rewards, scores, cfg)
+    policy_loss: Callable[..., tuple[Tensor, dict[str, Tensor]]]  # (logprobs, minibatch, beta, cfg)
+    critic: bool  # trains a value model
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "ppo": Algorithm(gae_advantages, token_policy_loss, critic=True),
+    "rloo": Algorithm(leave_one_out_advantages, sequence_policy_loss, critic=False),
+    "grpo": Algorithm(group_advantages, grpo_policy_loss, critic=False),
+}
+
+
+# ---------------------------------------------------------------- one update
+
+
+def _seed(*parts: int) -> int:
+    """A seed for (seed, step, ...): different for every tuple, the same on every run."""
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + int(part)) % (2**31 - 1)
+    return value
+
+
+def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout: Rollout, prompts: Tensor,
+                   advantages: Tensor, returns: Tensor | None, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-sample loss ``[n]`` of the samples of ``prompts`` under the current policy, and its metrics."""
+    rows = rollout.rows(prompts)
+    with accelerator.autocast():
+        out = module(rollout.batch(prompts), values=algo.critic, entropy=cfg.ent_coef != 0)
+    L = out.mask.shape[1]  # this forward's longest response, <= the rollout's
+    mb = Minibatch(
+        old_logprobs=rollout.logprobs[rows, :L], ref_logprobs=rollout.ref_logprobs[rows, :L],
+        advantages=advantages[rows, :L], mask=rollout.mask[rows, :L],
+        old_values=rollout.values[rows, :L] if algo.critic else None,
+        returns=returns[rows, :L] if algo.critic else None,
+    )
+    pg_loss, pg_stats = algo.policy_loss(out.logprobs, mb, beta, cfg)  # (n,)
+    loss, stats = pg_loss, {"loss/policy": pg_loss.mean(), **pg_stats}
+    if cfg.ent_coef != 0:
+        loss = loss - cfg.ent_coef * entropy_bonus(out.entropy, mb.mask)
+    if algo.critic:
+        vf_loss, vf_stats = ppo_value_loss(out.values, mb.old_values, mb.returns, mb.mask, cfg.vf_clip_eps)  # (n,)
+        loss = loss + cfg.vf_coef * vf_loss
+        stats.update({"loss/value": vf_loss.mean(), **vf_stats})
+    return loss, stats
+
+
+def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, rollout: Rollout,
+               advantages: Tensor, returns: Tensor | None, beta: float, *, step: int, seed: int,
+               grad_accum: int = 1, max_grad_norm: float = 0.0, ptx=None) -> dict[str, float]:
+    """``num_ppo_epochs`` passes of ``num_minibatches`` optimizer steps over ``rollout``; mean metrics.
+
+    A minibatch (whole prompts, in an order set by (seed, step, epoch)) is split into
+    ``grad_accum`` forwards. ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None.
+    """
+    stats: dict[str, list[float]] = {}
+    B, K, world = len(rollout.prompt_ids), rollout.num_samples, accelerator.num_processes
+    epochs_run, stop = 0, False
+    for epoch in range(cfg.num_ppo_epochs):
+        order = torch.randperm(B, generator=torch.Generator().manual_seed(_seed(seed, step, epoch)))
+        for m, prompts in enumerate(order.chunk(cfg.num_minibatches)):
+            if ptx is not None:  # PPO-ptx: + gamma * NLL per token of pretraining text (InstructGPT eq. 2)
+                with accelerator.no_sync(module):  # all-reduced by the last backward below
+                    with accelerator.autocast():
+                        out = module(ptx((step * cfg.num_ppo_epochs + epoch) * cfg.num_minibatches + m),
+                                     values=False, entropy=False)
+                    nll = -masked_sum(out.logprobs, out.mask) / out.mask.sum().clamp(min=1)
+                    accelerator.backward(cfg.ptx_coef * nll)
+                _add(stats, {"loss/ptx": nll})
+            micro = prompts.chunk(grad_accum)
+            for i, micro_prompts in enumerate(micro):
+                sync = i == len(micro) - 1  # all-reduce the accumulated gradients on the last backward only
+                with nullcontext() if sync else accelerator.no_sync(module):
+                    loss, mb_stats = minibatch_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
+                                                    advantages, returns, beta)
+                    accelerator.backward(global_mean(loss.sum(), len(prompts) * K * world, world))
+                _add(stats, mb_stats)
+            if max_grad_norm > 0:
+                _add(stats, {"grad_norm": accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)})
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            approx_kl = torch.tensor(stats["approx_kl"][-len(micro) :], device=accelerator.device).mean()
+            if cfg.target_kl_stop is not None and accelerator.reduce(approx_kl, "mean") > cfg.target_kl_stop:
+                stop = True  # the mean over processes: every process stops at the same minibatch
+                break
+        epochs_run += 1
+        if stop:
+            break
+    return {**{k: sum(v) / len(v) for k, v in stats.items()}, "ppo_epochs": epochs_run, "early_stop": float(stop)}
+
+
+def _add(stats: dict[str, list[float]], values: dict) -> None:
+    for k, v in values.items():
+        stats.setdefault(k, []).append(float(v.detach() if isinstance(v, Tensor) else v))
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+def check_config(cfg) -> None:
+    if not cfg.rewards:
+        raise ConfigError(f"rewards: method {cfg.method!r} needs a reward, e.g. rewards: [{{kind: vader}}]")
+    if cfg.reference.mode in ("none", "precomputed"):
+        raise ConfigError(f"reference.mode: {cfg.reference.mode!r} does not work for {cfg.method} (it scores fresh "
+                          "samples every step); use auto, copy or adapter")
+    if cfg.method in ("rloo", "grpo") and cfg.sampling.num_samples < 2:
+        raise ConfigError(f"sampling.num_samples: {cfg.method} needs at least 2 samples per prompt")
+    if cfg.ppo.ptx_coef > 0 and not cfg.ppo.ptx_data:
+        raise ConfigError("ppo.ptx_data: ppo.ptx_coef > 0 needs pretraining data")
+
+
+def rewards_and_advantages(algo: Algorithm, cfg: PPOConfig, rollout: Rollout, moments: RunningMoments,
+                           beta: float) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Steps 2 and 3: processed scores ``[N]``, shaped rewards, advantages and returns ``[N, T]``."""
+    scores, segments = task_rewards(rollout, cfg, moments)
+    kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, rollout.mask, cfg.kl_estimator)  # (N, T)
+    rewards = shape_rewards(scores if segments is None else None, kl, rollout.mask, beta, dense=segments)  # (N, T)
+    if cfg.whiten_rewards:
+        rewards = whiten(rewards, rollout.mask, shift_mean=False)
+    advantages, returns = algo.advantages(rollout, rewards, scores, cfg)
+    return scores, rewards, advantages, returns
+
+
+def train_rl(cfg) -> Path:
+    """Run PPO, RLOO or GRPO (``cfg.method``) per ``cfg``; returns the run folder."""
+    check_config(cfg)
+    algo, ppo, tcfg = ALGORITHMS[cfg.method], cfg.ppo, cfg.train
+    accelerator = make_accelerator(tcfg)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    policy, tokenizer, train, held_out = _policy_and_data(cfg)
+    module = build_actor_critic(policy, algo.critic, cfg, tokenizer.pad_token_id)
+    disable_dropout(module)
+    module.to(accelerator.device)
+    reference = build_reference(cfg, policy, module.scorer, tokenizer.pad_token_id, []).to(accelerator.device)
+    reward = build_reward(cfg.rewards)
+    ptx = ptx_batches(cfg, tokenizer, rank, world) if ppo.ptx_coef > 0 else None
+
+    prompts_per_step = tcfg.batch_size * tcfg.grad_accum * ppo.num_minibatches  # per process
+    steps = tcfg.max_steps or max(1, math.ceil(tcfg.num_epochs * max(len(train) // (prompts_per_step * world), 1)))
+    optimizer, scheduler = make_optimizer(module, tcfg, steps)  # the schedule counts PPO steps
+    module, optimizer = accelerator.prepare(module, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    if tcfg.gradient_checkpointing:
+        _enable_gradient_checkpointing(module)
+    kl_ctl = (FixedKLController(ppo.kl_coef) if ppo.target_kl is None
+              else AdaptiveKLController(ppo.kl_coef, ppo.target_kl, ppo.kl_horizon))
+    moments = RunningMoments()
+    output_dir, start = Path(tcfg.output_dir), 0
+    checkpoints = list_checkpoints(output_dir) if tcfg.resume else []
+    if checkpoints:
+        state = load_checkpoint(accelerator, checkpoints[-1])
+        start = state["step"]
+        kl_ctl.load_state_dict(state["kl_ctl"])
+        moments.load_state_dict(state["moments"])
+        accelerator.print(f"resuming from {checkpoints[-1]} (step {start})")
+    log = MetricsLog(accelerator, output_dir, resume_step=start)
+    eval_prompts = [ex.prompt_ids for ex in held_out][rank::world]
+    eval_sampling = replace(cfg.sampling, num_samples=ppo.eval_samples, seed=_seed(cfg.sampling.seed, tcfg.seed, rank))
+
+    def evaluate() -> dict[str, float]:
+        metrics = evaluate_policy(module, reference, reward, tokenizer, eval_prompts, eval_sampling)
+        return {f"eval/{k}": v for k, v in _mean_over_processes(accelerator, metrics).items()}
+
+    bar = _progress(tcfg, accelerator, steps, start, cfg.method)
+    module.train()
+    for step in range(start, steps):
+        t0 = time.perf_counter()
+        # 1. rollout: prompts chosen by (seed, step), samples seeded by (seed, step, process)
+        indices = global_batch_indices(len(train), prompts_per_step * world, step, tcfg.seed)[rank::world]
+        sampling = replace(cfg.sampling, seed=_seed(cfg.sampling.seed, tcfg.seed, step, rank))
+        with accelerator.autocast():
+            rollout = collect_rollout(module, reference, reward, tokenizer, [train[i].prompt_ids for i in indices],
+                                      sampling, values=algo.critic)
+        # 2. rewards (score + per-token KL penalty, InstructGPT eq. 2) and 3. advantages
+        beta = kl_ctl.value
+        moments.update(accelerator.gather(rollout.scores))
+        scores, rewards, advantages, returns = rewards_and_advantages(algo, ppo, rollout, moments, beta)
+        # 4. update
+        update = ppo_update(algo, ppo, module, optimizer, accelerator, rollout, advantages, returns, beta,
+                            step=step, seed=tcfg.seed, grad_accum=tcfg.grad_accum,
+                            max_grad_norm=tcfg.max_grad_norm, ptx=ptx)
+        scheduler.step()
+
+        metrics = step_metrics(rollout, scores, rewards, returns)
+        record = {"step": step + 1, **_mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
+                  "lr": scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"],
+                  "step_time": time.perf_counter() - t0}
+        kl_ctl.update(record["kl"], n_steps=len(rollout.scores) * world)
+        if held_out and tcfg.eval_every > 0 and (step + 1) % tcfg.eval_every == 0:
+            record.update(evaluate())
+        if (step + 1) % max(tcfg.log_every, 1) == 0 or step + 1 == steps:
+            log.write(record)
+        bar.update(1)
+        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("reward", "kl", "kl_coef")})
+        if tcfg.save_every > 0 and (step + 1) % tcfg.save_every == 0 and step + 1 < steps:
+            save_checkpoint(accelerator, output_dir, step + 1,
+                            {"kl_ctl": kl_ctl.state_dict(), "moments": moments.state_dict()}, tcfg.keep_checkpoints)
+    bar.close()
+    if held_out:
+        log.write({"step": steps, **evaluate()})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_final(accelerator.unwrap_model(module), tokenizer, output_dir / "final")
+    accelerator.wait_for_everyone()
+    return output_dir
+
+
+def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Tensor | None) -> dict[str, Tensor]:
+    """What a step logs about its rollout (the update adds its losses)."""
+    mask = rollout.mask
+    metrics = {
+        "reward": rollout.scores.mean(),  # the raw task reward
+        "reward/score": scores.mean(),  # after normalisation, clipping and the EOS penalty
+        "reward/shaped": rewards.sum(1).mean(),  # score - beta * KL, summed over each sample
+        "kl": kl_penalty(rollout.logprobs, rollout.ref_logprobs, mask).sum(1).mean(),  # k1 per sample
+        "entropy": masked_mean(rollout.entropy, mask),
+        "response_length": mask.sum(1).float().mean(),
+        "ended": rollout.ended.float().mean(),  # fraction of samples that end with EOS
+    }
+    if returns is not None:
+        metrics["explained_variance"] = explained_variance(rollout.values, returns, mask)
+    return metrics
+
+
+def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], ResponseBatch]:
+    """PPO-ptx data: ``fn(index)`` gives this process's share of pretraining batch ``index``."""
+    data = replace(cfg.data, train=cfg.ppo.ptx_data, eval="", eval_size=0.0, format="auto", max_rows=0)
+    examples = [best_response_only(ex) for ex in load_tokenized(data, tokenizer, seed=cfg.train.seed)[0]]
+
+    def batch(index: int) -> ResponseBatch:
+        indices = global_batch_indices(len(examples), cfg.ppo.ptx_batch_size * world, index, cfg.train.seed + 1)
+        return collate([examples[i] for i in indices[rank::world]])
+
+    return batch
+
+
+def _mean_over_processes(accelerator, metrics: dict) -> dict[str, float]:
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(keys, values.tolist()))
+
+
+def save_final(module, tokenizer, out_dir: Path) -> None:
+    """The policy in HF format (LoRA merged; see ``save_pretrained``), the critic beside it."""
+    save_pretrained(module.policy, tokenizer, out_dir)
+    critic = module.value_head if module.value_head is not None else module.critic
+    if critic is not None:
+        state = {k: v.detach().contiguous().cpu() for k, v in critic.state_dict().items()}
+        save_file(state, str(out_dir / "value_model.safetensors"))
+
+
+for _name in ALGORITHMS:
+    register_trainer(_name)(train_rl)
