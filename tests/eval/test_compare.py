@@ -1,0 +1,188 @@
+"""``alignkit compare``: per-method configs (overrides, seed, budget), failures kept in the table,
+resume without re-training, and the report from the CLI. The full list of methods (RAFT and PPO
+included) is the slow test."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignkit.cli import main
+from alignkit.config import load_config
+from alignkit.data.pipeline import resolve_data_path
+from alignkit.errors import ConfigError
+from alignkit.eval.compare import CompareConfig, MethodEntry, check_compare, method_config, set_dotted
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "configs/compare_tiny.yaml"
+
+FAST_EVAL = [
+    "eval.max_prompts=4",
+    "eval.max_rows=8",
+    "eval.sampling.num_samples=2",
+    "eval.sampling.max_new_tokens=8",
+    "eval.best_of_k=2",
+    "budget.max_steps=2",
+]
+
+
+def config(overrides: list[str]) -> CompareConfig:
+    return load_config(SHIPPED, overrides, cls=CompareConfig)
+
+
+def test_set_dotted_creates_and_merges_sections():
+    data = {"loss": {"beta": 0.1}, "train": {"seed": 1}}
+    set_dotted(data, "loss.label_smoothing", 0.2)
+    set_dotted(data, "train", {"max_steps": 3})
+    set_dotted(data, "a.b.c", [1])
+    assert data == {
+        "loss": {"beta": 0.1, "label_smoothing": 0.2},
+        "train": {"seed": 1, "max_steps": 3},
+        "a": {"b": {"c": [1]}},
+    }
+    with pytest.raises(ConfigError, match="not a section"):
+        set_dotted({"loss": 1}, "loss.beta", 0.1)
+
+
+def test_method_config_applies_overrides_seed_budget_and_folder(tmp_path):
+    cfg = config([f"output_dir={tmp_path}", "seed=7", "budget.max_steps=8"])
+    dpo = method_config(cfg, MethodEntry("dpo_b", "dpo", {"loss.beta": 0.3, "train": {"batch_size": 2}}))
+    assert dpo.method == "dpo" and dpo.loss == {"beta": 0.3} and dpo.train.batch_size == 2
+    assert dpo.train.seed == 7 and dpo.sampling.seed == 7 and dpo.train.max_steps == 8
+    assert dpo.train.output_dir == str(tmp_path / "runs" / "dpo_b")
+    assert dpo.train.learning_rate == 1e-3 and dpo.model.name_or_path == "tiny-llama"  # from base
+    assert [r.kind for r in dpo.rewards] == ["vader", "length"]  # the compare rewards, base has none
+    # RAFT fine-tunes train.max_steps per stage: 8 steps over 2 stages -> 4 a stage
+    raft = method_config(cfg, MethodEntry("raft", "raft", {"online.stages": 2}))
+    assert raft.train.max_steps == 4
+
+
+def test_budget_in_samples_by_hand(tmp_path):
+    """10 prompts, batch 4 x accum 1 -> ceil(10 / 4) = 3 steps; PPO with 2 minibatches takes
+    8 prompts a step -> ceil(10 / 8) = 2."""
+    cfg = config([f"output_dir={tmp_path}", "budget.samples=10"])
+    assert method_config(cfg, MethodEntry("d", "dpo")).train.max_steps == 3
+    ppo = method_config(cfg, MethodEntry("p", "ppo", {"ppo.num_minibatches": 2}))
+    assert ppo.train.max_steps == 2
+
+
+def test_config_errors_stop_before_training(tmp_path):
+    cfg = config([f"output_dir={tmp_path}"])
+    cfg.methods = [MethodEntry("a", "dpo"), MethodEntry("b", "dpo", {"train.bogus": 1})]
+    with pytest.raises(ConfigError, match=r"methods\[1\] \(b\): train.bogus: unknown key"):
+        check_compare(cfg)
+    cfg.methods = [MethodEntry("a", "dpo"), MethodEntry("a", "rrhf")]
+    with pytest.raises(ConfigError, match="must be unique"):
+        check_compare(cfg)
+    cfg.methods = [MethodEntry("x y", "dpo")]
+    with pytest.raises(ConfigError, match="letters, digits"):
+        check_compare(cfg)
+
+
+def test_shipped_compare_config_names_every_method():
+    cfg = config([])
+    methods = [m.method for m in cfg.methods]
+    for name in ("sft", "dpo", "rrhf", "pro", "listwise_dpo", "raft", "ppo"):
+        assert name in methods
+    train_cfgs = check_compare(cfg)
+    assert len(train_cfgs) == len(methods)
+    for path in [c.data.train for c in train_cfgs] + [cfg.eval.prompts, cfg.eval.preference_data]:
+        assert Path(resolve_data_path(path)).is_file(), path
+
+
+def test_compare_end_to_end_with_a_failure_and_resume(tmp_path, capsys, monkeypatch):
+    methods = [
+        {"name": "sft", "method": "sft", "overrides": {"data.train": "alignkit:tiny_sft.jsonl"}},
+        {"name": "dpo", "method": "dpo"},
+        {"name": "rrhf", "method": "rrhf"},
+        {"name": "pro", "method": "pro"},
+        # DPO on SFT data (no preferences) fails inside training; the others must not be lost
+        {"name": "broken", "method": "dpo", "overrides": {"data.train": "alignkit:tiny_sft.jsonl"}},
+    ]
+    args = ["compare", str(SHIPPED), f"output_dir={tmp_path}", f"methods={json.dumps(methods)}", *FAST_EVAL]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    report = tmp_path / "report"
+    for name in (
+        "table.md",
+        "table.csv",
+        "reward_vs_kl.png",
+        "reward_vs_perplexity.png",
+        "learning_curves.png",
+        "best_of_k.png",
+        "report.html",
+    ):
+        assert (report / name).is_file(), name
+    md = (report / "table.md").read_text()
+    assert md in printed
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines()[2:]}
+    assert list(rows) == [
+        "start (tiny-llama)",
+        "dataset chosen",
+        "dataset rejected",
+        "sft",
+        "dpo",
+        "rrhf",
+        "pro",
+        "broken",
+    ]
+    assert "failed: ConfigError: data.train: method 'dpo' needs preferences" in rows["broken"]
+    for name in ("sft", "dpo", "rrhf", "pro"):
+        assert rows[name].endswith("| ok |"), rows[name]
+        run = tmp_path / "runs" / name
+        assert (
+            (run / "final").is_dir() and (run / "eval.json").is_file() and (run / "samples.jsonl").is_file()
+        )
+    assert "Traceback" in (tmp_path / "runs/broken/error.txt").read_text()
+    dpo = json.loads((tmp_path / "runs/dpo/eval.json").read_text())
+    assert dpo["kl"]["mean"] != 0 and dpo["preference_accuracy"]["policy_score"] == "ratio"
+    assert (
+        json.loads((tmp_path / "runs/rrhf/eval.json").read_text())["preference_accuracy"]["policy_score"]
+        == "logp"
+    )
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "Failed runs" in page
+
+    # Run again: finished methods are neither trained nor evaluated again; the failed one is retried.
+    def no_training(cfg):
+        raise RuntimeError(f"training {cfg.method} again")
+
+    monkeypatch.setattr("alignkit.train.run.run_train", no_training)
+    evaluated = []
+    monkeypatch.setattr("alignkit.eval.runner.evaluate_model", lambda *a, **k: evaluated.append(a) or {})
+    assert main(args) == 0
+    md = (report / "table.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines()[2:]}
+    for name in ("start (tiny-llama)", "sft", "dpo", "rrhf", "pro"):
+        assert rows[name].endswith("| ok (cached) |"), rows[name]
+    assert "failed: RuntimeError: training dpo again" in rows["broken"]
+    assert evaluated == []
+
+    # A changed method is trained again (here: the patched trainer fails, proving it was called).
+    changed = [
+        dict(m, overrides={**m.get("overrides", {}), "loss.beta": 0.5}) if m["name"] == "dpo" else m
+        for m in methods
+    ]
+    assert main([*args[:3], f"methods={json.dumps(changed)}", *FAST_EVAL]) == 0
+    rows = {
+        line.split(" | ")[0].strip("| "): line for line in (report / "table.md").read_text().splitlines()[2:]
+    }
+    assert "failed: RuntimeError: training dpo again" in rows["dpo"]
+    assert rows["sft"].endswith("| ok (cached) |")
+    saved = yaml.safe_load((tmp_path / "runs/dpo/config.yaml").read_text())
+    assert saved["loss"] == {}  # the old run (default beta) is still there, untouched by the failed retry
+    assert not (tmp_path / "runs/dpo/eval.json").exists()  # and no longer counts as finished
+
+
+@pytest.mark.slow
+def test_compare_every_method_from_the_cli(tmp_path, capsys):
+    """SFT, DPO, RRHF, PRO, listwise DPO, RAFT and PPO from configs/compare_tiny.yaml."""
+    assert main(["compare", str(SHIPPED), f"output_dir={tmp_path}"]) == 0
+    md = (tmp_path / "report/table.md").read_text()
+    body = md.splitlines()[2:]
+    assert len(body) == 3 + 7
+    assert all(line.endswith("| ok |") for line in body), md
+    page = (tmp_path / "report/report.html").read_text()
+    for name in ("sft", "dpo_beta0.1", "rrhf", "pro", "listwise_dpo", "raft", "ppo"):
+        assert f"<td>{name}</td>" in page

@@ -1,0 +1,171 @@
+"""Report tables, CSV, plots and the HTML page, from hand-made eval results (no model runs)."""
+
+import csv
+import re
+
+import pytest
+
+from alignkit.eval.report import (
+    ReportRow,
+    curve_points,
+    html_page,
+    markdown_table,
+    plot_pareto,
+    summary_row,
+    table_cells,
+    write_compare_report,
+    write_csv,
+)
+
+
+def fake_result(reward: float, kl: float | None = 0.5, ppl: float | None = 12.0, bok: bool = True) -> dict:
+    result = {
+        "rewards": {
+            "vader": {"mean": reward, "stderr": 0.1},
+            "length": {"mean": 10 * reward, "stderr": None},
+        },
+        "msttr_100": 0.7,
+        "distinct_1": 0.5,
+        "distinct_2": 0.8,
+        "unique_1": 12,
+        "unique_2": 30,
+        "length": 9.5,
+        "win_rate": {"win": 3, "tie": 1, "loss": 4, "win_rate": 0.4375, "n": 8},
+        "preference_accuracy": {"policy": 0.75},
+    }
+    if kl is not None:
+        result["kl"] = {"mean": kl, "stderr": 0.05, "per_token": 0.01}
+    if ppl is not None:
+        result["perplexity"] = {"perplexity": ppl}
+    if bok:
+        result["best_of_k"] = {
+            "k": [1, 2, 4],
+            "selected_by": "vader",
+            "rewards": {"vader": {"mean": [reward, reward + 0.1, reward + 0.2], "stderr": [0.1, 0.1, None]}},
+        }
+    return result
+
+
+def fake_rows() -> list[ReportRow]:
+    samples = [
+        {
+            "prompt": f"prompt {i} <b>&",
+            "responses": [f"answer {i} <script>alert(1)</script>"],
+            "rewards": {"vader": [0.1 * i]},
+        }
+        for i in range(3)
+    ]
+    return [
+        ReportRow("start (tiny-llama)", fake_result(0.1, kl=0.0), "ok", samples),
+        ReportRow("dataset chosen", fake_result(0.8, kl=None, ppl=None, bok=False), "ok", samples),
+        ReportRow("dpo", fake_result(0.3), "ok", samples, [{"step": s, "loss": 1 / s} for s in range(1, 5)]),
+        ReportRow(
+            "raft",
+            fake_result(0.4, kl=1.0),
+            "ok (cached)",
+            samples,
+            [{"stage": 0, "reward/mean": 0.2, "train/loss": 2.0}, {"stage": 1, "reward/mean": 0.3}],
+        ),
+        ReportRow("ppo", None, "failed: RuntimeError: out of memory | badly", [], []),
+    ]
+
+
+def test_summary_row_flattens_an_eval_result():
+    row = summary_row("dpo", fake_result(0.3))
+    assert row["reward/vader"] == 0.3 and row["reward/vader_se"] == 0.1 and row["reward/length"] == 3.0
+    assert row["kl"] == 0.5 and row["perplexity"] == 12.0 and row["win_rate"] == 0.4375 and row["tie"] == 1
+    assert row["pref_acc"] == 0.75 and row["best_of_4/vader"] == pytest.approx(0.5)
+    assert summary_row("x", None, "failed: boom") == {"method": "x", "status": "failed: boom"}
+
+
+def test_table_has_raft_columns_and_drops_empty_ones():
+    headers, cells = table_cells([summary_row(r.label, r.result, r.status) for r in fake_rows()])
+    assert headers[:3] == ["Method", "Reward (vader)", "Reward (length)"]
+    for h in (
+        "PPL",
+        "MSTTR-100",
+        "Distinct-1",
+        "Distinct-2",
+        "Unique-1",
+        "Unique-2",
+        "Length",
+        "KL",
+        "Win rate (W/T/L)",
+        "Pref. acc.",
+        "Status",
+    ):
+        assert h in headers
+    dpo = dict(zip(headers, cells[2]))
+    assert dpo["Reward (vader)"] == "0.300 ± 0.100" and dpo["Reward (length)"] == "3.000"
+    assert dpo["Win rate (W/T/L)"] == "0.438 (3/1/4)" and dpo["Unique-1"] == "12"
+    assert dict(zip(headers, cells[1]))["KL"] == "—"
+    assert dict(zip(headers, cells[4]))["Status"].startswith("failed: RuntimeError")
+    headers, _ = table_cells([summary_row("m", fake_result(0.1, kl=None, ppl=None))])
+    assert "KL" not in headers and "PPL" not in headers
+
+
+def test_markdown_table_escapes_pipes():
+    text = markdown_table(["a", "b"], [["x|y", "1"]])
+    assert text.splitlines() == ["| a | b |", "| --- | --- |", "| x\\|y | 1 |"]
+
+
+def test_csv_round_trip(tmp_path):
+    rows = [summary_row(r.label, r.result, r.status) for r in fake_rows()]
+    write_csv(tmp_path / "t.csv", rows)
+    back = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert [r["method"] for r in back] == [r["method"] for r in rows]
+    assert float(back[2]["reward/vader"]) == 0.3 and back[4]["reward/vader"] == ""
+
+
+def test_curve_points_reads_steps_and_stages():
+    assert curve_points([{"step": 1, "loss": 2.0}, {"step": 2}], ("loss",)) == [(1, 2.0)]
+    assert curve_points([{"stage": 0, "train/loss": 3.0}], ("loss", "train/loss")) == [(1, 3.0)]
+
+
+def _png_ok(path) -> bool:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    return img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100 and float(img[..., :3].std()) > 0.01
+
+
+def test_write_compare_report(tmp_path):
+    out = write_compare_report(tmp_path / "report", fake_rows(), samples_shown=2, title="t <x>")
+    names = {
+        "table.md",
+        "table.csv",
+        "reward_vs_kl.png",
+        "reward_vs_perplexity.png",
+        "learning_curves.png",
+        "best_of_k.png",
+        "report.html",
+    }
+    assert names <= {p.name for p in out.iterdir()}
+    for png in out.glob("*.png"):
+        assert _png_ok(png), png
+    md = (out / "table.md").read_text()
+    assert md.count("\n") == 2 + 5 and "dataset chosen" in md and "failed: RuntimeError" in md
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and 'src="http' not in page
+    assert "<script>alert" not in page and "&lt;script&gt;" in page  # sample text is escaped
+    assert "t &lt;x&gt;" in page and "Failed runs" in page
+    samples = page[page.index('class="samples"') :]
+    assert samples.count("<tr>") == 1 + 2  # header + samples_shown prompts
+    assert len(re.findall(r"<th>", samples)) == 1 + 4  # prompt + the four models with samples
+
+
+def test_pareto_plot(tmp_path):
+    path = plot_pareto(
+        [(0.0, 3.0), (0.5, 2.0), (0.2, 1.0)],
+        ["0", "0.5", "1"],
+        [0, 1],
+        ["vader", "length"],
+        tmp_path / "front.png",
+        chosen=1,
+    )
+    assert _png_ok(path)
+
+
+def test_html_page_is_self_contained():
+    page = html_page("T", [("Section", "<p>x</p>")])
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Section</h2>" in page and "<link" not in page
