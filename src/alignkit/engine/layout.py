@@ -41,19 +41,30 @@ class Layout:
         return int(self.input_ids.numel())
 
 
-def _index_tensors(records: list[tuple[int, int, int, int, int]]) -> tuple[torch.Tensor, ...]:
-    if not records:
-        empty = torch.zeros(0, dtype=torch.long)
-        return empty, empty, empty, empty, empty
-    t = torch.tensor(records, dtype=torch.long)
-    return t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4]
+class _Records:
+    """Per-response-token index tensors, appended one response at a time (no per-token Python)."""
+
+    def __init__(self):
+        self.parts: list[torch.Tensor] = []
+
+    def add(self, row: int, first_col: int, col: int, resp: list[int], flat: int) -> None:
+        """Response ``resp`` at columns ``col..``; its first token is predicted from ``first_col``."""
+        n = len(resp)
+        j = torch.arange(n)
+        pred_cols = torch.where(j == 0, first_col, col + j - 1)
+        self.parts.append(torch.stack([torch.full((n,), row), pred_cols, torch.tensor(resp, dtype=torch.long),
+                                       torch.full((n,), flat), j]))  # [5, n]
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        t = torch.cat(self.parts, dim=1) if self.parts else torch.zeros(5, 0, dtype=torch.long)
+        return tuple(t)
 
 
 def padded_layout(
     prompts: list[list[int]], responses: list[list[list[int]]], width: int, pad_id: int, side: str = "right"
 ) -> Layout:
     """One row per (prompt, response); ``side`` chooses where the padding goes."""
-    records = []
+    records = _Records()
     lengths = [len(prompt) + len(resp) for prompt, resps in zip(prompts, responses) for resp in resps]
     length = max(lengths, default=1)
     n_rows = max(len(lengths), 1)
@@ -68,10 +79,11 @@ def padded_layout(
             input_ids[r, offset : offset + len(seq)] = torch.tensor(seq)
             attention[r, offset : offset + len(seq)] = 1
             position[r, offset : offset + len(seq)] = torch.arange(len(seq))
-            for j, tok in enumerate(resp):
-                records.append((r, offset + len(prompt) + j - 1, tok, b * width + k, j))
+            if resp:
+                first = offset + len(prompt)
+                records.add(r, first - 1, first, resp, b * width + k)
             r += 1
-    return Layout(input_ids, position, attention, *_index_tensors(records))
+    return Layout(input_ids, position, attention, *records.tensors())
 
 
 def _pack_groups(sizes: list[int], capacity: int) -> list[list[int]]:
@@ -110,7 +122,7 @@ def packed_layout(
     # earlier positions, and only to the prompt or the same segment.
     group = torch.full((n_rows, length), -1, dtype=torch.long)
     segment = torch.zeros(n_rows, length, dtype=torch.long)
-    records = []
+    records = _Records()
     for r, row in enumerate(packing):
         col = 0
         for g in row:
@@ -126,12 +138,12 @@ def packed_layout(
                 input_ids[r, col : col + n] = torch.tensor(resp)
                 position[r, col : col + n] = torch.arange(p_len, p_len + n)
                 segment[r, col : col + n] = k + 1
-                for j, tok in enumerate(resp):
-                    records.append((r, last_prompt_col if j == 0 else col + j - 1, tok, g * width + k, j))
+                if n:
+                    records.add(r, last_prompt_col, col, resp, g * width + k)
                 col += n
     same_group = group[:, :, None] == group[:, None, :]
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     visible_segment = (segment[:, None, :] == 0) | (segment[:, :, None] == segment[:, None, :])
     allowed = same_group & causal & visible_segment & (group[:, None, :] >= 0)
     allowed |= torch.eye(length, dtype=torch.bool)  # padding attends to itself: no all-masked rows (NaN)
-    return Layout(input_ids, position, allowed[:, None], *_index_tensors(records))
+    return Layout(input_ids, position, allowed[:, None], *records.tensors())

@@ -55,19 +55,36 @@ class LogProbs:
 
 
 class SequenceScorer(nn.Module):
-    """Wraps a causal LM; ``forward(layout)`` returns response-token log-probs ``[n]``."""
+    """Wraps a causal LM; ``forward(layout)`` returns response-token log-probs ``[n]``.
 
-    def __init__(self, lm: nn.Module, chunk_size: int = 1024):
+    ``compile=True`` (config ``engine.compile``) runs the transformer body through
+    ``torch.compile(dynamic=True)`` (a string names the backend); the LM head and log-softmax stay eager (a custom
+    autograd function over few rows). The compiled body is built on first use and is
+    not a registered submodule, so ``state_dict`` and ``parameters`` are unchanged.
+    """
+
+    def __init__(self, lm: nn.Module, chunk_size: int = 1024, compile: bool | str = False):
         super().__init__()
         self.lm = lm
         self.chunk_size = chunk_size
+        self.compile = compile
         self._packing_ok: bool | None = None
         self.train(lm.training)
 
+    def _body(self, causal_lm: nn.Module) -> nn.Module:
+        body = getattr(causal_lm, causal_lm.base_model_prefix)
+        if not self.compile:
+            return body
+        cached = self.__dict__.get("_compiled")
+        if cached is None or cached[0] is not body:
+            backend = self.compile if isinstance(self.compile, str) else "inductor"
+            cached = (body, torch.compile(body, dynamic=True, backend=backend))
+            self.__dict__["_compiled"] = cached  # a plain attribute: not a submodule
+        return cached[1]
+
     def forward(self, layout: Layout, entropy: bool = False, hidden: bool = False):
         causal_lm = unwrap_causal_lm(self.lm)
-        body = getattr(causal_lm, causal_lm.base_model_prefix)
-        states = body(
+        states = self._body(causal_lm)(
             input_ids=layout.input_ids,
             attention_mask=layout.attention_mask,
             position_ids=layout.position_ids,

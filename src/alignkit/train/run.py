@@ -88,7 +88,7 @@ def train_sft(cfg: Config) -> Path:
     train = [best_response_only(ex) for ex in train]
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
-    scorer = SequenceScorer(model, cfg.engine.chunk_size)
+    scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
     train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=_save_final(tokenizer), desc="sft")
     return Path(cfg.train.output_dir)
 
@@ -137,7 +137,7 @@ def train_preference(cfg: Config) -> Path:
     model, tokenizer, train, held_out = _policy_and_data(cfg)
     _check_preference_data(cfg, train)
     accelerator = make_accelerator(cfg.train)
-    scorer = SequenceScorer(model, cfg.engine.chunk_size)
+    scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
     reference = None
     if get_loss(cfg.method).needs_reference:
         reference = build_reference(cfg, model, scorer.to(accelerator.device), tokenizer.pad_token_id,
