@@ -96,3 +96,13 @@ def test_hf_weights_merges_a_lora_adapter_and_restores_it():
     plain_model = build_tiny_model(build_tiny_tokenizer())
     with hf_weights(plain_model) as named:
         assert dict(named).keys() == plain.keys()
+
+
+def test_sampler_for_follows_the_sampling_config():
+    from alignkit.engine.backends import sampler_for
+    from alignkit.engine.generation import SamplingConfig, sample
+    from alignkit.errors import ConfigError
+
+    assert sampler_for(SamplingConfig()) is sample
+    with pytest.raises(ConfigError, match="sampling backend: 'bogus' is not allowed"):
+        sampler_for(SamplingConfig(backend="bogus"))

@@ -208,3 +208,8 @@ def _with_eos(ids: list[int], finish_reason: str | None, eos_ids: set[int], eos:
     if finish_reason == "stop" and not (ids and ids[-1] in eos_ids):
         return ids + [eos]
     return ids
+
+
+def sampler_for(sampling, device: Any = None, model_path: str = ""):
+    """The sampler that ``sampling.backend`` names on ``device`` (``transformers`` unless asked)."""
+    return make_sampler(select_backend(sampling.backend, device), model_path=model_path)

@@ -23,6 +23,7 @@ class SamplingConfig:
     top_p: float = 1.0  # nucleus sampling mass (1: off)
     batch_size: int = 16  # prompts per generate call
     seed: int = 0  # sampling seed
+    backend: str = "transformers"  # transformers, vllm (CUDA GPU, `pip install alignkit[vllm]`), or auto
 
 
 @dataclass

@@ -52,6 +52,7 @@ import torch
 from safetensors.torch import save_file
 
 from alignkit.data.pipeline import load_tokenized
+from alignkit.engine.backends import sampler_for
 from alignkit.engine.batch import ResponseBatch, collate
 from alignkit.errors import ConfigError
 from alignkit.losses.reduce import global_mean
@@ -301,6 +302,7 @@ def train_rl(cfg) -> Path:
     steps = tcfg.max_steps or max(1, math.ceil(tcfg.num_epochs * max(len(train) // (prompts_per_step * world), 1)))
     optimizer, scheduler = make_optimizer(module, tcfg, steps)  # the schedule counts PPO steps
     module, optimizer = accelerator.prepare(module, optimizer)
+    sampler = sampler_for(cfg.sampling, accelerator.device, cfg.model.name_or_path)
     accelerator.register_for_checkpointing(scheduler)
     if tcfg.gradient_checkpointing:
         _enable_gradient_checkpointing(module)
@@ -332,7 +334,7 @@ def train_rl(cfg) -> Path:
         sampling = replace(cfg.sampling, seed=_seed(cfg.sampling.seed, tcfg.seed, step, rank))
         with accelerator.autocast():
             rollout = collect_rollout(module, reference, reward, tokenizer, [train[i].prompt_ids for i in indices],
-                                      sampling, values=algo.critic)
+                                      sampling, values=algo.critic, sampler=sampler)
         # 2. rewards (score + per-token KL penalty, InstructGPT eq. 2) and 3. advantages
         beta = kl_ctl.value
         moments.update(accelerator.gather(rollout.scores))

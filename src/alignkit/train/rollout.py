@@ -281,10 +281,10 @@ def eos_ids(model: nn.Module, tokenizer) -> set[int]:
 
 @torch.no_grad()
 def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: list[list[int]],
-                    sampling: SamplingConfig, values: bool = True) -> Rollout:
+                    sampling: SamplingConfig, values: bool = True, sampler=sample) -> Rollout:
     """Sample, score and evaluate K responses per prompt with ``model`` (an :class:`ActorCritic`)."""
     inner = model.module if hasattr(model, "module") else model  # under DDP
-    samples = sample(inner.policy, tokenizer, prompt_ids, sampling)
+    samples = sampler(inner.policy, tokenizer, prompt_ids, sampling)
     responses = [[r or [tokenizer.eos_token_id] for r in rs] for rs in samples.response_ids]
     batch = response_batch(samples.prompt_ids, responses)
     out = model(batch, values=values, entropy=True)

@@ -395,6 +395,7 @@ def load_model(cfg: Config, path: str = "", lora: bool = False):
 def _sources(cfg: Config, policy, tokenizer, device) -> list[ModelSource | None]:
     """The candidate sources of ``online.sources``: a model (policy, sampler or another one), or None (dataset)."""
     from alignkit.data.tokenize import TokenizeConfig
+    from alignkit.engine.backends import sampler_for
 
     tok_cfg = TokenizeConfig(max_prompt_length=cfg.data.max_prompt_length, max_length=cfg.data.max_length)
     out: list[ModelSource | None] = []
@@ -402,11 +403,13 @@ def _sources(cfg: Config, policy, tokenizer, device) -> list[ModelSource | None]
         if name == "dataset":
             out.append(None)
         elif name == "policy" and not cfg.online.sampler_model:
-            out.append(ModelSource("policy", policy, tokenizer, tokenizer, tok_cfg))
+            sampler = sampler_for(cfg.sampling, device, cfg.model.name_or_path)
+            out.append(ModelSource("policy", policy, tokenizer, tokenizer, tok_cfg, sampler))
         else:
             path = cfg.online.sampler_model if name == "policy" else name
             model, tok = load_model(cfg, path)
-            out.append(ModelSource(path, model.to(device).requires_grad_(False), tok, tokenizer, tok_cfg))
+            sampler = sampler_for(cfg.sampling, device, path)
+            out.append(ModelSource(path, model.to(device).requires_grad_(False), tok, tokenizer, tok_cfg, sampler))
     return out
 
 
