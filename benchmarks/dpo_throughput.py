@@ -50,6 +50,7 @@ DATA = ROOT.parent / "shared" / "data"
 HH = DATA / "hh-rlhf-harmless" / "test.jsonl.gz"
 QA = DATA / "qa-feedback" / "dev_feedback.json"
 BETA, LR, PAD = 0.1, 1e-5, "[PAD]"
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ----------------------------------------------------------------------------- setup (parent)
@@ -101,17 +102,25 @@ def save_initial_model(tok, out: Path, seed: int) -> None:
 def load_model(work: Path):
     from transformers import LlamaForCausalLM
 
-    return LlamaForCausalLM.from_pretrained(work / "init", dtype=torch.float32, attn_implementation="sdpa")
+    model = LlamaForCausalLM.from_pretrained(work / "init", dtype=torch.float32, attn_implementation="sdpa")
+    return model.to(DEVICE)
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def matmul_flops(n: int = 2048, reps: int = 10) -> float:
-    """Measured fp32 matmul FLOP/s of this machine (square ``n x n``, default threads)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    """Measured fp32 matmul FLOP/s of this machine's device (square ``n x n``; CPU: default threads)."""
+    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
     for _ in range(2):
         a @ b
+    sync()
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
@@ -258,6 +267,7 @@ def _timed_steps(method, scorer, batches, steps: int, warmup: int) -> float:
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         times.append(time.perf_counter() - t0)
     return sum(times[warmup:]) / steps
 
