@@ -1,7 +1,8 @@
 """Data parallelism: 2 CPU processes (gloo, through ``accelerate launch``) train like 1 with the same global batch.
 
 One launch of 2 processes runs SFT, then DPO with a precomputed reference (whose log-probs each
-process computes for its half of the data and then gathers), through ``alignkit.cli.main``, with
+process computes for its half of the data and then gathers), then one RAFT stage (whose prompts
+the processes sample and score half each), then two PPO steps (each process its own prompts), through ``alignkit.cli.main``, with
 global batch 8 = 2 examples x 2 accumulation steps x 2 processes, and a checkpoint at step 2 of 4.
 In this process the same configs run with 8 x 1 x 1, and again resumed from the 2-process checkpoint
 with 4 x 2 x 1. All three must end with the same weights and log the same losses.
@@ -17,6 +18,7 @@ max |dw| <= 5e-5 (lr / 20) and 99.9th percentile <= 1e-6; logged losses within 1
 """
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -40,6 +42,11 @@ METHODS = {
     "sft": ["method=sft", "data.train=alignkit:tiny_sft.jsonl"],
     "dpo": ["method=dpo", "data.train=alignkit:tiny_pairs.jsonl", "reference.mode=precomputed"],
 }
+RAFT = [str(ROOT / "configs" / "raft_tiny.yaml"), "online.stages=1", "online.prompts_per_stage=5",
+        "sampling.num_samples=2", "sampling.max_new_tokens=6", "train.max_steps=1", "train.batch_size=1",
+        "train.progress=false"]
+PPO = [str(ROOT / "configs" / "ppo_tiny.yaml"), "train.max_steps=2", "train.batch_size=2", "ppo.num_minibatches=1",
+       "sampling.max_new_tokens=6", "train.progress=false"]
 COMMON = [
     "model.name_or_path=tiny-llama",
     "data.eval_size=0",
@@ -95,11 +102,12 @@ def gaps(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float,
 
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
-    """Run SFT then DPO in one 2-process launch; returns {method: run folder}."""
+    """Run SFT, DPO, RAFT and PPO in one 2-process launch; returns {method: run folder}."""
     root = tmp_path_factory.mktemp("ddp")
-    runs = {m: root / f"{m}-2proc" for m in METHODS}
+    runs = {m: root / f"{m}-2proc" for m in [*METHODS, "raft", "ppo"]}
     script = root / "driver.py"
-    script.write_text(DRIVER.format(runs=[overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS]))
+    sampled = [[*RAFT, f"train.output_dir={runs['raft']}"], [*PPO, f"train.output_dir={runs['ppo']}"]]
+    script.write_text(DRIVER.format(runs=[overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS] + sampled))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
@@ -145,3 +153,48 @@ def test_shard_and_gather_keep_every_item_once():
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
     assert shard_bounds(5, 0, 2) == (0, 3) and shard_bounds(5, 1, 2) == (3, 5)
     assert gather_objects(shard(items)) == items  # one process: the identity
+
+
+def test_two_processes_share_the_sampling_of_a_raft_stage(two_process_runs):
+    from alignkit.models.loading import load_causal_lm
+    from alignkit.train.sampling import _draw, load_prompts, stage_dir
+
+    out = two_process_runs["raft"]
+    cfg = load_config(*split(RAFT))
+    _, tokenizer = load_causal_lm(cfg.model)
+    draw = [r.prompt for r in _draw(load_prompts(cfg, tokenizer), 5, cfg.train.seed)]
+    samples = [json.loads(x) for x in (stage_dir(out, 0) / "samples.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in samples] == draw  # every prompt once, in the order of the draw
+    assert all(len(r["responses"]) == len(r["scores"]) == 2 and sum(r["kept"]) == 1 for r in samples)
+    stage = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert stage["gen/processes"] == 2  # both processes generated (3 and 2 prompts)
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_full_weights_gathers_an_fsdp_root_around_direct_calls_and_leaves_other_modules_alone():
+    from alignkit.train.distributed import full_weights
+
+    calls = []
+
+    class ShardedRoot(torch.nn.Module):  # the two methods FSDP2 adds to a fully_shard-ed module
+        def unshard(self):
+            calls.append("unshard")
+
+        def reshard(self):
+            calls.append("reshard")
+
+    with full_weights(torch.nn.Linear(2, 2)):
+        calls.append("plain")
+    with pytest.raises(ValueError), full_weights(ShardedRoot()):
+        calls.append("generate")
+        raise ValueError
+    assert calls == ["plain", "unshard", "generate", "reshard"]  # resharded even when the body fails
+
+
+def test_ppo_runs_its_rollouts_and_updates_in_two_processes(two_process_runs):
+    out = two_process_runs["ppo"]
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps if "loss/policy" in r] == [1, 2]
+    assert all(math.isfinite(r["reward"]) and math.isfinite(r["kl"]) for r in steps)
+    assert steps[-1]["approx_kl"] > 0  # the optimizer steps moved the policy within the PPO epochs
+    assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "value_model.safetensors").is_file()

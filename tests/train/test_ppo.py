@@ -367,3 +367,17 @@ def test_lora_shared_base_lowers_the_peak_memory_of_ppo(tmp_path):
         peaks[mode] = json.loads(done.stdout.strip().splitlines()[-1])["max_rss_mb"]
     print("peak RSS (MB):", peaks)
     assert peaks["lora_shared"] < peaks["standard"] - 300, peaks
+
+
+def test_the_final_save_takes_the_gathered_weights_when_the_module_holds_only_shards(tmp_path):
+    """Under FSDP / ZeRO-3 the module's own parameters are shards; the gathered state dict is what gets saved."""
+    tok = build_tiny_tokenizer()
+    module = build_actor_critic(build_tiny_model(tok), True, load_config(None, ["method=ppo"]), tok.pad_token_id)
+    gathered = {k: torch.full_like(v, 0.5) for k, v in module.state_dict().items()}
+    ppo.save_final(module, tok, tmp_path / "sharded", gathered)
+    ppo.save_final(module, tok, tmp_path / "whole")
+    policy = load_file(str(tmp_path / "sharded" / "model.safetensors"))
+    critic = load_file(str(tmp_path / "sharded" / "value_model.safetensors"))
+    assert policy.keys() == load_file(str(tmp_path / "whole" / "model.safetensors")).keys()
+    assert critic.keys() == load_file(str(tmp_path / "whole" / "value_model.safetensors")).keys() and critic
+    assert all(bool((v == 0.5).all()) for v in [*policy.values(), *critic.values()])

@@ -227,6 +227,43 @@ def test_an_interrupted_stage_resumes_without_sampling_again(tmp_path, monkeypat
     assert calls["gather"] == 4
 
 
+def test_each_process_samples_scores_and_returns_its_own_block_of_the_prompts(monkeypatch):
+    """Data parallel sampling, simulated in one process: process i of 2 generates for its contiguous block of
+    the stage's draw only, with its own seed, and what the processes gather is the draw in order."""
+    from alignkit.train.distributed import shard
+
+    cfg = cfg_for(Path("unused"), "dp", "online.prompts_per_stage=5", "sampling.num_samples=2")
+    policy, tok = load_causal_lm(cfg.model)
+    rows, reward = load_prompts(cfg, tok), build_reward(cfg.rewards)
+    sources = [ModelSource("policy", policy, tok, tok, None)]
+    calls, gather_fn = [], sampling.gather
+
+    def recording_gather(sources, rows, sampling_cfg, progress=False):
+        calls.append(([r.prompt for r in rows], sampling_cfg.seed))
+        return gather_fn(sources, rows, sampling_cfg, progress)
+
+    monkeypatch.setattr(sampling, "gather", recording_gather)
+    blocks = []
+    for index in (0, 1):
+        monkeypatch.setattr(sampling, "rank", lambda index=index: index)
+        monkeypatch.setattr(sampling, "shard", lambda items, index=index: shard(items, index, 2))
+        monkeypatch.setattr(sampling, "gather_objects", list)  # this process's part of the all-gather
+        blocks.append(sampling.sample_stage(cfg, 3, sources, rows, reward, {}, progress=False)[0])
+    draw = [r.prompt for r in sampling._draw(rows, 5, cfg.train.seed + 3)]
+    assert calls == [(draw[:3], cfg.sampling.seed + 3), (draw[3:], cfg.sampling.seed + 3 + 1_000_003)]
+    assert [r["prompt"] for r in blocks[0] + blocks[1]] == draw
+    assert all(len(r["scores"]) == len(r["responses"]) == 2 for r in blocks[0] + blocks[1])
+
+
+def test_generation_metrics_of_several_processes_merge_into_one_throughput():
+    a = {"gen/tokens_per_s": 100.0, "gen/mean_length": 10.0, "gen/seconds": 2.0}  # 200 tokens, 20 responses
+    b = {"gen/tokens_per_s": 50.0, "gen/mean_length": 5.0, "gen/seconds": 4.0}  # 200 tokens, 40 responses
+    merged = sampling.merge_generation_metrics([a, b, {}])  # a process with no prompts reports nothing
+    assert merged == pytest.approx({"gen/tokens_per_s": 150.0, "gen/mean_length": 400 / 60, "gen/seconds": 4.0,
+                                    "gen/processes": 2.0})
+    assert sampling.merge_generation_metrics([a]) == a and sampling.merge_generation_metrics([{}]) == {}
+
+
 # ---------------------------------------------------------------- alignkit generate
 
 

@@ -17,10 +17,12 @@ All of these need every process to call them (they are collectives), in the same
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch.distributed as dist
+from torch import nn
 
 T = TypeVar("T")
 
@@ -88,3 +90,22 @@ def barrier() -> None:
     """Wait until every process gets here."""
     if world_size() > 1:
         dist.barrier()
+
+
+@contextmanager
+def full_weights(module: nn.Module) -> Iterator[None]:
+    """Let code call the models inside a prepared ``module`` directly, e.g. ``generate`` on its policy.
+
+    FSDP2 keeps the root unit's own weights (embeddings, final norm, LM head) sharded outside the
+    root's forward, so they are gathered here and resharded after; the inner transformer blocks are
+    units of their own and gather themselves when called. DDP and ZeRO-3 (whose hooks sit on every
+    submodule) need nothing.
+    """
+    if not (hasattr(module, "unshard") and hasattr(module, "reshard")):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()

@@ -330,6 +330,10 @@ def _prepare_for_sharding(accelerator, cfg: TrainConfig, module: nn.Module) -> N
     2. DeepSpeed sizes its batch from the config: micro-batch = ``batch_size``, accumulation =
        ``grad_accum`` (its backward divides the loss by it, which the loop undoes), clipping =
        ``max_grad_norm``. No dataloader is prepared, so "auto" could not be filled otherwise.
+    3. ZeRO-3 gathers a module's partitioned weights when that module's forward starts; the engine
+       reads the LM head's weight directly (it never calls the head's forward), so each
+       :class:`~alignkit.engine.SequenceScorer` declares the weight as its own external parameter,
+       also for forwards outside the DeepSpeed engine (sampling, evaluation).
     """
     from accelerate.utils import DistributedType
 
@@ -343,6 +347,14 @@ def _prepare_for_sharding(accelerator, cfg: TrainConfig, module: nn.Module) -> N
         ds["gradient_accumulation_steps"] = cfg.grad_accum
         ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
         ds["gradient_clipping"] = cfg.max_grad_norm
+        if accelerator.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed  # deepspeed.zero is an attribute, not an importable submodule
+
+            from alignkit.engine import SequenceScorer
+
+            for scorer in [m for m in module.modules() if isinstance(m, SequenceScorer)]:
+                head = unwrap_causal_lm(scorer.lm).get_output_embeddings().weight
+                deepspeed.zero.register_external_parameter(scorer, head)
 
 
 def _progress(cfg: TrainConfig, accelerator, total: int, initial: int, desc: str):

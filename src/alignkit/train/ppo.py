@@ -78,7 +78,10 @@ from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_ch
 from alignkit.train.loop import (
     MetricsLog,
     _enable_gradient_checkpointing,
+    _is_deepspeed,
+    _prepare_for_sharding,
     _progress,
+    full_state_dict,
     global_batch_indices,
     make_accelerator,
     make_optimizer,
@@ -218,6 +221,12 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
     """
     stats: dict[str, list[float]] = {}
     B, K, world = len(rollout.prompt_ids), rollout.num_samples, accelerator.num_processes
+    deepspeed = _is_deepspeed(accelerator)
+    scale = float(grad_accum) if deepspeed else 1.0  # DeepSpeed's backward divides by its accumulation steps
+
+    def boundary(last: bool) -> None:  # DeepSpeed reduces gradients and steps at the backward marked last
+        if deepspeed:
+            accelerator.gradient_state._set_sync_gradients(last)
     epochs_run, stop = 0, False
     for epoch in range(cfg.num_ppo_epochs):
         order = torch.randperm(B, generator=torch.Generator().manual_seed(_seed(seed, step, epoch)))
@@ -228,7 +237,8 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
                         out = module(ptx((step * cfg.num_ppo_epochs + epoch) * cfg.num_minibatches + m),
                                      values=False, entropy=False)
                     nll = -masked_sum(out.logprobs, out.mask) / out.mask.sum().clamp(min=1)
-                    accelerator.backward(cfg.ptx_coef * nll)
+                    boundary(False)
+                    accelerator.backward(cfg.ptx_coef * nll * scale)
                 _add(stats, {"loss/ptx": nll})
             micro = prompts.chunk(grad_accum)
             for i, micro_prompts in enumerate(micro):
@@ -236,10 +246,14 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
                 with nullcontext() if sync else accelerator.no_sync(module):
                     loss, mb_stats = minibatch_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
                                                     advantages, returns, beta)
-                    accelerator.backward(global_mean(loss.sum(), len(prompts) * K * world, world))
+                    boundary(sync)
+                    accelerator.backward(global_mean(loss.sum(), len(prompts) * K * world, world) * scale)
                 _add(stats, mb_stats)
-            if max_grad_norm > 0:
-                _add(stats, {"grad_norm": accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)})
+            boundary(True)
+            if max_grad_norm > 0:  # DeepSpeed clipped inside its step and reports the norm (or None)
+                grad_norm = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
+                if grad_norm is not None:
+                    _add(stats, {"grad_norm": grad_norm})
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             approx_kl = torch.tensor(stats["approx_kl"][-len(micro) :], device=accelerator.device).mean()
@@ -272,6 +286,20 @@ def check_config(cfg) -> None:
         raise ConfigError("ppo.ptx_data: ppo.ptx_coef > 0 needs pretraining data")
 
 
+def _refuse_unsupported_engine(accelerator, method: str) -> None:
+    """Engines seen to break on-policy RL (one H100, one process, 2026-11): refused before any work."""
+    from accelerate.utils import DistributedType
+
+    if _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        raise ConfigError(f"{method} does not run under DeepSpeed ZeRO-3 yet: the reference model's forward fails "
+                          "once the policy is partitioned; launch with configs/accelerate/deepspeed_zero2.yaml "
+                          "or configs/accelerate/ddp.yaml")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError(f"{method} does not run under FSDP yet: the policy was seen not to change (KL to the "
+                          "reference stayed 0) although SFT and DPO train correctly under FSDP; launch with "
+                          "configs/accelerate/ddp.yaml or configs/accelerate/deepspeed_zero2.yaml")
+
+
 def rewards_and_advantages(algo: Algorithm, cfg: PPOConfig, rollout: Rollout, moments: RunningMoments,
                            beta: float) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Steps 2 and 3: processed scores ``[N]``, shaped rewards, advantages and returns ``[N, T]``."""
@@ -289,6 +317,7 @@ def train_rl(cfg) -> Path:
     check_config(cfg)
     algo, ppo, tcfg = ALGORITHMS[cfg.method], cfg.ppo, cfg.train
     accelerator = make_accelerator(tcfg)
+    _refuse_unsupported_engine(accelerator, cfg.method)
     rank, world = accelerator.process_index, accelerator.num_processes
     policy, tokenizer, train, held_out = _policy_and_data(cfg)
     module = build_actor_critic(policy, algo.critic, cfg, tokenizer.pad_token_id)
@@ -301,6 +330,7 @@ def train_rl(cfg) -> Path:
     prompts_per_step = tcfg.batch_size * tcfg.grad_accum * ppo.num_minibatches  # per process
     steps = tcfg.max_steps or max(1, math.ceil(tcfg.num_epochs * max(len(train) // (prompts_per_step * world), 1)))
     optimizer, scheduler = make_optimizer(module, tcfg, steps)  # the schedule counts PPO steps
+    _prepare_for_sharding(accelerator, tcfg, module)
     module, optimizer = accelerator.prepare(module, optimizer)
     sampler = sampler_for(cfg.sampling, accelerator.device, cfg.model.name_or_path)
     accelerator.register_for_checkpointing(scheduler)
@@ -363,8 +393,9 @@ def train_rl(cfg) -> Path:
     if held_out:
         log.write({"step": steps, **evaluate()})
     accelerator.wait_for_everyone()
+    state = full_state_dict(accelerator, module)  # FSDP / ZeRO-3: gathered, a collective on every process
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(module), tokenizer, output_dir / "final")
+        save_final(accelerator.unwrap_model(module), tokenizer, output_dir / "final", state)
     accelerator.wait_for_everyone()
     return output_dir
 
@@ -406,13 +437,20 @@ def _mean_over_processes(accelerator, metrics: dict) -> dict[str, float]:
     return dict(zip(keys, values.tolist()))
 
 
-def save_final(module, tokenizer, out_dir: Path) -> None:
-    """The policy in HF format (LoRA merged; see ``save_pretrained``), the critic beside it."""
-    save_pretrained(module.policy, tokenizer, out_dir)
-    critic = module.value_head if module.value_head is not None else module.critic
+def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None) -> None:
+    """The policy in HF format (LoRA merged; see ``save_pretrained``), the critic beside it.
+
+    ``state``: the whole :class:`ActorCritic` state dict gathered from FSDP / ZeRO-3 shards, whose
+    parameters the module itself then holds only in part."""
+
+    def part(prefix: str) -> dict[str, Tensor] | None:
+        return None if state is None else {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+    save_pretrained(module.policy, tokenizer, out_dir, state_dict=part("scorer.lm."))
+    critic, prefix = (module.value_head, "value_head.") if module.value_head is not None else (module.critic, "critic.")
     if critic is not None:
-        state = {k: v.detach().contiguous().cpu() for k, v in critic.state_dict().items()}
-        save_file(state, str(out_dir / "value_model.safetensors"))
+        weights = part(prefix) or critic.state_dict()
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(out_dir / "value_model.safetensors"))
 
 
 for _name in ALGORITHMS:

@@ -55,6 +55,7 @@ from alignkit.engine.layout import Layout
 from alignkit.engine.logprobs import SequenceScorer, build_layout, sequence_logps
 from alignkit.losses.rl import clip_rewards, kl_penalty, masked_mean
 from alignkit.rewards.base import sum_segments
+from alignkit.train.distributed import full_weights
 
 TokenSegment = tuple[int, float]  # (index of the response token that ends the segment, reward value)
 
@@ -284,7 +285,8 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
                     sampling: SamplingConfig, values: bool = True, sampler=sample) -> Rollout:
     """Sample, score and evaluate K responses per prompt with ``model`` (an :class:`ActorCritic`)."""
     inner = model.module if hasattr(model, "module") else model  # under DDP
-    samples = sampler(inner.policy, tokenizer, prompt_ids, sampling)
+    with full_weights(model):  # FSDP: the policy's embeddings and head are the root unit's
+        samples = sampler(inner.policy, tokenizer, prompt_ids, sampling)
     responses = [[r or [tokenizer.eos_token_id] for r in rs] for rs in samples.response_ids]
     batch = response_batch(samples.prompt_ids, responses)
     out = model(batch, values=values, entropy=True)

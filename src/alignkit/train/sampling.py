@@ -22,7 +22,9 @@ resume, the ``stages/`` of an earlier run are removed first.
 
 ``output_dir/metrics.jsonl`` gets one line per stage (field ``stage``): the mean reward of
 all samples, the best-of-K mean, the kept samples' mean reward and distinct-2, the last
-train loss. Every process samples the same (seeded) candidates; the main one writes files.
+train loss. Under ``accelerate launch`` each process samples, scores and (for eq. 5) evaluates
+its own contiguous block of the stage's prompts, with its own seed; the blocks are gathered back
+in prompt order, so every process selects from the same records; the main one writes files.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import torch
 
 from alignkit.config import Config
 from alignkit.errors import AlignkitError, ConfigError, DataError
+from alignkit.train.distributed import gather_objects, rank, shard
 from alignkit.train.run import register_trainer
 from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
 
@@ -344,14 +347,36 @@ def train_sampling(cfg: Config) -> Path:
 
 def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, progress: bool):
     """Draw the stage's prompts, gather and score their candidates; ``logps_fns`` maps a record key to a
-    ``ResponseBatch -> [B, K]`` log-prob function (RAFT eq. 5 needs log pi and log pi_ref)."""
+    ``ResponseBatch -> [B, K]`` log-prob function (RAFT eq. 5 needs log pi and log pi_ref).
+
+    Data parallel: this process does its block of the prompts (seed offset by its rank, so the
+    blocks are independent draws; one process reproduces the seed ``sampling.seed + stage``);
+    every process returns all records, in the order of the draw, and the generation metrics
+    of all processes (throughput summed, time the slowest process's)."""
     prompts = _draw(rows, cfg.online.prompts_per_stage, cfg.train.seed + stage)
-    records, gen = gather(sources, prompts, replace(cfg.sampling, seed=cfg.sampling.seed + stage), progress)
-    score_records(reward, records)
-    for key, fn in logps_fns.items():
-        for r, values in zip(records, record_logps(fn, records, cfg.train.batch_size)):
-            r[key] = values
-    return records, gen
+    mine = shard(prompts)
+    records, gen = [], {}
+    if mine:
+        sampling = replace(cfg.sampling, seed=cfg.sampling.seed + stage + 1_000_003 * rank())
+        records, gen = gather(sources, mine, sampling, progress)
+        score_records(reward, records)
+        for key, fn in logps_fns.items():
+            for r, values in zip(records, record_logps(fn, records, cfg.train.batch_size)):
+                r[key] = values
+    return gather_objects(records), merge_generation_metrics(gather_objects([gen]))
+
+
+def merge_generation_metrics(per_process: list[dict[str, float]]) -> dict[str, float]:
+    """One process's generation metrics from every process's: the data-parallel throughput is the sum of
+    theirs, the stage waits for the slowest, and the mean length is weighted by tokens."""
+    parts = [m for m in per_process if m]
+    if len(parts) <= 1:
+        return parts[0] if parts else {}
+    seconds = [m["gen/seconds"] for m in parts]
+    tokens = [m["gen/tokens_per_s"] * s for m, s in zip(parts, seconds)]
+    responses = [t / max(m["gen/mean_length"], 1e-9) for m, t in zip(parts, tokens)]
+    return {"gen/tokens_per_s": sum(m["gen/tokens_per_s"] for m in parts), "gen/seconds": max(seconds),
+            "gen/mean_length": sum(tokens) / max(sum(responses), 1e-9), "gen/processes": float(len(parts))}
 
 
 def stage_dir(out: Path, stage: int) -> Path:
