@@ -256,20 +256,26 @@ def side_trl(work: Path, args) -> dict:
             "logps_rejected0": logs[0].get("logps/rejected"), "gpu_peak_mb": gpu_peak_mb(), **mem.report()}
 
 
-def _timed_steps(method, scorer, batches, steps: int, warmup: int) -> float:
-    """Seconds per optimizer step (forward, backward, AdamW) over ``steps`` after ``warmup``."""
-    opt = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=LR)
-    times = []
+def _interleaved_step_times(runs: dict, scorer, steps: int, warmup: int) -> dict[str, float]:
+    """Median seconds per optimizer step (forward, backward, AdamW) of each run ``name -> (method,
+    batches(i))``; the runs take turns step by step, so a machine whose speed drifts (other work on
+    it) slows them alike and their ratios stay fair."""
+    import statistics
+
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    opts = {name: torch.optim.AdamW(params, lr=LR) for name in runs}
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        for mb in batches(i):
-            loss, _ = method.loss(scorer, mb)
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return sum(times[warmup:]) / steps
+        for name, (method, batches) in runs.items():
+            t0 = time.perf_counter()
+            for mb in batches(i):
+                loss, _ = method.loss(scorer, mb)
+                loss.backward()
+            opts[name].step()
+            opts[name].zero_grad(set_to_none=True)
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t[warmup:]) for name, t in times.items()}
 
 
 def side_listwise(work: Path, args) -> dict:
@@ -300,12 +306,17 @@ def side_listwise(work: Path, args) -> dict:
 
     listwise = PreferenceMethod("listwise_dpo", {"beta": BETA}, 0, reference)
     dpo = PreferenceMethod("dpo", {"beta": BETA}, 0, reference)
-    t_k4 = _timed_steps(listwise, scorer, lambda i: [chunk(full, i)], args.steps, args.warmup)
-    t_k2 = _timed_steps(dpo, scorer, lambda i: [chunk(best_worst, i)], args.steps, args.warmup)
-    t_sep = _timed_steps(dpo, scorer, lambda i: [chunk(p, i) for p in pairs], args.steps, args.warmup)
-    tok_k4 = sum(len(e.prompt_ids) + sum(len(r) for r in e.response_ids) for e in full[: n_steps * args.batch])
-    return {"k4_s": t_k4, "k2_s": t_k2, "pairwise_x3_s": t_sep, "k4_unique_tokens_per_step": tok_k4 / n_steps,
-            "reference_s": ref_s}
+    t = _interleaved_step_times({"k4": (listwise, lambda i: [chunk(full, i)]),
+                                 "k2": (dpo, lambda i: [chunk(best_worst, i)]),
+                                 "pairwise_x3": (dpo, lambda i: [chunk(p, i) for p in pairs])},
+                                scorer, args.steps, args.warmup)
+    t_k4, t_k2, t_sep = t["k4"], t["k2"], t["pairwise_x3"]
+    used = slice(0, n_steps * args.batch)
+    prompt_tok = sum(len(e.prompt_ids) for e in full[used]) / n_steps
+    response_tok = {name: sum(len(r) for e in data[used] for r in e.response_ids) / n_steps
+                    for name, data in (("k4", full), ("k2", best_worst))}
+    return {"k4_s": t_k4, "k2_s": t_k2, "pairwise_x3_s": t_sep, "k4_unique_tokens_per_step": prompt_tok + response_tok["k4"],
+            "prompt_tokens_per_step": prompt_tok, "response_tokens_per_step": response_tok, "reference_s": ref_s}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -380,12 +391,26 @@ def report(work: Path, args, ak: dict, trl: dict, lw: dict | None, flops: float)
     print(f"measured fp32 matmul: {flops / 1e9:.1f} GFLOP/s; alignkit achieved {ak_flops / 1e9:.1f} GFLOP/s "
           f"(6 x params x unique tokens, {ak_flops / flops:.0%}); TRL {trl_flops / 1e9:.1f} GFLOP/s "
           f"({'6' if args.trl_precompute else '8'} x params x its tokens, {trl_flops / flops:.0%})")
+    head = cfg.vocab_size * cfg.hidden_size
+    timed = rows[args.batch * args.warmup : args.batch * (args.warmup + args.steps)]
+    response = sum(len(x) for r in timed for x in r["response_ids"])
+    done = 6 * (n_matmul - head) * ak["unique_tokens"] + 6 * head * response  # the head runs at responses only
+    print(f"  counting only what alignkit computes (LM head at response tokens only): "
+          f"{done / (ak['s_per_step'] * args.steps) / 1e9:.1f} GFLOP/s "
+          f"({done / (ak['s_per_step'] * args.steps) / flops:.0%} of the matmul rate)")
     if lw is not None:
-        k4_flops = 6 * n_matmul * lw["k4_unique_tokens_per_step"] / lw["k4_s"]
+        # FLOPs of a step: every token goes through the body, only response tokens through the LM head
+        step_flops = {k: 6 * (n_matmul - head) * (lw["prompt_tokens_per_step"] + r) + 6 * head * r
+                      for k, r in lw["response_tokens_per_step"].items()}
+        k4_flops = step_flops["k4"] / lw["k4_s"]
         print(f"listwise DPO K=4 (qa-feedback, {args.batch} prompts/step): {lw['k4_s']:.3f} s/step, "
               f"{k4_flops / 1e9:.1f} GFLOP/s ({k4_flops / flops:.0%}); DPO K=2 same prompts {lw['k2_s']:.3f} s "
               f"(K=4/K=2 = {lw['k4_s'] / lw['k2_s']:.2f}x, target <= 1.5x); K-1=3 separate pairwise passes "
               f"{lw['pairwise_x3_s']:.3f} s (K=4 / 3 passes = {lw['k4_s'] / lw['pairwise_x3_s']:.2f}x)")
+        print(f"  per step: {lw['prompt_tokens_per_step']:.0f} prompt tokens (run once), response tokens K=4 "
+              f"{lw['response_tokens_per_step']['k4']:.0f} / K=2 {lw['response_tokens_per_step']['k2']:.0f}; "
+              f"FLOPs K=4/K=2 = {step_flops['k4'] / step_flops['k2']:.2f}x (the {cfg.vocab_size} x "
+              f"{cfg.hidden_size} LM head costs {head / (n_matmul - head):.1f}x the body per response token)")
 
 
 def main() -> None:

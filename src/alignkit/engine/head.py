@@ -57,7 +57,7 @@ class ChunkedTargetLogProb(torch.autograd.Function):
             h, t, g = hidden[sl], targets[sl], grad_out[sl].float()
             if ctx.kept:
                 unnormalised, total = ctx.kept[i]
-                gp = unnormalised * (g / total)[:, None]  # g * softmax, [c, V]
+                gp = unnormalised.mul_((g / total)[:, None])  # g * softmax, [c, V], in the kept buffer
             else:
                 gp = F.linear(h, weight, bias).float().sub_(lse[sl, None]).exp_().mul_(g[:, None])
             if grad_hidden is not None:
