@@ -15,6 +15,9 @@ gradient is itself at rounding level (~1e-9) takes a step of noisy size up to lr
 max |dw| <= 5e-5 (lr / 20) and 99.9th percentile <= 1e-6; logged losses within 1e-5 (measured
 6e-7). A sharding bug (an example lost, duplicated or mis-weighted) changes most gradients by
 ~10% and moves most weights by ~1e-4, failing both.
+
+The same SFT, DPO and PPO runs then go through FSDP2 (2 processes, and SFT and DPO resumed from
+the sharded checkpoints on 1) and must end where DDP did, to the same tolerances.
 """
 
 import json
@@ -69,6 +72,28 @@ for args in {runs!r}:
 """
 
 
+# Accelerate enables FSDP only on accelerators; on gloo CPU processes this puts it on its FSDP2 path
+# by hand (``fully_shard``, DTensor parameters, sharded checkpoints, gathered state dicts) with the
+# plugin settings of the shipped configs/accelerate/fsdp.yaml, so CI checks alignkit's side of FSDP.
+FORCE_FSDP2 = f"""
+import accelerate, yaml
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+_settings = yaml.safe_load(open({str(ROOT / "configs" / "accelerate" / "fsdp.yaml")!r}))["fsdp_config"]
+_names = {{"fsdp_version": "fsdp_version", "fsdp_offload_params": "cpu_offload"}}
+_plugin = {{_names.get(k, k.removeprefix("fsdp_")): v.lower() if k == "fsdp_auto_wrap_policy" else v
+           for k, v in _settings.items()}}
+_init = accelerate.Accelerator.__init__
+
+def _init_on_fsdp2(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.state.fsdp_plugin = FullyShardedDataParallelPlugin(**_plugin)
+    self.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
+
+accelerate.Accelerator.__init__ = _init_on_fsdp2
+"""
+
 def overrides(method: str, out: Path, batch: int, accum: int, *extra: str) -> list[str]:
     return [str(CONFIGS[method]), *METHODS[method], *COMMON, f"train.output_dir={out}", f"train.batch_size={batch}",
             f"train.grad_accum={accum}", *extra]
@@ -100,22 +125,27 @@ def gaps(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float,
     return float(d.max()), float(torch.quantile(d, 0.999))
 
 
+def launch(root: Path, runs: list[list[str]], processes: int = 2, fsdp2: bool = False) -> None:
+    """``alignkit train`` each of ``runs`` in one ``accelerate launch`` of ``processes`` CPU processes."""
+    script = root / f"driver-{processes}{'-fsdp2' if fsdp2 else ''}.py"
+    script.write_text((FORCE_FSDP2 if fsdp2 else "") + DRIVER.format(runs=runs))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+           "--num_processes", str(processes), "--main_process_port", str(free_port()), str(script)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    print(f"{script.name}: {time.perf_counter() - t0:.1f}s")
+
+
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
     """Run SFT, DPO, RAFT and PPO in one 2-process launch; returns {method: run folder}."""
     root = tmp_path_factory.mktemp("ddp")
     runs = {m: root / f"{m}-2proc" for m in [*METHODS, "raft", "ppo"]}
-    script = root / "driver.py"
     sampled = [[*RAFT, f"train.output_dir={runs['raft']}"], [*PPO, f"train.output_dir={runs['ppo']}"]]
-    script.write_text(DRIVER.format(runs=[overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS] + sampled))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
-           "--main_process_port", str(free_port()), str(script)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    print(f"2-process launch: {time.perf_counter() - t0:.1f}s")
+    launch(root, [overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS] + sampled)
     return runs
 
 
@@ -198,3 +228,35 @@ def test_ppo_runs_its_rollouts_and_updates_in_two_processes(two_process_runs):
     assert all(math.isfinite(r["reward"]) and math.isfinite(r["kl"]) for r in steps)
     assert steps[-1]["approx_kl"] > 0  # the optimizer steps moved the policy within the PPO epochs
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "value_model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def fsdp2_runs(tmp_path_factory, two_process_runs):
+    """The DDP fixture's SFT, DPO and PPO runs again under FSDP2 on 2 processes, then SFT and DPO
+    resumed from their sharded step-2 checkpoints under FSDP2 on 1 process."""
+    root = tmp_path_factory.mktemp("fsdp2")
+    runs = {m: root / m for m in [*METHODS, "ppo"]}
+    launch(root, [overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS]
+           + [[*PPO, f"train.output_dir={runs['ppo']}"]], fsdp2=True)
+    for m in METHODS:
+        shutil.copytree(runs[m] / "checkpoints" / "step-2", root / f"{m}-resumed" / "checkpoints" / "step-2")
+    launch(root, [overrides(m, root / f"{m}-resumed", 4, 2, "train.resume=true") for m in METHODS], 1, fsdp2=True)
+    return {**runs, **{f"{m}-resumed": root / f"{m}-resumed" for m in METHODS}}
+
+
+@pytest.mark.parametrize("method", [*METHODS, "ppo"])
+def test_fsdp2_trains_like_ddp_and_its_sharded_checkpoint_resumes_on_one_process(fsdp2_runs, two_process_runs,
+                                                                                method):
+    ddp, fsdp = two_process_runs[method], fsdp2_runs[method]
+    runs = [("FSDP2, 2 processes", fsdp)]
+    if method in METHODS:
+        assert (fsdp / "checkpoints" / "step-2" / "pytorch_model_fsdp_0").is_dir()  # sharded, not gathered
+        runs.append(("FSDP2, resumed in 1", fsdp2_runs[f"{method}-resumed"]))
+        assert losses(fsdp) == pytest.approx(losses(ddp), abs=LOSS_GAP)
+    for name, run in runs:
+        top, q999 = gaps(weights(ddp), weights(run))
+        print(f"{method} vs DDP, {name}: max |dw| = {top:.2e}, 99.9% = {q999:.2e}")
+        assert top <= MAX_GAP and q999 <= Q999_GAP, name
+    if method == "ppo":  # the critic too, gathered and saved beside the policy
+        value = load_file(str(fsdp / "final" / "value_model.safetensors"))
+        assert gaps(load_file(str(ddp / "final" / "value_model.safetensors")), value)[0] <= MAX_GAP

@@ -287,17 +287,11 @@ def check_config(cfg) -> None:
 
 
 def _refuse_unsupported_engine(accelerator, method: str) -> None:
-    """Engines seen to break on-policy RL (one H100, one process, 2026-11): refused before any work."""
-    from accelerate.utils import DistributedType
-
+    """ZeRO-3 was seen to break on-policy RL (one H100, 2026-11): refused before any work."""
     if _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3:
         raise ConfigError(f"{method} does not run under DeepSpeed ZeRO-3 yet: the reference model's forward fails "
-                          "once the policy is partitioned; launch with configs/accelerate/deepspeed_zero2.yaml "
-                          "or configs/accelerate/ddp.yaml")
-    if accelerator.distributed_type == DistributedType.FSDP:
-        raise ConfigError(f"{method} does not run under FSDP yet: the policy was seen not to change (KL to the "
-                          "reference stayed 0) although SFT and DPO train correctly under FSDP; launch with "
-                          "configs/accelerate/ddp.yaml or configs/accelerate/deepspeed_zero2.yaml")
+                          "once the policy is partitioned; launch with configs/accelerate/deepspeed_zero2.yaml, "
+                          "configs/accelerate/fsdp.yaml or configs/accelerate/ddp.yaml")
 
 
 def rewards_and_advantages(algo: Algorithm, cfg: PPOConfig, rollout: Rollout, moments: RunningMoments,
