@@ -330,7 +330,8 @@ def prepare(work: Path, args) -> None:
     # alignkit's loop takes step s's examples from a seeded permutation; TRL reads them in that order
     order = [i for s in range(args.warmup + args.steps) for i in global_batch_indices(n, args.batch, s, args.seed)]
     (work / "pairs_in_order.json").write_text(json.dumps([pairs[i] for i in order]))
-    qa = tokenized(QA, "qa_feedback", tok, args.batch * 4, args.max_length, k=4, truncate=True)
+    qa = tokenized(QA, "qa_feedback", tok, args.batch * 4, args.listwise_max_length or args.max_length, k=4,
+                   truncate=True)
     (work / "qa.json").write_text(json.dumps(qa))
     save_initial_model(tok, work / "init", args.seed)
 
@@ -403,7 +404,8 @@ def report(work: Path, args, ak: dict, trl: dict, lw: dict | None, flops: float)
         step_flops = {k: 6 * (n_matmul - head) * (lw["prompt_tokens_per_step"] + r) + 6 * head * r
                       for k, r in lw["response_tokens_per_step"].items()}
         k4_flops = step_flops["k4"] / lw["k4_s"]
-        print(f"listwise DPO K=4 (qa-feedback, {args.batch} prompts/step): {lw['k4_s']:.3f} s/step, "
+        print(f"listwise DPO K=4 (qa-feedback, max length {args.listwise_max_length or args.max_length}, "
+              f"{args.batch} prompts/step): {lw['k4_s']:.3f} s/step, "
               f"{k4_flops / 1e9:.1f} GFLOP/s ({k4_flops / flops:.0%}); DPO K=2 same prompts {lw['k2_s']:.3f} s "
               f"(K=4/K=2 = {lw['k4_s'] / lw['k2_s']:.2f}x, target <= 1.5x); K-1=3 separate pairwise passes "
               f"{lw['pairwise_x3_s']:.3f} s (K=4 / 3 passes = {lw['k4_s'] / lw['pairwise_x3_s']:.2f}x)")
@@ -421,6 +423,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first")
     parser.add_argument("--batch", type=int, default=8, help="pairs (prompts) per step")
     parser.add_argument("--max-length", type=int, default=256, help="prompt + one response, in tokens")
+    parser.add_argument("--listwise-max-length", type=int, help="qa-feedback prompt + one response (default: "
+                        "--max-length; the model's positions stop at 512); longer keeps more of each prompt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="alignkit: torch.compile the model body")
     parser.add_argument("--trl-precompute", action="store_true", help="TRL: precompute_ref_log_probs=True")
