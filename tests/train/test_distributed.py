@@ -1,11 +1,12 @@
 """Data parallelism: 2 CPU processes (gloo, through ``accelerate launch``) train like 1 with the same global batch.
 
 One launch of 2 processes runs SFT, then DPO with a precomputed reference (whose log-probs each
-process computes for its half of the data and then gathers), then one RAFT stage (whose prompts
-the processes sample and score half each), then two PPO steps (each process its own prompts), through ``alignkit.cli.main``, with
-global batch 8 = 2 examples x 2 accumulation steps x 2 processes, and a checkpoint at step 2 of 4.
-In this process the same configs run with 8 x 1 x 1, and again resumed from the 2-process checkpoint
-with 4 x 2 x 1. All three must end with the same weights and log the same losses.
+process computes for its half of the data and then gathers), with global batch 8 = 2 examples x 2
+accumulation steps x 2 processes and a checkpoint at step 2 of 4; then two stages each of RAFT and
+iterative DPO (whose prompts the processes sample and score half each) and two PPO steps (each
+process its own prompts), all through ``alignkit.cli.main``. In this process SFT and DPO run again
+with 8 x 1 x 1, and resumed from the 2-process checkpoint with 4 x 2 x 1. All three must end with
+the same weights and log the same losses.
 
 Tolerances, against lr = 1e-3: the runs see the same examples in each step but sum per-example
 gradients in another order, over differently packed rows and through a gloo all-reduce, so the
@@ -45,9 +46,11 @@ METHODS = {
     "sft": ["method=sft", "data.train=alignkit:tiny_sft.jsonl"],
     "dpo": ["method=dpo", "data.train=alignkit:tiny_pairs.jsonl", "reference.mode=precomputed"],
 }
-RAFT = [str(ROOT / "configs" / "raft_tiny.yaml"), "online.stages=1", "online.prompts_per_stage=5",
-        "sampling.num_samples=2", "sampling.max_new_tokens=6", "train.max_steps=1", "train.batch_size=1",
-        "train.progress=false"]
+STAGES = ["online.stages=2", "online.prompts_per_stage=5", "sampling.num_samples=2", "sampling.max_new_tokens=6",
+          "sampling.batch_size=1", "train.max_steps=1", "train.batch_size=1", "train.progress=false"]
+RAFT = [str(ROOT / "configs" / "raft_tiny.yaml"), *STAGES]
+# stage 1 selects nothing, and in stage 0 one process's micro-batch is empty: both once broke the launch
+ITERATIVE_DPO = [str(ROOT / "configs" / "iterative_dpo_tiny.yaml"), *STAGES]
 PPO = [str(ROOT / "configs" / "ppo_tiny.yaml"), "train.max_steps=2", "train.batch_size=2", "ppo.num_minibatches=1",
        "sampling.max_new_tokens=6", "train.progress=false"]
 COMMON = [
@@ -125,6 +128,13 @@ def gaps(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float,
     return float(d.max()), float(torch.quantile(d, 0.999))
 
 
+SAMPLED = {"raft": RAFT, "iterative_dpo": ITERATIVE_DPO, "ppo": PPO}
+
+
+def sampled(runs: dict[str, Path]) -> list[list[str]]:
+    return [[*args, f"train.output_dir={runs[m]}"] for m, args in SAMPLED.items()]
+
+
 def launch(root: Path, runs: list[list[str]], processes: int = 2, fsdp2: bool = False) -> None:
     """``alignkit train`` each of ``runs`` in one ``accelerate launch`` of ``processes`` CPU processes."""
     script = root / f"driver-{processes}{'-fsdp2' if fsdp2 else ''}.py"
@@ -141,11 +151,10 @@ def launch(root: Path, runs: list[list[str]], processes: int = 2, fsdp2: bool = 
 
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
-    """Run SFT, DPO, RAFT and PPO in one 2-process launch; returns {method: run folder}."""
+    """Run SFT, DPO, RAFT, iterative DPO and PPO in one 2-process launch; returns {method: run folder}."""
     root = tmp_path_factory.mktemp("ddp")
-    runs = {m: root / f"{m}-2proc" for m in [*METHODS, "raft", "ppo"]}
-    sampled = [[*RAFT, f"train.output_dir={runs['raft']}"], [*PPO, f"train.output_dir={runs['ppo']}"]]
-    launch(root, [overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS] + sampled)
+    runs = {m: root / f"{m}-2proc" for m in [*METHODS, *SAMPLED]}
+    launch(root, [overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS] + sampled(runs))
     return runs
 
 
@@ -232,19 +241,19 @@ def test_ppo_runs_its_rollouts_and_updates_in_two_processes(two_process_runs):
 
 @pytest.fixture(scope="module")
 def fsdp2_runs(tmp_path_factory, two_process_runs):
-    """The DDP fixture's SFT, DPO and PPO runs again under FSDP2 on 2 processes, then SFT and DPO
-    resumed from their sharded step-2 checkpoints under FSDP2 on 1 process."""
+    """The DDP fixture's runs again under FSDP2 on 2 processes (the sampling methods sample their
+    second stage from the sharded policy), then SFT and DPO resumed from their sharded step-2
+    checkpoints under FSDP2 on 1 process."""
     root = tmp_path_factory.mktemp("fsdp2")
-    runs = {m: root / m for m in [*METHODS, "ppo"]}
-    launch(root, [overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS]
-           + [[*PPO, f"train.output_dir={runs['ppo']}"]], fsdp2=True)
+    runs = {m: root / m for m in [*METHODS, *SAMPLED]}
+    launch(root, [overrides(m, runs[m], 2, 2, "train.save_every=2") for m in METHODS] + sampled(runs), fsdp2=True)
     for m in METHODS:
         shutil.copytree(runs[m] / "checkpoints" / "step-2", root / f"{m}-resumed" / "checkpoints" / "step-2")
     launch(root, [overrides(m, root / f"{m}-resumed", 4, 2, "train.resume=true") for m in METHODS], 1, fsdp2=True)
     return {**runs, **{f"{m}-resumed": root / f"{m}-resumed" for m in METHODS}}
 
 
-@pytest.mark.parametrize("method", [*METHODS, "ppo"])
+@pytest.mark.parametrize("method", [*METHODS, *SAMPLED])
 def test_fsdp2_trains_like_ddp_and_its_sharded_checkpoint_resumes_on_one_process(fsdp2_runs, two_process_runs,
                                                                                 method):
     ddp, fsdp = two_process_runs[method], fsdp2_runs[method]

@@ -8,6 +8,7 @@ The result is token ids (ready for the engine) and decoded text (ready for rewar
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
     from tqdm.auto import tqdm
 
     from alignkit.engine.logprobs import unwrap_causal_lm
+    from alignkit.train.distributed import lockstep_count, sharded_across_processes
 
     lm = unwrap_causal_lm(model)
     device = next(lm.parameters()).device
@@ -65,15 +67,20 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
     torch.manual_seed(cfg.seed)
     responses: list[list[list[int]]] = []
     new_tokens, t0 = 0, time.perf_counter()
-    starts = range(0, len(prompt_ids), cfg.batch_size)
-    for start in tqdm(starts, desc="sampling", disable=not progress):
-        chunk = prompt_ids[start : start + cfg.batch_size]
+    # sharded weights (FSDP, ZeRO-3): every process runs as many generate calls as the busiest one,
+    # each stepping until all processes have finished, so their collectives stay paired
+    lockstep = sharded_across_processes(lm)
+    n_chunks = lockstep_count(math.ceil(len(prompt_ids) / cfg.batch_size), lockstep)
+    for i in tqdm(range(n_chunks), desc="sampling", disable=not progress):
+        chunk = prompt_ids[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        padding_call = not chunk
+        chunk = chunk or [[eos]]
         width = max(len(p) for p in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attn = torch.zeros_like(ids)
-        for i, p in enumerate(chunk):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            attn[i, width - len(p) :] = 1
+        for j, p in enumerate(chunk):
+            ids[j, width - len(p) :] = torch.tensor(p)
+            attn[j, width - len(p) :] = 1
         greedy = cfg.temperature <= 0
         out = lm.generate(
             input_ids=ids.to(device),
@@ -87,11 +94,14 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
             pad_token_id=pad_id,
             eos_token_id=sorted(eos_ids),
             use_cache=True,
+            synced_gpus=lockstep,
         )[:, width:].cpu()
+        if padding_call:
+            continue
         rows = [_trim(r, eos_ids, pad_id) for r in out]
         new_tokens += sum(len(r) for r in rows)
-        for i in range(len(chunk)):
-            responses.append(rows[i * cfg.num_samples : (i + 1) * cfg.num_samples])
+        for j in range(len(chunk)):
+            responses.append(rows[j * cfg.num_samples : (j + 1) * cfg.num_samples])
     elapsed = time.perf_counter() - t0
     torch.random.set_rng_state(generator_state)
     lm.train(was_training)

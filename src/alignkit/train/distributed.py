@@ -92,6 +92,25 @@ def barrier() -> None:
         dist.barrier()
 
 
+def sharded_across_processes(module: nn.Module) -> bool:
+    """True when ``module``'s weights are split across processes (FSDP2 DTensors, ZeRO-3 partitions).
+
+    Then every forward through it is a collective: each process must make the same number of
+    calls (see :func:`lockstep_count`), and ``generate`` must keep stepping until all are done.
+    """
+    if world_size() == 1:
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in module.parameters())
+
+
+def lockstep_count(n: int, lockstep: bool) -> int:
+    """How many forwards to make when this process has ``n`` to do: under ``lockstep``, the most that
+    any process has (the others pad with throw-away calls), else ``n``. A collective when ``lockstep``."""
+    return max(gather_objects([n])) if lockstep else n
+
+
 @contextmanager
 def full_weights(module: nn.Module) -> Iterator[None]:
     """Let code call the models inside a prepared ``module`` directly, e.g. ``generate`` on its policy.

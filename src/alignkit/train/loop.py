@@ -229,11 +229,10 @@ def train_loop(
                 with accelerator.autocast():
                     loss_sum, metrics = method.loss(module, mb or batch[:1])
                 accelerator.backward(global_mean(loss_sum * weight, units, world) * loss_scale)
-            if mb:
-                w = method.units(mb)
-                my_units += w
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * w
+            w = method.units(mb) if mb else 0.0
+            my_units += w
+            for k, v in metrics.items():  # every key on every process, or the reduce below mismatches
+                sums[k] = sums.get(k, 0.0) + (float(v) * w if w else 0.0)
         if deepspeed:
             accelerator.gradient_state._set_sync_gradients(True)
         if cfg.max_grad_norm > 0:  # DeepSpeed clipped inside its step and reports the norm (or None)

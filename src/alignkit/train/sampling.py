@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import shutil
 from dataclasses import dataclass, replace
@@ -41,7 +42,14 @@ import torch
 
 from alignkit.config import Config
 from alignkit.errors import AlignkitError, ConfigError, DataError
-from alignkit.train.distributed import gather_objects, rank, shard
+from alignkit.train.distributed import (
+    full_weights,
+    gather_objects,
+    lockstep_count,
+    rank,
+    shard,
+    sharded_across_processes,
+)
 from alignkit.train.run import register_trainer
 from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
 
@@ -91,15 +99,16 @@ class ModelSource:
     """K samples of a model per prompt; a model with another vocabulary is re-tokenized for the policy.
 
     ``sampler`` has the call shape of :func:`alignkit.engine.generation.sample` (the default), e.g. a
-    sampler of :mod:`alignkit.engine.backends`.
+    sampler of :mod:`alignkit.engine.backends`. ``owner``: the prepared module that holds ``model``'s
+    weights (the policy's scorer), whose FSDP root weights are gathered while it samples.
     """
 
-    def __init__(self, name: str, model, tokenizer, policy_tokenizer, tok_cfg, sampler=None):
+    def __init__(self, name: str, model, tokenizer, policy_tokenizer, tok_cfg, sampler=None, owner=None):
         from alignkit.engine.generation import sample
 
         self.name, self.model, self.tokenizer, self.policy_tokenizer = name, model, tokenizer, policy_tokenizer
         self.same_vocab = tokenizer.get_vocab() == policy_tokenizer.get_vocab()
-        self.tok_cfg, self.sampler = tok_cfg, sampler or sample
+        self.tok_cfg, self.sampler, self.owner = tok_cfg, sampler or sample, owner
 
     def propose(self, rows: list[PromptRow], sampling, progress: bool):
         from alignkit.data.schema import Example
@@ -107,7 +116,8 @@ class ModelSource:
 
         prompt_ids = [r.prompt_ids if self.same_vocab else
                       tokenize_example(Example(r.prompt), self.tokenizer, self.tok_cfg).prompt_ids for r in rows]
-        out = self.sampler(self.model, self.tokenizer, prompt_ids, sampling, progress=progress)
+        with full_weights(self.owner if self.owner is not None else self.model):
+            out = self.sampler(self.model, self.tokenizer, prompt_ids, sampling, progress=progress)
         ids = out.response_ids if self.same_vocab else [[self._policy_ids(t, r) for t, r in zip(ts, rs)]
                                                         for ts, rs in zip(out.texts, out.response_ids)]
         return out.texts, ids, out.metrics
@@ -148,15 +158,17 @@ def score_records(reward, records: list[dict]) -> None:
 
 
 @torch.no_grad()
-def record_logps(logps_fn, records: list[dict], batch_size: int) -> list[list[float]]:
-    """``logps_fn(ResponseBatch) -> [B, K]`` over every record's candidates, in batches of prompts."""
+def record_logps(logps_fn, records: list[dict], batch_size: int, lockstep: bool = False) -> list[list[float]]:
+    """``logps_fn(ResponseBatch) -> [B, K]`` over every record's candidates, in batches of prompts;
+    under ``lockstep`` (sharded weights) as many batches as the busiest process, padded with throw-aways."""
     from alignkit.data.schema import TokenizedExample
     from alignkit.engine import collate
 
     out = []
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        values = logps_fn(collate([TokenizedExample(r["prompt_ids"], r["response_ids"]) for r in chunk])).cpu()
+    for i in range(lockstep_count(math.ceil(len(records) / batch_size), lockstep)):
+        chunk = records[i * batch_size : (i + 1) * batch_size]
+        examples = [TokenizedExample(r["prompt_ids"], r["response_ids"]) for r in chunk]
+        values = logps_fn(collate(examples or [TokenizedExample([0], [[0]])])).cpu()
         out += [values[b, : len(r["response_ids"])].tolist() for b, r in enumerate(chunk)]
     return out
 
@@ -275,7 +287,6 @@ def check_config(cfg: Config) -> tuple[str, Any]:
 def train_sampling(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer, sequence_logps
     from alignkit.losses import get_loss
-    from alignkit.models.loading import save_pretrained
     from alignkit.models.reference import FrozenReference, copy_of
     from alignkit.rewards import build_reward
     from alignkit.train.loop import make_accelerator, train_loop
@@ -293,8 +304,8 @@ def train_sampling(cfg: Config) -> Path:
     policy.to(device)
     pad, share, chunk = tokenizer.pad_token_id, cfg.engine.share_prompt, cfg.engine.chunk_size
     rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources)
-    sources = _sources(cfg, policy, tokenizer, device)
-    scorer = SequenceScorer(policy, chunk)
+    scorer = SequenceScorer(policy, chunk)  # prepared (and under FSDP sharded) by the first stage's loop
+    sources = _sources(cfg, policy, tokenizer, device, owner=scorer)
     ref_mode = o.reference if o.reference != "auto" else ("previous" if cfg.method == "iterative_dpo" else "initial")
     loss_ref = loss != "sft" and get_loss(loss).needs_reference
     initial = None
@@ -312,7 +323,8 @@ def train_sampling(cfg: Config) -> Path:
         fresh = not (sdir / "samples.jsonl").is_file()
         if fresh:
             logps_fns = {"logps": policy_logps, "ref_logps": initial.logps} if o.kl_beta > 0 else {}
-            records, gen = sample_stage(cfg, stage, sources, rows, reward, logps_fns, cfg.train.progress and main)
+            records, gen = sample_stage(cfg, stage, sources, rows, reward, logps_fns, cfg.train.progress and main,
+                                        lockstep=sharded_across_processes(scorer))
         else:
             records, gen = read_jsonl(sdir / "samples.jsonl"), {}
         items = select(cfg.method, records, cfg, stage, filter_fn)
@@ -321,7 +333,9 @@ def train_sampling(cfg: Config) -> Path:
         examples = to_examples(records, items, stage, sft=loss == "sft")
         reference = None
         if loss_ref:
-            reference = initial if ref_mode == "initial" else FrozenReference(copy_of(policy), pad, share, chunk)
+            previous = (load_model(cfg, str(stage_dir(out, stage - 1) / "final"))[0]  # whole, from disk
+                        if ref_mode == "previous" and sharded_across_processes(scorer) else copy_of(policy))
+            reference = initial if ref_mode == "initial" else FrozenReference(previous, pad, share, chunk)
             reference.to(device)
         method = SFTMethod(pad, share) if loss == "sft" else PreferenceMethod(loss, o.loss_args, pad, reference, share)
         record = {"stage": stage, **stage_metrics(records), **gen, "train/examples": len(examples)}
@@ -333,35 +347,49 @@ def train_sampling(cfg: Config) -> Path:
             accelerator.free_memory()  # drop this stage's optimizer
         else:
             log.warning("stage %d: nothing selected (all candidates tied or filtered); the policy is unchanged", stage)
-            if main:
-                save_pretrained(policy, tokenizer, sdir / "final")
+            save_policy(accelerator, scorer, tokenizer, sdir / "final")
         log.info("stage %d: %s", stage, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
     accelerator.wait_for_everyone()
-    if main:
-        save_pretrained(policy, tokenizer, out / "final")
+    save_policy(accelerator, scorer, tokenizer, out / "final")
     return out
 
 
-def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, progress: bool):
+def save_policy(accelerator, scorer, tokenizer, out_dir: Path) -> None:
+    """The scorer's policy in HF format, its state dict gathered first when FSDP / ZeRO-3 shards it
+    (a collective: every process calls this; the main process writes)."""
+    from alignkit.models.loading import save_pretrained
+    from alignkit.train.loop import full_state_dict
+
+    state = full_state_dict(accelerator, scorer)
+    if accelerator.is_main_process:
+        lm_state = None if state is None else {k.removeprefix("lm."): v for k, v in state.items()}
+        save_pretrained(scorer.lm, tokenizer, out_dir, state_dict=lm_state)
+    accelerator.wait_for_everyone()
+
+
+def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, progress: bool, lockstep: bool = False):
     """Draw the stage's prompts, gather and score their candidates; ``logps_fns`` maps a record key to a
     ``ResponseBatch -> [B, K]`` log-prob function (RAFT eq. 5 needs log pi and log pi_ref).
 
     Data parallel: this process does its block of the prompts (seed offset by its rank, so the
     blocks are independent draws; one process reproduces the seed ``sampling.seed + stage``);
     every process returns all records, in the order of the draw, and the generation metrics
-    of all processes (throughput summed, time the slowest process's)."""
+    of all processes (throughput summed, time the slowest process's). ``lockstep``: the policy's
+    weights are sharded, so a process without prompts still joins every forward."""
     prompts = _draw(rows, cfg.online.prompts_per_stage, cfg.train.seed + stage)
     mine = shard(prompts)
     records, gen = [], {}
-    if mine:
+    if mine or lockstep:
         sampling = replace(cfg.sampling, seed=cfg.sampling.seed + stage + 1_000_003 * rank())
         records, gen = gather(sources, mine, sampling, progress)
-        score_records(reward, records)
+        gen = gen if mine else {}
+        if records:
+            score_records(reward, records)
         for key, fn in logps_fns.items():
-            for r, values in zip(records, record_logps(fn, records, cfg.train.batch_size)):
+            for r, values in zip(records, record_logps(fn, records, cfg.train.batch_size, lockstep)):
                 r[key] = values
     return gather_objects(records), merge_generation_metrics(gather_objects([gen]))
 
@@ -417,7 +445,7 @@ def load_model(cfg: Config, path: str = "", lora: bool = False):
     return load_causal_lm(model_cfg)
 
 
-def _sources(cfg: Config, policy, tokenizer, device) -> list[ModelSource | None]:
+def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSource | None]:
     """The candidate sources of ``online.sources``: a model (policy, sampler or another one), or None (dataset)."""
     from alignkit.data.tokenize import TokenizeConfig
     from alignkit.engine.backends import sampler_for
@@ -429,7 +457,7 @@ def _sources(cfg: Config, policy, tokenizer, device) -> list[ModelSource | None]
             out.append(None)
         elif name == "policy" and not cfg.online.sampler_model:
             sampler = sampler_for(cfg.sampling, device, cfg.model.name_or_path)
-            out.append(ModelSource("policy", policy, tokenizer, tokenizer, tok_cfg, sampler))
+            out.append(ModelSource("policy", policy, tokenizer, tokenizer, tok_cfg, sampler, owner))
         else:
             path = cfg.online.sampler_model if name == "policy" else name
             model, tok = load_model(cfg, path)
