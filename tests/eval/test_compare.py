@@ -67,6 +67,16 @@ def test_budget_in_samples_by_hand(tmp_path):
     assert ppo.train.max_steps == 2
 
 
+def test_a_new_trainer_declares_its_step_shape_and_compare_budgets_it_without_edits(tmp_path, monkeypatch):
+    """A plugin trainer taking 3 batches a step over 2 stages: 24 prompts / (4 x 3) = 2 steps, 1 a stage."""
+    from alignkit.train import run
+
+    monkeypatch.setattr(run, "TRAINERS", dict(run.TRAINERS))
+    monkeypatch.setattr(run, "STEP_SHAPES", dict(run.STEP_SHAPES))
+    run.register_trainer("dpo", run.StepShape(batches_per_step=lambda cfg: 3, stages=lambda cfg: 2))(lambda cfg: None)
+    cfg = config([f"output_dir={tmp_path}", "budget.samples=24"])
+    assert method_config(cfg, MethodEntry("d", "dpo")).train.max_steps == 1
+
 def test_config_errors_stop_before_training(tmp_path):
     cfg = config([f"output_dir={tmp_path}"])
     cfg.methods = [MethodEntry("a", "dpo"), MethodEntry("b", "dpo", {"train.bogus": 1})]

@@ -20,7 +20,8 @@ Budget: ``budget.max_steps`` is the number of optimizer steps of every method;
 where a step takes ``train.batch_size x train.grad_accum`` prompts, times
 ``ppo.num_minibatches`` for the on-policy methods (ppo, rloo, grpo). The staged sampling
 methods (raft, rso, online, iterative_dpo) fine-tune ``train.max_steps`` steps per stage, so
-they get ``ceil(budget / online.stages)`` steps per stage. Sampling budgets (samples per
+they get ``ceil(budget / online.stages)`` steps per stage. Each trainer declares this shape
+when it registers (:class:`alignkit.train.run.StepShape`). Sampling budgets (samples per
 prompt, stages, prompts per stage) stay the methods' own settings.
 """
 
@@ -41,11 +42,10 @@ from alignkit.config import Config, from_dict, to_dict
 from alignkit.errors import ConfigError
 from alignkit.eval.runner import EvalConfig, json_safe
 from alignkit.rewards.spec import RewardSpec
+from alignkit.train.run import step_shape
 
 log = logging.getLogger("alignkit")
 
-RL_METHODS = ("ppo", "rloo", "grpo")  # a step takes ppo.num_minibatches batches of prompts
-STAGED_METHODS = ("raft", "rso", "online", "iterative_dpo")  # train.max_steps counts the steps of one stage
 
 
 @dataclass
@@ -107,8 +107,7 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 
 
 def prompts_per_step(cfg: Config) -> int:
-    n = cfg.train.batch_size * cfg.train.grad_accum
-    return n * cfg.ppo.num_minibatches if cfg.method in RL_METHODS else n
+    return cfg.train.batch_size * cfg.train.grad_accum * step_shape(cfg.method).batches_per_step(cfg)
 
 
 def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
@@ -127,8 +126,7 @@ def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
     if cfg.budget.samples > 0:
         steps = math.ceil(cfg.budget.samples / prompts_per_step(train_cfg))
     if steps > 0:
-        stages = max(train_cfg.online.stages, 1) if train_cfg.method in STAGED_METHODS else 1
-        train_cfg.train.max_steps = math.ceil(steps / stages)
+        train_cfg.train.max_steps = math.ceil(steps / step_shape(train_cfg.method).stages(train_cfg))
     return train_cfg
 
 

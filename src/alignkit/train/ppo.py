@@ -96,7 +96,7 @@ from alignkit.train.rollout import (
     evaluate_policy,
     task_rewards,
 )
-from alignkit.train.run import _policy_and_data, build_reference, register_trainer
+from alignkit.train.run import StepShape, _policy_and_data, build_reference, register_trainer
 from alignkit.train.sft import best_response_only
 
 Tensor = torch.Tensor
@@ -447,5 +447,5 @@ def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(out_dir / "value_model.safetensors"))
 
 
-for _name in ALGORITHMS:
-    register_trainer(_name)(train_rl)
+for _name in ALGORITHMS:  # a step takes ppo.num_minibatches batches of prompts
+    register_trainer(_name, StepShape(batches_per_step=lambda cfg: cfg.ppo.num_minibatches))(train_rl)

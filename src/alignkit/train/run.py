@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.config import Config, save_config
@@ -18,12 +19,34 @@ log = logging.getLogger("alignkit")
 TRAINERS: dict[str, Callable[[Config], Path]] = {}
 
 
-def register_trainer(name: str):
+@dataclass(frozen=True)
+class StepShape:
+    """How a trainer's optimizer steps relate to training prompts, so that ``alignkit compare`` can
+    give every method the same budget: a step takes ``train.batch_size x train.grad_accum x
+    batches_per_step(cfg)`` prompts, and ``train.max_steps`` counts the steps of one of
+    ``stages(cfg)`` stages."""
+
+    batches_per_step: Callable[[Config], int] = lambda cfg: 1
+    stages: Callable[[Config], int] = lambda cfg: 1
+
+
+STEP_SHAPES: dict[str, StepShape] = {}
+
+
+def register_trainer(name: str, shape: StepShape | None = None):
     def wrap(fn):
         TRAINERS[name] = fn
+        if shape is not None:
+            STEP_SHAPES[name] = shape
         return fn
 
     return wrap
+
+
+def step_shape(method: str) -> StepShape:
+    """The :class:`StepShape` that ``method``'s trainer declared (one batch, one stage by default)."""
+    _load_plugins()
+    return STEP_SHAPES.get(method, StepShape())
 
 
 def run_train(cfg: Config) -> Path:

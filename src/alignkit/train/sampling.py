@@ -50,7 +50,7 @@ from alignkit.train.distributed import (
     shard,
     sharded_across_processes,
 )
-from alignkit.train.run import register_trainer
+from alignkit.train.run import StepShape, register_trainer
 from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
 
 log = logging.getLogger("alignkit")
@@ -466,5 +466,5 @@ def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSo
     return out
 
 
-for _name in SELECTORS:
-    register_trainer(_name)(train_sampling)
+for _name in SELECTORS:  # train.max_steps counts the steps of one stage
+    register_trainer(_name, StepShape(stages=lambda cfg: max(cfg.online.stages, 1)))(train_sampling)
