@@ -366,6 +366,7 @@ def save_reward_model(
     tokenizer: Any,
     out_dir: str | os.PathLike,
     center_mean: float | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save ``model`` and ``tokenizer`` to ``out_dir`` so that :func:`load_reward_model` restores them.
 
@@ -374,6 +375,8 @@ def save_reward_model(
     and its head in ``value_head.safetensors``. ``alignkit_reward.json`` records the
     kind, ``center_mean`` (``model.center_mean`` when None; the given value is also
     set on ``model``) and ``max_length``. Merge LoRA adapters into the body first.
+    ``state_dict``: the whole ``model.state_dict()`` gathered from FSDP / ZeRO-3 shards, saved
+    instead of the module's own (partial) weights.
     """
     from safetensors.torch import save_file
 
@@ -381,13 +384,25 @@ def save_reward_model(
     out.mkdir(parents=True, exist_ok=True)
     if center_mean is not None:
         model.center_mean = float(center_mean)
+    def part(prefix: str) -> dict[str, torch.Tensor] | None:
+        return None if state_dict is None else {k.removeprefix(prefix): v for k, v in state_dict.items()
+                                                if k.startswith(prefix)}
+
     if model.kind == "classifier":
-        model.model.save_pretrained(out)
+        model.model.save_pretrained(out, state_dict=part("model."))
     else:
-        model.model.body.save_pretrained(out)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.model.head.state_dict().items()}
-        save_file(state, str(out / HEAD_FILE))
+        model.model.body.save_pretrained(out, state_dict=part("model.body."))
+        head = part("model.head.") or model.model.head.state_dict()
+        save_file({k: v.detach().contiguous().cpu() for k, v in head.items()}, str(out / HEAD_FILE))
     tokenizer.save_pretrained(out)
     meta = {"kind": model.kind, "center_mean": model.center_mean, "max_length": model.max_length}
     (out / REWARD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def store_center(out_dir: str | os.PathLike, center_mean: float) -> None:
+    """Set the ``center_mean`` of a reward model saved in ``out_dir``."""
+    path = Path(out_dir) / REWARD_CONFIG
+    meta = json.loads(path.read_text())
+    meta["center_mean"] = float(center_mean)
+    path.write_text(json.dumps(meta, indent=2) + "\n")

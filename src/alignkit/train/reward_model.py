@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from alignkit.data.schema import Example
+from alignkit.train.distributed import barrier, is_main
 from alignkit.train.run import register_trainer
 
 log = logging.getLogger("alignkit")
@@ -86,12 +87,18 @@ def train_reward_model(cfg) -> Path:
     from alignkit.data.pipeline import resolve_data_path
     from alignkit.errors import ConfigError
     from alignkit.losses import check_hyperparameters
-    from alignkit.models.reward_model import compute_center, load_reward_model, save_reward_model
+    from alignkit.models.reward_model import (
+        compute_center,
+        load_reward_model,
+        save_reward_model,
+        store_center,
+    )
     from alignkit.rewards.base import as_text
-    from alignkit.train.loop import train_loop
+    from alignkit.train.loop import make_accelerator, train_loop
 
     rm_cfg = cfg.reward_model
     check_hyperparameters(rm_cfg.loss, cfg.loss)
+    accelerator = make_accelerator(cfg.train)  # seeds every process first: a new head starts the same on each
     model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
                                          trust_remote_code=cfg.model.trust_remote_code)
     common = dict(format=cfg.data.format, skip_bad_rows=cfg.data.skip_bad_rows, log=log.warning)
@@ -112,14 +119,20 @@ def train_reward_model(cfg) -> Path:
     method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
     evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
 
-    def on_save(module, out_dir: Path) -> None:
-        center = None
-        if rm_cfg.center_examples > 0:
-            ref = train[: rm_cfg.center_examples]
-            prompts = [as_text(ex.prompt) for ex in ref for _ in ex.responses]
-            responses = [as_text(r) for ex in ref for r in ex.responses]
-            center = compute_center(module, tokenizer, prompts, responses, cfg.train.batch_size, rm_cfg.max_length)
-        save_reward_model(module, tokenizer, out_dir, center_mean=center)
+    def on_save(module, out_dir: Path, state_dict=None) -> None:
+        save_reward_model(module, tokenizer, out_dir, state_dict=state_dict)
 
-    train_loop(cfg.train, method, model, train, evaluate=evaluate, on_save=on_save, desc="reward model")
+    train_loop(cfg.train, method, model, train, evaluate=evaluate, on_save=on_save, desc="reward model",
+               accelerator=accelerator)
+    if rm_cfg.center_examples > 0:
+        # after the save, on every process alike: under FSDP / ZeRO-3 (which hook ``model`` in place)
+        # each forward is a collective
+        ref = train[: rm_cfg.center_examples]
+        prompts = [as_text(ex.prompt) for ex in ref for _ in ex.responses]
+        responses = [as_text(r) for ex in ref for r in ex.responses]
+        center = compute_center(model, tokenizer, prompts, responses, cfg.train.batch_size,
+                                rm_cfg.max_length)
+        if is_main():
+            store_center(Path(cfg.train.output_dir) / "final", center)
+        barrier()
     return Path(cfg.train.output_dir)
