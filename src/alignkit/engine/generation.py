@@ -8,7 +8,6 @@ The result is token ids (ready for the engine) and decoded text (ready for rewar
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -54,7 +53,7 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
     from tqdm.auto import tqdm
 
     from alignkit.engine.logprobs import unwrap_causal_lm
-    from alignkit.train.distributed import lockstep_count, sharded_across_processes
+    from alignkit.train.distributed import lockstep_batches, sharded_across_processes
 
     lm = unwrap_causal_lm(model)
     device = next(lm.parameters()).device
@@ -70,9 +69,7 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
     # sharded weights (FSDP, ZeRO-3): every process runs as many generate calls as the busiest one,
     # each stepping until all processes have finished, so their collectives stay paired
     lockstep = sharded_across_processes(lm)
-    n_chunks = lockstep_count(math.ceil(len(prompt_ids) / cfg.batch_size), lockstep)
-    for i in tqdm(range(n_chunks), desc="sampling", disable=not progress):
-        chunk = prompt_ids[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+    for chunk in tqdm(lockstep_batches(prompt_ids, cfg.batch_size, lockstep), desc="sampling", disable=not progress):
         padding_call = not chunk
         chunk = chunk or [[eos]]
         width = max(len(p) for p in chunk)

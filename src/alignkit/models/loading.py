@@ -88,6 +88,14 @@ def apply_lora(model, lora: LoraConfig):
     return get_peft_model(model, peft_cfg)
 
 
+def sub_state_dict(state: dict | None, prefix: str) -> dict | None:
+    """The entries of ``state`` under ``prefix`` (a submodule's), with the prefix removed; None stays None.
+
+    A state dict gathered from FSDP / ZeRO-3 shards is keyed from the prepared root module; this
+    picks out, e.g., the policy's weights (``"lm."``) to save as a model of its own."""
+    return None if state is None else {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
 def save_pretrained(model, tokenizer, out_dir: str | Path, merge_lora: bool = True, state_dict=None) -> Path:
     """Save in HF format (safetensors) so ``AutoModelForCausalLM.from_pretrained(out_dir)`` loads it.
 

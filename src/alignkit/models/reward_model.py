@@ -380,19 +380,17 @@ def save_reward_model(
     """
     from safetensors.torch import save_file
 
+    from alignkit.models.loading import sub_state_dict
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if center_mean is not None:
         model.center_mean = float(center_mean)
-    def part(prefix: str) -> dict[str, torch.Tensor] | None:
-        return None if state_dict is None else {k.removeprefix(prefix): v for k, v in state_dict.items()
-                                                if k.startswith(prefix)}
-
     if model.kind == "classifier":
-        model.model.save_pretrained(out, state_dict=part("model."))
+        model.model.save_pretrained(out, state_dict=sub_state_dict(state_dict, "model."))
     else:
-        model.model.body.save_pretrained(out, state_dict=part("model.body."))
-        head = part("model.head.") or model.model.head.state_dict()
+        model.model.body.save_pretrained(out, state_dict=sub_state_dict(state_dict, "model.body."))
+        head = sub_state_dict(state_dict, "model.head.") or model.model.head.state_dict()
         save_file({k: v.detach().contiguous().cpu() for k, v in head.items()}, str(out / HEAD_FILE))
     tokenizer.save_pretrained(out)
     meta = {"kind": model.kind, "center_mean": model.center_mean, "max_length": model.max_length}

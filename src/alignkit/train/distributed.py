@@ -17,6 +17,7 @@ All of these need every process to call them (they are collectives), in the same
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -96,7 +97,7 @@ def sharded_across_processes(module: nn.Module) -> bool:
     """True when ``module``'s weights are split across processes (FSDP2 DTensors, ZeRO-3 partitions).
 
     Then every forward through it is a collective: each process must make the same number of
-    calls (see :func:`lockstep_count`), and ``generate`` must keep stepping until all are done.
+    calls (see :func:`lockstep_batches`), and ``generate`` must keep stepping until all are done.
     """
     if world_size() == 1:
         return False
@@ -105,10 +106,13 @@ def sharded_across_processes(module: nn.Module) -> bool:
     return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in module.parameters())
 
 
-def lockstep_count(n: int, lockstep: bool) -> int:
-    """How many forwards to make when this process has ``n`` to do: under ``lockstep``, the most that
-    any process has (the others pad with throw-away calls), else ``n``. A collective when ``lockstep``."""
-    return max(gather_objects([n])) if lockstep else n
+def lockstep_batches(items: Sequence[T], batch_size: int, lockstep: bool) -> list[list[T]]:
+    """``items`` in consecutive batches of ``batch_size``, one forward each. Under ``lockstep`` every
+    process gets as many batches as the busiest one: empty ones at the end stand for throw-away
+    forwards that keep the collectives paired. A collective when ``lockstep``."""
+    n = math.ceil(len(items) / batch_size)
+    n = max(gather_objects([n])) if lockstep else n
+    return [list(items[i * batch_size : (i + 1) * batch_size]) for i in range(n)]
 
 
 @contextmanager

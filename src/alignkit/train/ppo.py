@@ -72,7 +72,7 @@ from alignkit.losses.rl import (
     shape_rewards,
     whiten,
 )
-from alignkit.models.loading import save_pretrained
+from alignkit.models.loading import save_pretrained, sub_state_dict
 from alignkit.rewards import build_reward
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alignkit.train.loop import (
@@ -436,14 +436,10 @@ def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None
 
     ``state``: the whole :class:`ActorCritic` state dict gathered from FSDP / ZeRO-3 shards, whose
     parameters the module itself then holds only in part."""
-
-    def part(prefix: str) -> dict[str, Tensor] | None:
-        return None if state is None else {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-
-    save_pretrained(module.policy, tokenizer, out_dir, state_dict=part("scorer.lm."))
+    save_pretrained(module.policy, tokenizer, out_dir, state_dict=sub_state_dict(state, "scorer.lm."))
     critic, prefix = (module.value_head, "value_head.") if module.value_head is not None else (module.critic, "critic.")
     if critic is not None:
-        weights = part(prefix) or critic.state_dict()
+        weights = sub_state_dict(state, prefix) or critic.state_dict()
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(out_dir / "value_model.safetensors"))
 
 

@@ -91,12 +91,11 @@ def _policy_and_data(cfg: Config):
 
 
 def _save_final(tokenizer):
-    from alignkit.models.loading import save_pretrained
+    from alignkit.models.loading import save_pretrained, sub_state_dict
 
     def on_save(module, out_dir: Path, state_dict=None) -> None:
         # Under FSDP / ZeRO-3 the loop passes the gathered weights of the SequenceScorer.
-        lm_state = None if state_dict is None else {k.removeprefix("lm."): v for k, v in state_dict.items()}
-        save_pretrained(module.lm, tokenizer, out_dir, state_dict=lm_state)
+        save_pretrained(module.lm, tokenizer, out_dir, state_dict=sub_state_dict(state_dict, "lm."))
 
     return on_save
 

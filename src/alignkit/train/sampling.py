@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import shutil
 from dataclasses import dataclass, replace
@@ -45,7 +44,7 @@ from alignkit.errors import AlignkitError, ConfigError, DataError
 from alignkit.train.distributed import (
     full_weights,
     gather_objects,
-    lockstep_count,
+    lockstep_batches,
     rank,
     shard,
     sharded_across_processes,
@@ -165,8 +164,7 @@ def record_logps(logps_fn, records: list[dict], batch_size: int, lockstep: bool 
     from alignkit.engine import collate
 
     out = []
-    for i in range(lockstep_count(math.ceil(len(records) / batch_size), lockstep)):
-        chunk = records[i * batch_size : (i + 1) * batch_size]
+    for chunk in lockstep_batches(records, batch_size, lockstep):
         examples = [TokenizedExample(r["prompt_ids"], r["response_ids"]) for r in chunk]
         values = logps_fn(collate(examples or [TokenizedExample([0], [[0]])])).cpu()
         out += [values[b, : len(r["response_ids"])].tolist() for b, r in enumerate(chunk)]
@@ -360,13 +358,12 @@ def train_sampling(cfg: Config) -> Path:
 def save_policy(accelerator, scorer, tokenizer, out_dir: Path) -> None:
     """The scorer's policy in HF format, its state dict gathered first when FSDP / ZeRO-3 shards it
     (a collective: every process calls this; the main process writes)."""
-    from alignkit.models.loading import save_pretrained
     from alignkit.train.loop import full_state_dict
+    from alignkit.train.run import _save_final
 
     state = full_state_dict(accelerator, scorer)
     if accelerator.is_main_process:
-        lm_state = None if state is None else {k.removeprefix("lm."): v for k, v in state.items()}
-        save_pretrained(scorer.lm, tokenizer, out_dir, state_dict=lm_state)
+        _save_final(tokenizer)(scorer, out_dir, state)
     accelerator.wait_for_everyone()
 
 
