@@ -86,7 +86,8 @@ def _import_commands() -> None:
     """Sub-commands that live beside their feature register themselves on import."""
     import importlib
 
-    for name in ("alignkit.rewards.cli", "alignkit.engine.cli", "alignkit.eval.cli", "alignkit.demo.cli"):
+    for name in ("alignkit.rewards.cli", "alignkit.engine.cli", "alignkit.eval.cli", "alignkit.demo.cli",
+                 "alignkit.label.cli"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
