@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alignkit.errors import ConfigError
-from alignkit.label.project import Project
 from alignkit.label.tasks import TASKS, Item
 
 SCHEMA = """
