@@ -1,46 +1,14 @@
 """Nothing lost: a label the server acknowledged survives ``kill -9`` of the server process."""
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from http.cookiejar import CookieJar
-from pathlib import Path
 
-from label_helpers import write_project
+from label_helpers import free_port, serve, write_project
 
 from alignkit.label.importer import open_project
 from alignkit.label.project import load_project
-
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(project_path: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from alignkit.cli import main; sys.exit(main())",
-                             "label", "serve", str(project_path), f"port={port}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode())
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 def test_a_submitted_label_survives_kill_9(tmp_path):

@@ -44,7 +44,8 @@ def _labels_by_item(store: LabelStore, task: str) -> dict[int, dict[str, dict]]:
 
 
 def _source_task(project: Project, task: str | None, capability: str, default: str) -> str:
-    name = task or next((t for t in project.config.tasks if getattr(TASKS[t], capability)), default)
+    tasks = project.config.tasks
+    name = task or (default if default in tasks else next((t for t in tasks if getattr(TASKS[t], capability)), default))
     if name not in TASKS or getattr(TASKS[name], capability) is None:
         able = [t for t in TASKS if getattr(TASKS[t], capability)]
         raise ConfigError(f"--task {name}: this export needs a task with {capability}: one of {', '.join(able)}")

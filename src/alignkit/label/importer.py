@@ -71,10 +71,12 @@ def read_items(project: Project) -> tuple[list[tuple[str, str, list[str], dict]]
             imported.append((len(items), f"{IMPORTED_PREFIX}qa-feedback", "spans", example.meta["feedback"]))
         if cfg.max_items and len(items) >= cfg.max_items:
             break
-    if bad:
+    if bad and not (cfg.skip_bad_rows and items):
         more = f"\n... and {len(bad) - MAX_REPORTED} more" if len(bad) > MAX_REPORTED else ""
         raise DataError("\n".join(bad[:MAX_REPORTED]) + more + f"\n{len(bad)} bad rows in {project.data_path}; "
-                        "fix or remove them")
+                        "fix or remove them, or set skip_bad_rows: true")
+    if bad:
+        print(f"skipped {len(bad)} bad rows of {project.data_path} (first: {bad[0]})")
     if not any(responses for _, _, responses, _ in items):
         raise DataError(f"{project.data_path}: no row has responses to label (format {fmt}); sample some with "
                         "`alignkit generate CONFIG.yaml` (data.train: this file) and label its output")

@@ -39,6 +39,7 @@ class ProjectConfig:
     data: str = ""  # the items: `alignkit generate` output or any ranked/pairwise/qa-feedback/sft file
     format: str = "auto"  # the data format (auto detects it, as data.format in a training config)
     max_items: int = 0  # import only the first max_items rows (0: all)
+    skip_bad_rows: bool = False  # leave out rows alignkit cannot read (e.g. an empty sampled response), counted
     tasks: list[str] = field(default_factory=lambda: ["rank"])  # task pages: rank, choose, rate, spans
     annotators_per_item: int = 2  # how many annotators see each item, per task
     database: str = ""  # SQLite file of items and labels (default: PROJECT.sqlite beside the YAML)
