@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from label_helpers import free_port, serve
+from label_helpers import free_port, serve, write_project
 
 from alignkit.cli import main
 from alignkit.config import load_config
@@ -78,6 +78,19 @@ def mark_span_by_mouse(page):
         page.locator("#submit").click()
 
 
+def rate(page, who):
+    """ann: keys, flag B as a hallucination (w) before rating it; bob: clicks. Ratings A-D 6 2 5 3 / 7 2 4 3."""
+    if who == "ann":
+        for key in ["6", "w", "2", "5", "3"]:
+            page.keyboard.press(key)
+        submit(page)
+        return
+    for n, r in enumerate([7, 2, 4, 3]):
+        page.locator(".card").nth(n).locator(f'[data-rating="{r}"]').click()
+    with page.expect_navigation():
+        page.locator("#submit").click()
+
+
 def test_generate_label_export_train(tmp_path, capsys):
     samples = tmp_path / "samples.jsonl"
     assert main(["generate", str(CONFIGS / "raft_tiny.yaml"), "data.max_rows=2", "sampling.num_samples=4",
@@ -103,7 +116,7 @@ def test_generate_label_export_train(tmp_path, capsys):
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.goto(urls[who])
                 assert who in page.locator("header .who").inner_text()
-                for task in ("rank", "choose", "spans"):
+                for task in ("rank", "choose", "spans", "rate"):
                     page.goto(f"http://127.0.0.1:{port}/task/{task}")
                     if shots and who == "ann":
                         page.screenshot(path=str(Path(shots) / f"label_{task}.png"))
@@ -116,14 +129,11 @@ def test_generate_label_export_train(tmp_path, capsys):
                             submit_key = "1" if who == "ann" else "3"  # A, or a tie
                             page.keyboard.press(submit_key)
                             submit(page)
-                        else:
+                        elif task == "spans":
                             mark_span_by_keyboard(page) if who == "ann" else mark_span_by_mouse(page)
+                        else:
+                            rate(page, who)
                     assert page.locator("body").get_attribute("data-page") == "done"
-                if shots and who == "ann":
-                    page.goto(f"http://127.0.0.1:{port}/task/rate")
-                    page.keyboard.press("6")
-                    page.keyboard.press("w")
-                    page.screenshot(path=str(Path(shots) / "label_rate.png"))
             browser.close()
             assert errors == []
     finally:
@@ -137,12 +147,18 @@ def test_generate_label_export_train(tmp_path, capsys):
     assert f"choose: {2 * n_items} labels" in stats and "span F1 1.000" in stats, stats
     assert f"items with disagreement: {n_items}: 1" in stats.split("choose:")[1], stats
     assert f"flagged: {n_items}" in stats
+    # ratings 6 2 5 3 and 7 2 4 3 per item: 2 of 4 responses rated the same, pairwise agreement 0.5
+    assert "Krippendorff's alpha (ordinal)" in stats.split("rate:")[1] and "pairwise agreement 0.500" in \
+        stats.split("rate:")[1].split("\n")[1], stats
 
     ranked, pairwise = tmp_path / "ranked.jsonl", tmp_path / "pairwise.jsonl"
     assert main(["label", "export", str(project), "-f", "ranked", "-o", str(ranked), "--per-annotator"]) == 0
     assert main(["label", "export", str(project), "-f", "pairwise", "-o", str(pairwise)]) == 0
     rows = [json.loads(line) for line in ranked.read_text().splitlines()]
     assert {r["annotator"]: r["scores"] for r in rows[:2]} == {"ann": [3, 2, 2, 0], "bob": [2, 3, 1, 1]}
+    rated = tmp_path / "rated.jsonl"
+    assert main(["label", "export", str(project), "-f", "ranked", "-o", str(rated), "--task", "rate"]) == 0
+    assert json.loads(rated.read_text().splitlines()[0])["scores"] == [6.5, 2.0, 4.5, 3.0]  # mean ratings
     assert pairwise.read_text() == ""  # ann chose A, bob a tie: no strict majority for any pair
     run = tmp_path / "run"
     run_train(load_config(None, [
@@ -151,3 +167,34 @@ def test_generate_label_export_train(tmp_path, capsys):
     losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert len(losses) == 2 and all(loss == loss for loss in losses)
     assert (run / "final" / "model.safetensors").is_file()
+
+
+def test_the_page_moves_on_only_after_the_server_saved(tmp_path):
+    """Server killed while a label is being submitted: the page stays, says "not saved", keeps the
+    label; after a restart the same key press saves it and the page moves on."""
+    path = write_project(tmp_path, tasks=["rank"])
+    port = free_port()
+    token = open_project(load_project(path)).add_annotator("ann")
+    server = serve(path, port)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{port}/login/{token}")
+            page.goto(f"http://127.0.0.1:{port}/task/rank")
+            for key in "1234":
+                page.keyboard.press(key)
+            server.send_signal(signal.SIGKILL)
+            server.wait(timeout=30)
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#status.bad")
+            assert "not saved" in page.locator("#status").inner_text()
+            assert page.locator("body").get_attribute("data-item") == "1"
+            server = serve(path, port)
+            submit(page)
+            assert page.locator("body").get_attribute("data-item") == "2"
+            browser.close()
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    assert open_project(load_project(path)).labels("rank") == [("ann", 1, {"ranks": [1, 2, 3, 4]})]

@@ -123,7 +123,13 @@
   function chooseTask() {
     let choice = null;
     const buttons = $$("[data-choice]");
-    const pick = (c) => { choice = c; buttons.forEach((b) => b.classList.toggle("on", b.dataset.choice === c)); };
+    const cards = $$(".card");
+    const pick = (c) => {
+      choice = c;
+      buttons.forEach((b) => b.classList.toggle("on", b.dataset.choice === c));
+      cards.forEach((card, n) => card.classList.toggle("selected", c === "tie" || c === ["A", "B"][n]));
+      cards.forEach((card) => card.classList.toggle("rejected", c === "both_bad"));
+    };
     buttons.forEach((b) => b.addEventListener("click", () => pick(b.dataset.choice)));
     const keys = { 1: "A", 2: "B", 3: "tie", 4: "both_bad", a: "A", b: "B", t: "tie", x: "both_bad" };
     return {
