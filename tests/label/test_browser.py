@@ -20,6 +20,7 @@ from alignkit.cli import main
 from alignkit.config import load_config
 from alignkit.label.importer import open_project
 from alignkit.label.project import load_project
+from alignkit.label.stats import task_stats
 from alignkit.train.run import run_train
 
 CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
@@ -198,3 +199,47 @@ def test_the_page_moves_on_only_after_the_server_saved(tmp_path):
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
     assert open_project(load_project(path)).labels("rank") == [("ann", 1, {"ranks": [1, 2, 3, 4]})]
+
+
+def test_two_annotators_on_real_qa_feedback(tmp_path, shared_data):
+    """Real Fine-Grained RLHF items (question, passages, 4 answers): both rank by keyboard and mark a span in
+    prediction 1; stats compare them with the file's own annotator; the qa-feedback export carries their spans."""
+    source = shared_data / "qa-feedback" / "dev_feedback.json"
+    project = tmp_path / "project.yaml"
+    project.write_text(yaml.safe_dump({"data": str(source), "tasks": ["rank", "spans"], "max_items": 1}))
+    port = free_port()
+    store = open_project(load_project(project))
+    tokens = {who: store.add_annotator(who) for who in ("ann", "bob")}
+    server = serve(project, port)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            for who, ranks in (("ann", [1, 2, 3, 4]), ("bob", [1, 3, 2, 4])):
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"http://127.0.0.1:{port}/login/{tokens[who]}")
+                page.goto(f"http://127.0.0.1:{port}/task/rank")
+                assert "question:" in page.locator("#prompt").inner_text()
+                rank_by_keyboard(page, ranks)
+                page.goto(f"http://127.0.0.1:{port}/task/spans")
+                size = page.evaluate("[document.documentElement.scrollHeight, innerHeight]")
+                assert size[0] <= size[1], size
+                mark_span_by_keyboard(page) if who == "ann" else mark_span_by_mouse(page)
+                assert page.locator("body").get_attribute("data-page") == "done"
+            browser.close()
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    stats = task_stats(store, load_project(project), "spans")
+    assert stats.labels == 3 and set(stats.by_annotator) == {"ann", "bob", "import:qa-feedback"}
+    out = tmp_path / "feedback.json"
+    assert main(["label", "export", str(project), "-f", "qa_feedback", "-o", str(out), "--per-annotator"]) == 0
+    rows = json.loads(out.read_text())
+    prediction = rows[0]["prediction 1"]
+    first_two_words = " ".join(prediction.split()[:2])
+    by_annotator = {r["annotator"]: r["feedback"]["errors"] for r in rows}
+    for who in ("ann", "bob"):
+        (error,) = by_annotator[who]
+        assert error["error type"] == "Irrelevant" and prediction[error["start"]:error["end"]] == first_two_words
+    assert by_annotator["import:qa-feedback"] == json.loads(source.read_text())[0]["feedback"]["errors"]
+    # preference now comes from the two rankings: mean ranks A 1, B 2.5, C 2.5, D 4 -> 1v2 1, 1v3 1, 1v4 1, 2v3 0, ...
+    assert rows[0]["preference"] == [1, 1, 1, 0, 1, 1]
