@@ -117,7 +117,8 @@ def create_app(project: Project, store: LabelStore) -> Starlette:
             task = TASKS.get(sent.get("task"))
             if task is None or task.name not in cfg.tasks:
                 raise LabelError("unknown task")
-            item = store.item(sent.get("item")) if isinstance(sent.get("item"), int) else None
+            item_id = sent.get("item")
+            item = store.item(item_id) if isinstance(item_id, int) and not isinstance(item_id, bool) else None
             if item is None:
                 raise LabelError("unknown item")
             value = None if sent.get("skip") is True else task.validate(sent.get("value"), item, cfg)

@@ -11,6 +11,7 @@ qa-feedback row's ``feedback`` becomes a ``spans`` label of the annotator
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from alignkit.data.formats import FORMATS, MAX_REPORTED, detect_format
@@ -19,6 +20,8 @@ from alignkit.data.schema import Text
 from alignkit.errors import ConfigError, DataError
 from alignkit.label.project import Project
 from alignkit.label.store import IMPORTED_PREFIX, LabelStore
+
+_logger = logging.getLogger(__name__)
 
 
 def display_text(text: Text) -> str:
@@ -76,7 +79,7 @@ def read_items(project: Project) -> tuple[list[tuple[str, str, list[str], dict]]
         raise DataError("\n".join(bad[:MAX_REPORTED]) + more + f"\n{len(bad)} bad rows in {project.data_path}; "
                         "fix or remove them, or set skip_bad_rows: true")
     if bad:
-        print(f"skipped {len(bad)} bad rows of {project.data_path} (first: {bad[0]})")
+        _logger.warning("skipped %d bad rows of %s (first: %s)", len(bad), project.data_path, bad[0])
     if not any(responses for _, _, responses, _ in items):
         raise DataError(f"{project.data_path}: no row has responses to label (format {fmt}); sample some with "
                         "`alignkit generate CONFIG.yaml` (data.train: this file) and label its output")

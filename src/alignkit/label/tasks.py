@@ -185,6 +185,8 @@ def _validate_spans(value: Any, item: Item, cfg: ProjectConfig) -> dict:
             raise LabelError(f"unknown error type {e.get('error type')!r}")
         errors.append({"error type": e["error type"], "explanation": str(e.get("explanation", "")),
                        "start": start, "end": end})
+    if not isinstance(value.get("missing-info", []), list):
+        raise LabelError("missing-info must be a list")
     missing = []
     for m in value.get("missing-info", []):
         if not isinstance(m, dict) or m.get("error type") not in cfg.missing_categories:
