@@ -132,6 +132,26 @@ def test_no_request_path_reaches_the_file_system(app, path):
     assert "root:x:" not in response.text and "import" not in response.text[:200]
 
 
+def test_requests_open_no_file(app, monkeypatch):
+    """Templates and static files are read when the app is made; serving a request (any path, the
+    traversal attempts above included) then opens no file from Python at all (SQLite opens its own)."""
+    web, store, tokens = app
+    client = signed_in(web, tokens["ann"])
+    opened = []
+
+    def refuse(*args, **kwargs):
+        opened.append(args[0] if args else kwargs)
+        raise AssertionError(f"a request opened a file: {args[:1]}")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    monkeypatch.setattr("os.open", refuse)
+    monkeypatch.setattr("io.open", refuse)
+    for path in ("/", "/task/rank", "/task/spans", "/static/label.js", "/static/../../etc/passwd",
+                 "/static/..%2f..%2fapp.py", "/task/..%2f..%2fapp"):
+        assert client.get(path).status_code in (200, 404)
+    assert opened == []
+
+
 def test_static_files_and_home_page(app):
     web, store, tokens = app
     client = signed_in(web, tokens["ann"])

@@ -49,12 +49,14 @@ class Unauthorized(Exception):
 def create_app(project: Project, store: LabelStore) -> Starlette:
     cfg = project.config
     cookie = f"alignkit_label_{cfg.port}"
-    env = Environment(loader=PackageLoader("alignkit.label", "templates"), autoescape=select_autoescape(default=True))
+    env = Environment(loader=PackageLoader("alignkit.label", "templates"), autoescape=select_autoescape(default=True),
+                      auto_reload=False)
+    templates = {name: env.get_template(name) for name in env.list_templates()}  # read once, here
     static = {name: (resources.files("alignkit.label") / "static" / name).read_bytes() for name in STATIC_TYPES}
     tasks = [TASKS[name] for name in cfg.tasks]
 
     def page(name: str, status: int = 200, **context) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**context), status_code=status, headers=SECURITY_HEADERS)
+        return HTMLResponse(templates[name].render(**context), status_code=status, headers=SECURITY_HEADERS)
 
     def annotator_of(request: Request) -> str:
         token = request.cookies.get(cookie, "")
