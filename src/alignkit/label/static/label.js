@@ -237,7 +237,7 @@
       render();
     });
     const mark = (category) => {
-      const sel = selection();
+      const sel = words.length ? selection() : null;
       if (!sel) return say("select some words first", true);
       errors.push({ "error type": category, explanation: "", start: words[sel[0]].s, end: words[sel[1]].e });
       anchor = focus = null;
@@ -248,7 +248,7 @@
     render();
     return {
       key(e) {
-        if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+        if ((e.key === "ArrowRight" || e.key === "ArrowLeft") && words.length) {
           cursor = Math.max(0, Math.min(words.length - 1, cursor + (e.key === "ArrowRight" ? 1 : -1)));
           if (e.shiftKey) { if (anchor === null) anchor = e.key === "ArrowRight" ? cursor - 1 : cursor + 1; focus = cursor; }
           else anchor = focus = null;
