@@ -49,8 +49,9 @@ from alignkit.distributed import (
     sharded_across_processes,
 )
 from alignkit.errors import AlignkitError, ConfigError, DataError
-from alignkit.train.run import StepShape, register_trainer
-from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
+from alignkit.train.methods import MethodSpec, StepShape, method_family
+from alignkit.train.selection import SELECTORS, Item, filter_mask, kl_regularised
+from alignkit.train.updates import Update, all_updates, get_update
 
 log = logging.getLogger("alignkit")
 
@@ -196,7 +197,7 @@ def select(method: str, records: list[dict], cfg: Config, stage: int, filter_fn=
     if cfg.online.kl_beta > 0:
         scores = kl_regularised(scores, padded(records, "logps")[0], padded(records, "ref_logps")[0],
                                 cfg.online.kl_beta)
-    items = SELECTORS[method](scores, mask, cfg.online, random.Random(cfg.train.seed * 1_000_003 + stage))
+    items = SELECTORS[method].select(scores, mask, cfg.online, random.Random(cfg.train.seed * 1_000_003 + stage))
     kept = {(it.row, k) for it in items for k in it.indices}
     for b, r in enumerate(records):
         r["kept"] = [(b, k) in kept for k in range(len(r["responses"]))]
@@ -246,10 +247,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 # ---------------------------------------------------------------- the trainer
 
 
-def check_config(cfg: Config) -> tuple[str, Any]:
-    """The update's loss name and the filter function; every config error before any model loads."""
-    from alignkit.losses import LOSSES, check_hyperparameters
-
+def check_config(cfg: Config) -> tuple[Update, Any]:
+    """The stage's update and the filter function; every config error before any model loads."""
     o = cfg.online
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} scores its samples with a reward; add one, "
@@ -260,41 +259,30 @@ def check_config(cfg: Config) -> tuple[str, Any]:
         raise ConfigError("online.stages must be >= 1 and online.prompts_per_stage >= 0")
     if not o.sources or len(set(o.sources)) < len(o.sources):
         raise ConfigError(f"online.sources: give distinct sources (policy, dataset or a model path), got {o.sources}")
-    if cfg.method == "rso" and (o.rso_beta <= 0 or o.rso_num_accepted < 2):
-        raise ConfigError("online.rso_beta must be > 0 and online.rso_num_accepted >= 2")
-    loss = o.loss or DEFAULT_LOSS[cfg.method]
-    if loss != "sft" and loss not in LOSSES:
-        raise ConfigError(f"online.loss: unknown loss {loss!r}; choose sft or one of: {', '.join(sorted(LOSSES))}")
-    if loss != "sft":
-        check_hyperparameters(loss, o.loss_args, key="online.loss_args")
-    elif o.loss_args:
-        raise ConfigError("online.loss_args: the sft update takes no hyper-parameters")
-    if cfg.method == "raft" and loss != "sft":
-        raise ConfigError("online.loss: raft fine-tunes on one kept response per example with sft; "
-                          "use method: online or iterative_dpo for a preference loss")
+    selector = SELECTORS[cfg.method]
+    update = get_update(o.loss or selector.default_update, o.loss_args)
+    if selector.check is not None:
+        selector.check(o, update.name)
     if not o.filter:
-        return loss, None
+        return update, None
     from alignkit.rewards.simple import import_function
 
     try:
-        return loss, import_function(o.filter)
+        return update, import_function(o.filter)
     except AlignkitError as err:
         raise ConfigError(f"online.filter: {err}") from None
 
 
 def train_sampling(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer, sequence_logps
-    from alignkit.losses import get_loss
     from alignkit.models.reference import FrozenReference, copy_of
     from alignkit.rewards import build_reward
     from alignkit.train.accelerator import make_accelerator
     from alignkit.train.build import policy_saver
     from alignkit.train.loop import train_loop
-    from alignkit.train.preference import PreferenceMethod
     from alignkit.train.runtime import save_final
-    from alignkit.train.sft import SFTMethod
 
-    loss, filter_fn = check_config(cfg)
+    update, filter_fn = check_config(cfg)
     o, out = cfg.online, Path(cfg.train.output_dir)
     reward = build_reward(cfg.rewards)
     accelerator = make_accelerator(cfg.train)
@@ -306,8 +294,8 @@ def train_sampling(cfg: Config) -> Path:
     rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources)
     scorer = SequenceScorer(policy, chunk)  # prepared (and under FSDP sharded) by the first stage's loop
     sources = _sources(cfg, policy, tokenizer, device, owner=scorer)
-    ref_mode = o.reference if o.reference != "auto" else ("previous" if cfg.method == "iterative_dpo" else "initial")
-    loss_ref = loss != "sft" and get_loss(loss).needs_reference
+    ref_mode = o.reference if o.reference != "auto" else SELECTORS[cfg.method].reference
+    loss_ref = update.needs_reference
     initial = None
     if o.kl_beta > 0 or (loss_ref and ref_mode == "initial"):
         first = copy_of(policy) if start == 0 and not cfg.reference.path else load_model(cfg, cfg.reference.path)[0]
@@ -330,14 +318,14 @@ def train_sampling(cfg: Config) -> Path:
         items = select(cfg.method, records, cfg, stage, filter_fn)
         if fresh and main:
             write_jsonl(sdir / "samples.jsonl", records)
-        examples = to_examples(records, items, stage, sft=loss == "sft")
+        examples = to_examples(records, items, stage, sft=update.best_response_only)
         reference = None
         if loss_ref:
             previous = (load_model(cfg, str(stage_dir(out, stage - 1) / "final"))[0]  # whole, from disk
                         if ref_mode == "previous" and sharded_across_processes(scorer) else copy_of(policy))
             reference = initial if ref_mode == "initial" else FrozenReference(previous, pad, share, chunk)
             reference.to(device)
-        method = SFTMethod(pad, share) if loss == "sft" else PreferenceMethod(loss, o.loss_args, pad, reference, share)
+        method = update.build(o.loss_args, pad, reference, share)
         record = {"stage": stage, **stage_metrics(records), **gen, "train/examples": len(examples)}
         if examples:
             stage_cfg = replace(cfg.train, output_dir=str(sdir), seed=cfg.train.seed + stage)
@@ -452,5 +440,12 @@ def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSo
     return out
 
 
-for _name in SELECTORS:  # train.max_steps counts the steps of one stage
-    register_trainer(_name, StepShape(stages=lambda cfg: max(cfg.online.stages, 1)))(train_sampling)
+@method_family
+def sampling_methods() -> dict[str, MethodSpec]:
+    """Every selector of :data:`SELECTORS` is a method; ``train.max_steps`` counts the steps of one stage."""
+    shape = StepShape(stages=lambda cfg: max(cfg.online.stages, 1))
+    updates = all_updates()
+    return {name: MethodSpec(name, "sampling", train_sampling, data="prompts", uses=name, step_shape=shape,
+                             needs_reference=updates[spec.default_update].needs_reference,
+                             default_update=spec.default_update, check=check_config)
+            for name, spec in SELECTORS.items()}

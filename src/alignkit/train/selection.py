@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
 from alignkit.config.sampling import OnlineConfig
+from alignkit.errors import ConfigError
 
 
 @dataclass
@@ -120,19 +121,47 @@ def filter_mask(fn: Callable, prompts: list[str], responses: list[str], scores: 
 # ---------------------------------------------------------------- the select step of each method
 
 Selector = Callable[[torch.Tensor, torch.Tensor, OnlineConfig, Any], list[Item]]
-SELECTORS: dict[str, Selector] = {}
-DEFAULT_LOSS: dict[str, str] = {}
+CheckFn = Callable[[OnlineConfig, str], None]
 
 
-def register_selector(name: str, default_loss: str):
+@dataclass(frozen=True)
+class SelectorSpec:
+    """A sampling method: its select step and what the trainer needs to know about it."""
+
+    name: str
+    select: Selector  # (scores [B, K], mask [B, K], online config, seeded random.Random) -> items
+    default_update: str  # the update when online.loss is empty: sft or a loss of alignkit.losses.LOSSES
+    reference: Literal["initial", "previous"] = "initial"  # pi_ref under online.reference: auto
+    check: CheckFn | None = None  # (online config, update name): raise ConfigError naming the key
+
+
+SELECTORS: dict[str, SelectorSpec] = {}
+
+
+def register_selector(name: str, *, default_update: str, reference: Literal["initial", "previous"] = "initial",
+                      check: CheckFn | None = None) -> Callable[[Selector], Selector]:
+    """Register the decorated select step as sampling method ``name`` (a method of ``alignkit train``)."""
     def wrap(fn: Selector) -> Selector:
-        SELECTORS[name], DEFAULT_LOSS[name] = fn, default_loss
+        if name in SELECTORS:
+            raise ValueError(f"selector {name!r} registered twice")
+        SELECTORS[name] = SelectorSpec(name, fn, default_update, reference, check)
         return fn
 
     return wrap
 
 
-@register_selector("raft", default_loss="sft")
+def _sft_only(cfg: OnlineConfig, update: str) -> None:
+    if update != "sft":
+        raise ConfigError("online.loss: raft fine-tunes on one kept response per example with sft; "
+                          "use method: online or iterative_dpo for a preference loss")
+
+
+def _rso_settings(cfg: OnlineConfig, update: str) -> None:
+    if cfg.rso_beta <= 0 or cfg.rso_num_accepted < 2:
+        raise ConfigError("online.rso_beta must be > 0 and online.rso_num_accepted >= 2")
+
+
+@register_selector("raft", default_update="sft", check=_sft_only)
 def select_raft(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
     """RAFT (Dong et al. 2023, arXiv 2304.06767): the best response per prompt (local ranking), or the
     top 1/K of all B x K samples (global ranking); each kept response is one SFT example."""
@@ -143,7 +172,7 @@ def select_raft(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng
     return [Item(b, [k]) for b, k in keep.nonzero().tolist()]
 
 
-@register_selector("rso", default_loss="dpo")
+@register_selector("rso", default_update="dpo", check=_rso_settings)
 def select_rso(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
     """RSO: accept ``rso_num_accepted`` samples of each prompt by rejection sampling (:func:`rso_accept`),
     pair them at random and label each pair by the reward (equal rewards make no pair)."""
@@ -159,7 +188,7 @@ def select_rso(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng)
     return items
 
 
-@register_selector("online", default_loss="rrhf")
+@register_selector("online", default_update="rrhf")
 def select_ranked(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
     """Online RRHF / PRO / listwise DPO: all candidates of a prompt, ranked by their scores (a prompt whose
     candidates all tie carries no preference and is skipped)."""
@@ -172,7 +201,7 @@ def select_ranked(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, r
     return items
 
 
-@register_selector("iterative_dpo", default_loss="dpo")
+@register_selector("iterative_dpo", default_update="dpo", reference="previous")
 def select_best_worst(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
     """Iterative online DPO (Dong et al. 2024, arXiv 2405.07863): the best and the worst response of each
     prompt as (chosen, rejected); a prompt whose candidates all tie is skipped."""
