@@ -5,11 +5,13 @@ responses per prompt, score them with the reward, **select**, fine-tune. The
 methods differ only in the select step (one function each in :data:`SELECTORS`)
 and in the loss of the update (``sft`` or a name in ``alignkit.losses.LOSSES``).
 
-Shapes: the candidates of a stage are ``[B, K]`` tensors, B prompts with up to K
-candidates each (``mask`` is False where a prompt has fewer, e.g. dataset
-responses, or where the filter hook removed one). A selection is a list of
-:class:`Item`: one training example made of some candidates of one prompt, with
-preference scores (higher is better) or ``None`` for SFT.
+A selector receives the stage's :class:`~alignkit.train.candidates.Candidates` whole:
+B prompts with up to K candidates each, their texts, token ids and sources, and
+``[B, K]`` tensors: ``scores`` (the ranking score: the reward, or RAFT eq. 5 with
+``online.kl_beta``), ``mask`` (False where a prompt has fewer candidates, e.g.
+dataset responses, or where the filter hook removed one) and, when computed, the
+log-probs. A selection is a list of :class:`Item`: one training example made of some
+candidates of one prompt, with preference scores (higher is better) or ``None`` for SFT.
 
 Everything here is pure (tensors and numbers in, indices out), so each select
 step is tested by hand in ``tests/train/test_selection.py``.
@@ -26,6 +28,7 @@ import torch
 
 from alignkit.config.sampling import OnlineConfig
 from alignkit.errors import ConfigError
+from alignkit.train.candidates import Candidates
 
 
 @dataclass
@@ -120,7 +123,7 @@ def filter_mask(fn: Callable, prompts: list[str], responses: list[str], scores: 
 
 # ---------------------------------------------------------------- the select step of each method
 
-Selector = Callable[[torch.Tensor, torch.Tensor, OnlineConfig, Any], list[Item]]
+Selector = Callable[[Candidates, OnlineConfig, Any], list[Item]]
 CheckFn = Callable[[OnlineConfig, str], None]
 
 
@@ -129,7 +132,7 @@ class SelectorSpec:
     """A sampling method: its select step and what the trainer needs to know about it."""
 
     name: str
-    select: Selector  # (scores [B, K], mask [B, K], online config, seeded random.Random) -> items
+    select: Selector  # (candidates, online config, seeded random.Random) -> items
     default_update: str  # the update when online.loss is empty: sft or a loss of alignkit.losses.LOSSES
     reference: Literal["initial", "previous"] = "initial"  # pi_ref under online.reference: auto
     check: CheckFn | None = None  # (online config, update name): raise ConfigError naming the key
@@ -162,9 +165,10 @@ def _rso_settings(cfg: OnlineConfig, update: str) -> None:
 
 
 @register_selector("raft", default_update="sft", check=_sft_only)
-def select_raft(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+def select_raft(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """RAFT (Dong et al. 2023, arXiv 2304.06767): the best response per prompt (local ranking), or the
     top 1/K of all B x K samples (global ranking); each kept response is one SFT example."""
+    scores, mask = candidates.scores, candidates.mask
     if cfg.ranking == "local":
         keep = local_ranking(scores, mask)
     else:
@@ -173,9 +177,10 @@ def select_raft(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng
 
 
 @register_selector("rso", default_update="dpo", check=_rso_settings)
-def select_rso(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+def select_rso(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """RSO: accept ``rso_num_accepted`` samples of each prompt by rejection sampling (:func:`rso_accept`),
     pair them at random and label each pair by the reward (equal rewards make no pair)."""
+    scores, mask = candidates.scores, candidates.mask
     items = []
     for b in range(len(scores)):
         valid = mask[b].nonzero().flatten().tolist()
@@ -189,9 +194,10 @@ def select_rso(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng)
 
 
 @register_selector("online", default_update="rrhf")
-def select_ranked(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+def select_ranked(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """Online RRHF / PRO / listwise DPO: all candidates of a prompt, ranked by their scores (a prompt whose
     candidates all tie carries no preference and is skipped)."""
+    scores, mask = candidates.scores, candidates.mask
     items = []
     for b in range(len(scores)):
         valid = mask[b].nonzero().flatten().tolist()
@@ -202,8 +208,10 @@ def select_ranked(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, r
 
 
 @register_selector("iterative_dpo", default_update="dpo", reference="previous")
-def select_best_worst(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+def select_best_worst(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """Iterative online DPO (Dong et al. 2024, arXiv 2405.07863): the best and the worst response of each
     prompt as (chosen, rejected); a prompt whose candidates all tie is skipped."""
+    scores, mask = candidates.scores, candidates.mask
     best, worst, differ = best_and_worst(scores, mask)
     return [Item(b, [int(best[b]), int(worst[b])], [1.0, 0.0]) for b in differ.nonzero().flatten().tolist()]
+
