@@ -254,6 +254,32 @@ def test_every_shipped_config_trains_and_logs_its_metrics(tmp_path, name):
     assert (out / "final" / "value_model.safetensors").is_file() == name.startswith("ppo")
 
 
+@pytest.mark.parametrize("name", ["ppo_tiny", "rloo_tiny", "grpo_tiny"])
+def test_batch_1_times_8_accumulation_equals_batch_8(tmp_path, name):
+    """One rollout of the same 8 prompts, updated as 1 forward of 8 prompts or 8 accumulated forwards of 1:
+    the same gradients (its norm is logged before clipping, so a wrong loss scale shows even under Adam,
+    which would hide it in the weights), losses and final weights.
+
+    Tolerance 1e-5: the runs sum the same per-sample gradients in another order and with other padding,
+    so they agree to fp32 rounding, over 2 epochs x 2 minibatches = 4 AdamW steps at lr 1e-3.
+    """
+    common = ["train.max_steps=1", "ppo.num_ppo_epochs=2", "ppo.num_minibatches=2", "train.learning_rate=1e-3",
+              "sampling.num_samples=2"]
+    big = run_train(rl_config(tmp_path, "big", *common, "train.batch_size=8", "train.grad_accum=1", config=name))
+    acc = run_train(rl_config(tmp_path, "acc", *common, "train.batch_size=1", "train.grad_accum=8", config=name))
+    (a,), (b,) = rows(big), rows(acc)
+    assert a["reward"] == b["reward"]  # the same prompts and samples
+    # (approx_kl and clipfrac are token means per forward, averaged over forwards: they depend on the split)
+    keys = ["grad_norm", "loss/policy"] + (["loss/value"] if name == "ppo_tiny" else [])
+    for key in keys:
+        assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    assert a["grad_norm"] > 0
+    wa, wb = load_file(str(big / "final" / "model.safetensors")), load_file(str(acc / "final" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0, msg=k)
+    assert a["approx_kl"] > 0 and b["approx_kl"] > 0  # the policy moved between minibatches
+
+
 def test_an_interrupted_and_resumed_run_repeats_the_same_steps(tmp_path, monkeypatch):
     common = ["train.max_steps=4", "train.save_every=2", "ppo.target_kl=1.0", "ppo.center_rewards=true"]
     straight = run_train(rl_config(tmp_path, "straight", *common))
