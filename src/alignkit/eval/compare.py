@@ -20,8 +20,8 @@ Budget: ``budget.max_steps`` is the number of optimizer steps of every method;
 where a step takes ``train.batch_size x train.grad_accum`` prompts, times
 ``ppo.num_minibatches`` for the on-policy methods (ppo, rloo, grpo). The staged sampling
 methods (raft, rso, online, iterative_dpo) fine-tune ``train.max_steps`` steps per stage, so
-they get ``ceil(budget / online.stages)`` steps per stage. Each trainer declares this shape
-when it registers (:class:`alignkit.train.run.StepShape`). Sampling budgets (samples per
+they get ``ceil(budget / online.stages)`` steps per stage. Each method's spec declares this shape
+(:class:`alignkit.train.methods.StepShape`). Sampling budgets (samples per
 prompt, stages, prompts per stage) stay the methods' own settings.
 """
 
