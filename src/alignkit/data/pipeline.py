@@ -23,11 +23,15 @@ def resolve_data_path(path: str) -> str:
     return path
 
 
-def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ...] = ()) -> tuple[
-    list[TokenizedExample], list[TokenizedExample]
-]:
-    """Load, validate and tokenize ``data.train`` (and ``data.eval`` or a held-out slice)."""
+def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ...] = (), need: str = "",
+                   method: str = "") -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    """Load, validate and tokenize ``data.train`` (and ``data.eval`` or a held-out slice).
+
+    ``need`` (a key of :data:`alignkit.data.requirements.NEEDS`) is checked on every row of both
+    sets, naming ``method`` and the first row that lacks it.
+    """
     from alignkit.data.formats import load_examples, split_train_eval
+    from alignkit.data.requirements import check_examples
     from alignkit.data.tokenize import TokenizeConfig, tokenize_examples
     from alignkit.errors import ConfigError
 
@@ -43,6 +47,9 @@ def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ..
         train, held_out = split_train_eval(train, seed=seed, **kwargs)
     else:
         held_out = []
+    if need:
+        check_examples(train, need, method=method)
+        check_examples(held_out, need, method=method, key="data.eval")
     tok_cfg = TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length)
     skip = data_cfg.skip_bad_rows
     return (

@@ -414,7 +414,8 @@ def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Ten
 def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], ResponseBatch]:
     """PPO-ptx data: ``fn(index)`` gives this process's share of pretraining batch ``index``."""
     data = replace(cfg.data, train=cfg.ppo.ptx_data, eval="", eval_size=0.0, format="auto", max_rows=0)
-    examples = [best_response_only(ex) for ex in load_tokenized(data, tokenizer, seed=cfg.train.seed)[0]]
+    rows, _ = load_tokenized(data, tokenizer, seed=cfg.train.seed, need="responses", method=f"{cfg.method} ptx")
+    examples = [best_response_only(ex) for ex in rows]
 
     def batch(index: int) -> ResponseBatch:
         indices = global_batch_indices(len(examples), cfg.ppo.ptx_batch_size * world, index, cfg.train.seed + 1)

@@ -85,7 +85,7 @@ def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
 def train_reward_model(cfg) -> Path:
     from alignkit.data.formats import load_examples, split_train_eval
     from alignkit.data.pipeline import resolve_data_path
-    from alignkit.errors import ConfigError
+    from alignkit.data.requirements import check_examples
     from alignkit.losses import check_hyperparameters
     from alignkit.models.reward_model import (
         compute_center,
@@ -112,9 +112,9 @@ def train_reward_model(cfg) -> Path:
                                            **({"eval_fraction": size} if size < 1 else {"eval_size": int(size)}))
     else:
         held_out = []
-    train = [ex for ex in train if ex.scores is not None and len(set(ex.scores)) > 1]
-    if not train:
-        raise ConfigError(f"data.train: {cfg.data.train} has no rows with a preference (pairwise or ranked data)")
+    check_examples(train, "preferences", method=cfg.method)
+    check_examples(held_out, "preferences", method=cfg.method, key="data.eval")
+    train = [ex for ex in train if len(set(ex.scores)) > 1]  # all-tied rows have no pair to learn from
     model.max_length = rm_cfg.max_length  # stored with the model, used when it scores as a reward
     method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
     evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None

@@ -80,12 +80,14 @@ def _load_plugins() -> None:
                 raise
 
 
-def _policy_and_data(cfg: Config):
+def _policy_and_data(cfg: Config, need: str = ""):
+    """The policy, its tokenizer and the tokenized data; ``need`` is what every row must carry
+    (see :mod:`alignkit.data.requirements`)."""
     from alignkit.data.pipeline import load_tokenized
     from alignkit.models.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm(cfg.model)
-    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed)
+    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed, need=need, method=cfg.method)
     log.info("loaded %d training and %d held-out examples", len(train), len(held_out))
     return model, tokenizer, train, held_out
 
@@ -106,7 +108,7 @@ def train_sft(cfg: Config) -> Path:
     from alignkit.train.loop import train_loop
     from alignkit.train.sft import SFTMethod, best_response_only
 
-    model, tokenizer, train, held_out = _policy_and_data(cfg)
+    model, tokenizer, train, held_out = _policy_and_data(cfg, need="responses")
     train = [best_response_only(ex) for ex in train]
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
@@ -156,8 +158,7 @@ def train_preference(cfg: Config) -> Path:
     from alignkit.train.loop import make_accelerator, train_loop
     from alignkit.train.preference import PreferenceMethod
 
-    model, tokenizer, train, held_out = _policy_and_data(cfg)
-    _check_preference_data(cfg, train)
+    model, tokenizer, train, held_out = _policy_and_data(cfg, need=get_loss(cfg.method).data_needs)
     accelerator = make_accelerator(cfg.train)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
     reference = None
@@ -170,12 +171,3 @@ def train_preference(cfg: Config) -> Path:
                on_save=_save_final(tokenizer), desc=cfg.method)
     return Path(cfg.train.output_dir)
 
-
-def _check_preference_data(cfg: Config, examples) -> None:
-    if cfg.method == "kto":
-        return
-    if not any(ex.scores is not None and len(set(ex.scores)) > 1 for ex in examples):
-        raise ConfigError(
-            f"data.train: method {cfg.method!r} needs preferences (pairwise or ranked rows with differing scores), "
-            f"but {cfg.data.train} has none; use method: sft for SFT data"
-        )
