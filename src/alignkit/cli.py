@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from alignkit import __version__
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, disk_full
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -110,10 +110,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"alignkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if args.verbose or not disk_full(err):
+            raise
+        print(f"alignkit {args.command}: error: no space left on device ({type(err).__name__}: "
+              f"{_first_line(err)}); free space or point train.output_dir elsewhere, then run again "
+              "(with train.resume=true to continue from the last checkpoint)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"alignkit {args.command}: interrupted; checkpoints already written are kept "
               "(run again with train.resume=true to continue)", file=sys.stderr)
         return 130
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 if __name__ == "__main__":
