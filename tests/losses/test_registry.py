@@ -17,7 +17,7 @@ METRICS = {"rewards/accuracy", "rewards/chosen", "rewards/rejected", "rewards/ma
 # The paper defaults (sources in each function's docstring).
 DEFAULTS = {
     "dpo": {"beta": 0.1, "label_smoothing": 0.0},
-    "ipo": {"beta": 0.1},
+    "ipo": {"beta": 0.1, "length_normalise": False},
     "r_dpo": {"beta": 0.1, "alpha": 0.01},
     "simpo": {"beta": 2.0, "gamma": 0.5},
     "cpo": {"beta": 0.1, "nll_weight": 1.0},

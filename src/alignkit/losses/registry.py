@@ -13,13 +13,17 @@ LossFn = Callable[..., tuple[Any, dict]]
 LOSSES: dict[str, LossFn] = {}
 
 
-def register_loss(name: str, *, needs_reference: bool, data: str = "preferences") -> Callable[[LossFn], LossFn]:
+def register_loss(
+    name: str, *, needs_reference: bool, data: str = "preferences", mismatched_pairs: bool = False
+) -> Callable[[LossFn], LossFn]:
     """Add ``fn`` to :data:`LOSSES` under ``name``.
 
     ``needs_reference`` tells the trainer whether ``RankedBatch.ref_logps`` must be
     filled (a frozen copy, the adapter-disabled base, or cached log-probs). ``data``
     names what every row must carry, a key of :data:`alignkit.data.requirements.NEEDS`
     (``"preferences"``, or ``"labels"`` for unpaired desirable/undesirable data).
+    ``mismatched_pairs`` asks the trainer for ``RankedBatch.mismatched_log_ratios``
+    (an extra forward of policy and reference on cycled prompt/response pairs).
     """
 
     def wrap(fn: LossFn) -> LossFn:
@@ -27,6 +31,7 @@ def register_loss(name: str, *, needs_reference: bool, data: str = "preferences"
             raise ValueError(f"loss {name!r} registered twice")
         fn.needs_reference = needs_reference  # type: ignore[attr-defined]
         fn.data_needs = data  # type: ignore[attr-defined]
+        fn.mismatched_pairs = mismatched_pairs  # type: ignore[attr-defined]
         fn.method_name = name  # type: ignore[attr-defined]
         LOSSES[name] = fn
         return fn
