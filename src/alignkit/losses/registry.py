@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from alignkit.errors import ConfigError
+from alignkit.ranges import FINITE, NON_NEGATIVE, POSITIVE, Range, as_number
 
 LossFn = Callable[..., tuple[Any, dict]]
 
@@ -52,8 +53,28 @@ def hyperparameters(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
+# Allowed values of the hyper-parameters, by name (the same name means the same role in every loss).
+RANGES: dict[str, Range] = {
+    "beta": POSITIVE,  # inverse temperature / regularisation: 0 trains nothing, < 0 trains against the data
+    "temperature": POSITIVE,
+    "label_smoothing": Range(0, 0.5, high_inclusive=False),  # 0.5 makes both labels equally likely
+    "desirable_weight": POSITIVE,
+    "undesirable_weight": POSITIVE,
+    "alpha": NON_NEGATIVE,
+    "gamma": NON_NEGATIVE,
+    "delta": NON_NEGATIVE,
+    "lam": NON_NEGATIVE,
+    "nll_weight": NON_NEGATIVE,
+}
+
+
 def check_hyperparameters(name: str, given: dict[str, Any], key: str = "loss") -> None:
-    """Raise a :class:`ConfigError` naming any hyper-parameter ``name`` does not take."""
+    """Check ``given`` against what loss ``name`` takes, converting values in place.
+
+    Each value must have its default's type (YAML's ``1e-30`` is read as a string and
+    becomes the float it means) and lie in its :data:`RANGES` entry; an unknown name,
+    a wrong type or a value out of range is a :class:`ConfigError` naming ``key.name``.
+    """
     allowed = hyperparameters(name)
     unknown = sorted(set(given) - set(allowed))
     if unknown:
@@ -61,3 +82,19 @@ def check_hyperparameters(name: str, given: dict[str, Any], key: str = "loss") -
             f"{key}.{unknown[0]}: method {name!r} has no hyper-parameter {unknown[0]!r}; "
             f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
         )
+    for hp, value in given.items():
+        given[hp] = _converted(f"{key}.{hp}", value, allowed[hp])
+        if hp in RANGES and not isinstance(allowed[hp], bool):
+            RANGES[hp].check(f"{key}.{hp}", given[hp])
+
+
+def _converted(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        number = as_number(key, value, integer=isinstance(default, int))
+        FINITE.check(key, number)
+        return number
+    return value
