@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from alignkit.engine.generation import SamplingConfig
 from alignkit.errors import ConfigError
+from alignkit.ranges import check_config_ranges
 from alignkit.rewards.spec import RewardSpec
 from alignkit.train.reward_model_config import RewardModelConfig
 from alignkit.train.rollout import PPOConfig
@@ -248,7 +249,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, cls
         data = loaded
     data = apply_overrides(data, overrides or [])
     try:
-        return from_dict(cls, data)
+        cfg = from_dict(cls, data)
+        if cls is Config:
+            check_config_ranges(cfg)
+        return cfg
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 

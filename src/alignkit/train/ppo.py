@@ -73,6 +73,7 @@ from alignkit.losses.rl import (
     whiten,
 )
 from alignkit.models.loading import save_pretrained, sub_state_dict
+from alignkit.ranges import check_sampling_temperature
 from alignkit.rewards import build_reward
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alignkit.train.loop import (
@@ -275,6 +276,7 @@ def _add(stats: dict[str, list[float]], values: dict) -> None:
 
 
 def check_config(cfg) -> None:
+    check_sampling_temperature(cfg)
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} needs a reward, e.g. rewards: [{{kind: vader}}]")
     if cfg.reference.mode in ("none", "precomputed"):

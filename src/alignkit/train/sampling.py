@@ -41,6 +41,7 @@ import torch
 
 from alignkit.config import Config
 from alignkit.errors import AlignkitError, ConfigError, DataError
+from alignkit.ranges import check_sampling_temperature
 from alignkit.train.distributed import (
     full_weights,
     gather_objects,
@@ -251,6 +252,7 @@ def check_config(cfg: Config) -> tuple[str, Any]:
     from alignkit.losses import LOSSES, check_hyperparameters
 
     o = cfg.online
+    check_sampling_temperature(cfg)
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} scores its samples with a reward; add one, "
                           "e.g. `rewards: [{kind: vader}]`")
