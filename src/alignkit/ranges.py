@@ -99,6 +99,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "train.eval_every": NON_NEGATIVE,
     "train.save_every": NON_NEGATIVE,
     "train.keep_checkpoints": NON_NEGATIVE,
+    "train.max_nonfinite_steps": NON_NEGATIVE,
     "engine.chunk_size": AT_LEAST_ONE,
     "rewards[*].weight": FINITE,
     "rewards[*].batch_size": AT_LEAST_ONE,

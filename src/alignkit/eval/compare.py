@@ -225,6 +225,8 @@ def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference)
         return evaluate_model(ev, reference=reference), "ok (eval only)"
     log.info("%s: training %s", entry.name, train_cfg.method)
     (run_dir / "eval.json").unlink(missing_ok=True)
+    if not train_cfg.train.resume:  # compare owns runs/NAME: training again replaces what an earlier run left
+        train_cfg.train.overwrite = True
     run_train(train_cfg)
     _free()
     return evaluate_model(ev, reference=reference), "ok"

@@ -38,8 +38,9 @@ from torch import nn
 
 from alignkit.config import TrainConfig
 from alignkit.losses.reduce import global_mean
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.checkpoint import atomic_dir, load_latest_checkpoint, save_checkpoint
 from alignkit.train.distributed import shard
+from alignkit.train.guard import StepGuard
 
 
 class Method(Protocol):
@@ -189,10 +190,11 @@ def train_loop(
         _enable_gradient_checkpointing(module)
 
     start = 0
-    checkpoints = list_checkpoints(output_dir) if cfg.resume else []
-    if checkpoints:
-        start = load_checkpoint(accelerator, checkpoints[-1])["step"]
-        accelerator.print(f"resuming from {checkpoints[-1]} (step {start})")
+    loaded = load_latest_checkpoint(accelerator, output_dir) if cfg.resume else None
+    if loaded:
+        start = loaded[1]["step"]
+        accelerator.print(f"resuming from {loaded[0]} (step {start})")
+    guard = StepGuard(accelerator, cfg.max_nonfinite_steps)
     log = MetricsLog(accelerator, output_dir, resume_step=start)
     result = LoopResult(step=start)
 
@@ -218,7 +220,7 @@ def train_loop(
         # the same number of micro-batches on every process, even when a short batch leaves some empty
         n_micro = max(1, math.ceil(math.ceil(len(batch) / world) / micro))
         sums: dict[str, float] = {}
-        my_units = 0.0
+        my_units = loss_total = 0.0
         for i in range(n_micro):
             mb = mine[i * micro : (i + 1) * micro]
             weight = 1.0 if mb else 0.0  # an empty share runs a real example with zero weight
@@ -228,6 +230,7 @@ def train_loop(
             with nullcontext() if sync else accelerator.no_sync(module):
                 with accelerator.autocast():
                     loss_sum, metrics = method.loss(module, mb or batch[:1])
+                loss_total += float(loss_sum.detach()) * weight
                 accelerator.backward(global_mean(loss_sum * weight, units, world) * loss_scale)
             w = method.units(mb) if mb else 0.0
             my_units += w
@@ -235,11 +238,15 @@ def train_loop(
                 sums[k] = sums.get(k, 0.0) + (float(v) * w if w else 0.0)
         if deepspeed:
             accelerator.gradient_state._set_sync_gradients(True)
-        if cfg.max_grad_norm > 0:  # DeepSpeed clipped inside its step and reports the norm (or None)
-            grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
-            if grad_norm is not None:
-                sums["grad_norm"] = float(grad_norm) * my_units
-        optimizer.step()
+        # DeepSpeed clipped inside its step and reports the norm (or None); max norm inf only measures it
+        grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm or math.inf)
+        grad_norm = None if grad_norm is None else float(grad_norm)
+        if cfg.max_grad_norm > 0 and grad_norm is not None:
+            sums["grad_norm"] = grad_norm * my_units
+        # under fp16 an overflowing gradient is routine: the loss scaler skips that step itself
+        checked_norm = None if cfg.mixed_precision == "fp16" else grad_norm
+        if guard.check_step(step + 1, loss_total, checked_norm):  # never applies a non-finite update
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"step": step + 1, **_reduce_metrics(accelerator, sums, my_units)}
@@ -252,9 +259,18 @@ def train_loop(
         result.history.append(record)
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "rewards/accuracy", "nll")})
+        saved = None
         if cfg.save_every > 0 and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
-            save_checkpoint(accelerator, output_dir, step + 1, {"total_steps": steps}, cfg.keep_checkpoints)
+            guard.check_weights(module, f"checkpoint step-{step + 1}")
+            saved = save_checkpoint(accelerator, output_dir, step + 1, {"total_steps": steps}, cfg.keep_checkpoints)
         result.step = step + 1
+        signum = guard.stop_requested() if step + 1 < steps else None
+        if signum:
+            if saved is None:
+                guard.check_weights(module, f"checkpoint step-{step + 1}")
+                saved = save_checkpoint(accelerator, output_dir, step + 1, {"total_steps": steps}, cfg.keep_checkpoints)
+            bar.close()
+            raise guard.preempted(signum, step + 1, saved)
     bar.close()
     final_eval = run_eval()
     if final_eval:
@@ -263,13 +279,12 @@ def train_loop(
             result.history[-1].update(final_eval)
     accelerator.wait_for_everyone()
     if on_save is not None:
+        guard.check_weights(module, output_dir / "final")
         state_dict = full_state_dict(accelerator, module)  # a collective: every process calls it
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(module)
-            if state_dict is None:
-                on_save(unwrapped, output_dir / "final")
-            else:
-                on_save(unwrapped, output_dir / "final", state_dict)
+            with atomic_dir(output_dir / "final") as tmp:
+                on_save(unwrapped, tmp, *([] if state_dict is None else [state_dict]))
     accelerator.wait_for_everyone()
     return result
 

@@ -34,8 +34,9 @@ reference the same model with its adapter off. Full fine-tuning holds the policy
 reference copy and (``value_model: separate``) a critic body. Dropout is off, so that the
 ratio is exactly 1 at the first minibatch.
 
-Resume: every ``train.save_every`` steps an atomic checkpoint holds model, critic,
-optimizer and schedule (Accelerate), the KL coefficient and the reward moments; prompts,
+Resume: every ``train.save_every`` steps an atomic checkpoint holds model, critic and
+optimizer (Accelerate), and the schedule, the KL coefficient and the reward moments as JSON
+(nothing on the load path is unpickled, see :mod:`alignkit.train.checkpoint`); prompts,
 samples and minibatch order depend on (seed, step) alone, so a resumed run repeats the same steps.
 """
 
@@ -75,7 +76,8 @@ from alignkit.losses.rl import (
 from alignkit.models.loading import save_pretrained, sub_state_dict
 from alignkit.ranges import check_sampling_temperature
 from alignkit.rewards import build_reward
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.checkpoint import atomic_dir, load_latest_checkpoint, save_checkpoint
+from alignkit.train.guard import StepGuard
 from alignkit.train.loop import (
     MetricsLog,
     _enable_gradient_checkpointing,
@@ -214,11 +216,13 @@ def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout
 
 def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, rollout: Rollout,
                advantages: Tensor, returns: Tensor | None, beta: float, *, step: int, seed: int,
-               grad_accum: int = 1, max_grad_norm: float = 0.0, ptx=None) -> dict[str, float]:
+               grad_accum: int = 1, max_grad_norm: float = 0.0, ptx=None, guard=None) -> dict[str, float]:
     """``num_ppo_epochs`` passes of ``num_minibatches`` optimizer steps over ``rollout``; mean metrics.
 
     A minibatch (whole prompts, in an order set by (seed, step, epoch)) is split into
     ``grad_accum`` forwards. ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None.
+    ``guard`` (a :class:`~alignkit.train.guard.StepGuard`) vets each optimizer step: a non-finite loss
+    or gradient norm is never applied.
     """
     stats: dict[str, list[float]] = {}
     B, K, world = len(rollout.prompt_ids), rollout.num_samples, accelerator.num_processes
@@ -242,6 +246,7 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
                     accelerator.backward(cfg.ptx_coef * nll * scale)
                 _add(stats, {"loss/ptx": nll})
             micro = prompts.chunk(grad_accum)
+            loss_total = 0.0
             for i, micro_prompts in enumerate(micro):
                 sync = i == len(micro) - 1  # all-reduce the accumulated gradients on the last backward only
                 with nullcontext() if sync else accelerator.no_sync(module):
@@ -249,13 +254,16 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
                                                     advantages, returns, beta)
                     boundary(sync)
                     accelerator.backward(global_mean(loss.sum(), len(prompts) * K * world, world) * scale)
+                loss_total += float(loss.detach().sum())
                 _add(stats, mb_stats)
             boundary(True)
-            if max_grad_norm > 0:  # DeepSpeed clipped inside its step and reports the norm (or None)
-                grad_norm = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
-                if grad_norm is not None:
-                    _add(stats, {"grad_norm": grad_norm})
-            optimizer.step()
+            # DeepSpeed clipped inside its step and reports the norm (or None); max norm inf only measures it
+            grad_norm = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm or math.inf)
+            if max_grad_norm > 0 and grad_norm is not None:
+                _add(stats, {"grad_norm": grad_norm})
+            norm = None if grad_norm is None else float(grad_norm)
+            if guard is None or guard.check_step(step + 1, loss_total, norm):
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             approx_kl = torch.tensor(stats["approx_kl"][-len(micro) :], device=accelerator.device).mean()
             if cfg.target_kl_stop is not None and accelerator.reduce(approx_kl, "mean") > cfg.target_kl_stop:
@@ -329,20 +337,27 @@ def train_rl(cfg) -> Path:
     _prepare_for_sharding(accelerator, tcfg, module)
     module, optimizer = accelerator.prepare(module, optimizer)
     sampler = sampler_for(cfg.sampling, accelerator.device, cfg.model.name_or_path)
-    accelerator.register_for_checkpointing(scheduler)
     if tcfg.gradient_checkpointing:
         _enable_gradient_checkpointing(module)
     kl_ctl = (FixedKLController(ppo.kl_coef) if ppo.target_kl is None
               else AdaptiveKLController(ppo.kl_coef, ppo.target_kl, ppo.kl_horizon))
     moments = RunningMoments()
     output_dir, start = Path(tcfg.output_dir), 0
-    checkpoints = list_checkpoints(output_dir) if tcfg.resume else []
-    if checkpoints:
-        state = load_checkpoint(accelerator, checkpoints[-1])
+    loaded = load_latest_checkpoint(accelerator, output_dir) if tcfg.resume else None
+    if loaded:
+        path, state = loaded
         start = state["step"]
+        if "scheduler" in state:  # JSON, never a pickle (checkpoints before it carried none loadable)
+            scheduler.load_state_dict(state["scheduler"])
         kl_ctl.load_state_dict(state["kl_ctl"])
         moments.load_state_dict(state["moments"])
-        accelerator.print(f"resuming from {checkpoints[-1]} (step {start})")
+        accelerator.print(f"resuming from {path} (step {start})")
+    guard = StepGuard(accelerator, tcfg.max_nonfinite_steps)
+
+    def save(step_done: int) -> Path | None:
+        guard.check_weights(module, f"checkpoint step-{step_done}")
+        extra = {"scheduler": scheduler.state_dict(), "kl_ctl": kl_ctl.state_dict(), "moments": moments.state_dict()}
+        return save_checkpoint(accelerator, output_dir, step_done, extra, tcfg.keep_checkpoints)
     log = MetricsLog(accelerator, output_dir, resume_step=start)
     eval_prompts = [ex.prompt_ids for ex in held_out][rank::world]
     eval_sampling = replace(cfg.sampling, num_samples=ppo.eval_samples, seed=_seed(cfg.sampling.seed, tcfg.seed, rank))
@@ -368,7 +383,7 @@ def train_rl(cfg) -> Path:
         # 4. update
         update = ppo_update(algo, ppo, module, optimizer, accelerator, rollout, advantages, returns, beta,
                             step=step, seed=tcfg.seed, grad_accum=tcfg.grad_accum,
-                            max_grad_norm=tcfg.max_grad_norm, ptx=ptx)
+                            max_grad_norm=tcfg.max_grad_norm, ptx=ptx, guard=guard)
         scheduler.step()
 
         metrics = step_metrics(rollout, scores, rewards, returns)
@@ -382,16 +397,22 @@ def train_rl(cfg) -> Path:
             log.write(record)
         bar.update(1)
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("reward", "kl", "kl_coef")})
+        saved = None
         if tcfg.save_every > 0 and (step + 1) % tcfg.save_every == 0 and step + 1 < steps:
-            save_checkpoint(accelerator, output_dir, step + 1,
-                            {"kl_ctl": kl_ctl.state_dict(), "moments": moments.state_dict()}, tcfg.keep_checkpoints)
+            saved = save(step + 1)
+        signum = guard.stop_requested() if step + 1 < steps else None
+        if signum:
+            bar.close()
+            raise guard.preempted(signum, step + 1, saved or save(step + 1))
     bar.close()
     if held_out:
         log.write({"step": steps, **evaluate()})
     accelerator.wait_for_everyone()
+    guard.check_weights(module, output_dir / "final")
     state = full_state_dict(accelerator, module)  # FSDP / ZeRO-3: gathered, a collective on every process
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(module), tokenizer, output_dir / "final", state)
+        with atomic_dir(output_dir / "final") as tmp:
+            save_final(accelerator.unwrap_model(module), tokenizer, tmp, state)
     accelerator.wait_for_everyone()
     return output_dir
 

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.config import Config, save_config
 from alignkit.errors import ConfigError
+from alignkit.train.guard import claim_output_dir, output_lock, signal_handlers
 
 log = logging.getLogger("alignkit")
 
@@ -63,9 +65,12 @@ def run_train(cfg: Config) -> Path:
         names = sorted(set(TRAINERS) | set(LOSSES))
         raise ConfigError(f"method: unknown method {cfg.method!r}; choose one of: {', '.join(names)}")
     out = Path(cfg.train.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    return runner(cfg)
+    main = os.environ.get("RANK", "0") == "0"  # before Accelerate starts: the launcher's global rank
+    with output_lock(out, main), signal_handlers(cfg.train.save_on_signals):
+        claim_output_dir(out, cfg.train.resume, cfg.train.overwrite, delete=main)
+        if main:
+            save_config(cfg, out / "config.yaml")
+        return runner(cfg)
 
 
 def _load_plugins() -> None:

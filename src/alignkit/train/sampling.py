@@ -360,12 +360,14 @@ def train_sampling(cfg: Config) -> Path:
 def save_policy(accelerator, scorer, tokenizer, out_dir: Path) -> None:
     """The scorer's policy in HF format, its state dict gathered first when FSDP / ZeRO-3 shards it
     (a collective: every process calls this; the main process writes)."""
+    from alignkit.train.checkpoint import atomic_dir
     from alignkit.train.loop import full_state_dict
     from alignkit.train.run import _save_final
 
     state = full_state_dict(accelerator, scorer)
     if accelerator.is_main_process:
-        _save_final(tokenizer)(scorer, out_dir, state)
+        with atomic_dir(out_dir) as tmp:
+            _save_final(tokenizer)(scorer, tmp, state)
     accelerator.wait_for_everyone()
 
 
