@@ -6,8 +6,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from alignkit.config.ranges import FINITE, NON_NEGATIVE, POSITIVE, Range, as_number
 from alignkit.errors import ConfigError
-from alignkit.ranges import FINITE, NON_NEGATIVE, POSITIVE, Range, as_number
 
 LossFn = Callable[..., tuple[Any, dict]]
 

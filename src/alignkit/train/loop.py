@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 from alignkit.config import TrainConfig
+from alignkit.distributed import shard
 from alignkit.losses.reduce import global_mean
 from alignkit.train.checkpoint import atomic_dir, load_latest_checkpoint, save_checkpoint
-from alignkit.train.distributed import shard
 from alignkit.train.guard import StepGuard
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from alignkit.config.ranges import check_sampling_temperature
 from alignkit.data.pipeline import load_tokenized
 from alignkit.engine.backends import sampler_for
 from alignkit.engine.batch import ResponseBatch, collate
@@ -74,7 +75,6 @@ from alignkit.losses.rl import (
     whiten,
 )
 from alignkit.models.loading import save_pretrained, sub_state_dict
-from alignkit.ranges import check_sampling_temperature
 from alignkit.rewards import build_reward
 from alignkit.train.checkpoint import atomic_dir, load_latest_checkpoint, save_checkpoint
 from alignkit.train.guard import StepGuard

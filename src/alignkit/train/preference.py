@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 
 from alignkit.data.schema import TokenizedExample
+from alignkit.distributed import gather_objects
 from alignkit.engine import collate, sequence_logps
 from alignkit.losses import RankedBatch, get_loss
-from alignkit.train.distributed import gather_objects
 
 log = logging.getLogger("alignkit")
 

@@ -40,9 +40,8 @@ from typing import Any
 import torch
 
 from alignkit.config import Config
-from alignkit.errors import AlignkitError, ConfigError, DataError
-from alignkit.ranges import check_sampling_temperature
-from alignkit.train.distributed import (
+from alignkit.config.ranges import check_sampling_temperature
+from alignkit.distributed import (
     full_weights,
     gather_objects,
     lockstep_batches,
@@ -50,6 +49,7 @@ from alignkit.train.distributed import (
     shard,
     sharded_across_processes,
 )
+from alignkit.errors import AlignkitError, ConfigError, DataError
 from alignkit.train.run import StepShape, register_trainer
 from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
 

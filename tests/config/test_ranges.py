@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from alignkit.config.ranges import AT_LEAST_ONE, POSITIVE, UNIT_OPEN_RIGHT, Range, as_number
 from alignkit.errors import ConfigError
-from alignkit.ranges import AT_LEAST_ONE, POSITIVE, UNIT_OPEN_RIGHT, Range, as_number
 
 
 def test_edges_and_descriptions():
@@ -49,7 +49,7 @@ def numeric_keys(cls, prefix=""):
 
 def test_every_numeric_config_field_has_a_range():
     from alignkit.config import Config
-    from alignkit.ranges import CONFIG_RANGES
+    from alignkit.config.ranges import CONFIG_RANGES
 
     keys = numeric_keys(Config)
     assert len(keys) > 40
