@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"alignkit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # 2, or 128 + N after signal N asked the run to stop
     except Exception as err:
         if args.verbose or not disk_full(err):
             raise

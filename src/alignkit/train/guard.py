@@ -139,6 +139,7 @@ class StepGuard:
         self.accelerator = accelerator
         self.max_nonfinite = max_nonfinite_steps
         self.skipped = 0
+        self.warned_zero = False
 
     def _any_process(self, *flags: float) -> list[float]:
         """``flags`` maxed over processes (every process must take the same decision)."""
@@ -158,17 +159,22 @@ class StepGuard:
         bad_norm = grad_norm is not None and not math.isfinite(grad_norm)
         bad_loss, bad_norm = (bool(x) for x in self._any_process(float(bad_loss), float(bad_norm)))
         if not (bad_loss or bad_norm):
+            if grad_norm == 0.0 and loss != 0.0 and not self.warned_zero:
+                self.warned_zero = True  # e.g. after a huge learning rate saturated every unit: training is over
+                self.accelerator.print(f"warning: step {step}: the gradient is exactly 0 at a non-zero loss; the "
+                                       "model may be saturated (too high train.learning_rate?) and learns nothing")
             return True
-        what = " and ".join(w for w, bad in (("the loss", bad_loss), ("the gradient norm", bad_norm)) if bad)
+        what = {(True, False): "the loss is", (False, True): "the gradient norm is",
+                (True, True): "the loss and the gradient norm are"}[bad_loss, bad_norm]
         self.skipped += 1
         if self.skipped > self.max_nonfinite:
             skipped = f" after skipping {self.skipped - 1} such steps" if self.skipped > 1 else ""
             raise Diverged(
-                f"step {step}: {what} is not finite{skipped}; stopped before applying it, so the weights and "
+                f"step {step}: {what} not finite{skipped}; stopped before applying it, so the weights and "
                 "checkpoints on disk are finite. Lower train.learning_rate, check the loss hyper-parameters "
                 "(e.g. a tiny loss.beta), or set train.max_nonfinite_steps to skip a few such steps"
             )
-        self.accelerator.print(f"step {step}: {what} is not finite; step skipped "
+        self.accelerator.print(f"step {step}: {what} not finite; step skipped "
                                f"({self.skipped} of at most {self.max_nonfinite})")
         return False
 
