@@ -32,8 +32,7 @@ def dpo_config(out: Path, *overrides: str):
 
 
 def reward_model_config(out: Path, *overrides: str):
-    return sft_config(out, "method=reward_model", "data.train=alignkit:tiny_pairs.jsonl",
-                      "model.name_or_path=tiny-gpt2", "reward_model.kind=causal", *overrides)
+    return load_config(CONFIGS / "reward_model_tiny.yaml", [f"train.output_dir={out}", *STEPS, *overrides])
 
 
 def ppo_config(out: Path, *overrides: str):
