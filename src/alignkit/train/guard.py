@@ -191,10 +191,20 @@ class StepGuard:
 
     def check_weights(self, module, what: str) -> None:
         """Refuse to save ``what`` when a parameter is not finite (checked on every process's shard)."""
-        import torch
+        check_finite_weights(self.accelerator, module, what)
 
-        bad = next((n for n, p in module.named_parameters() if not bool(torch.isfinite(p.detach()).all())), None)
-        (any_bad,) = self._any_process(float(bad is not None))
-        if any_bad:
-            raise Diverged(f"not saving {what}: parameter {bad or '(on another process)'} is not finite")
+
+def check_finite_weights(accelerator, module, what) -> None:
+    """Raise :class:`Diverged` (on every process) when any process holds a non-finite parameter of
+    ``module``, rather than save ``what``. A collective under several processes."""
+    import torch
+
+    bad = next((n for n, p in module.named_parameters() if not bool(torch.isfinite(p.detach()).all())), None)
+    flag = torch.tensor([float(bad is not None)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item():
+        raise Diverged(f"not saving {what}: parameter {bad or '(on another process)'} is not finite")
 
