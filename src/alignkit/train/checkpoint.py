@@ -15,9 +15,9 @@ optimizer step, which fixes the data position: the sample order is a function of
 and the step alone, so a run resumes at the same example on any number of processes.
 Nothing is unpickled on load: weights are safetensors, and Accelerate reads the optimizer,
 scheduler and RNG files with ``torch.load(weights_only=True)``, which refuses any object
-that is not plain tensors and containers. State a trainer adds (e.g. PPO's schedule and
-KL controller) goes into ``trainer_state.json`` as JSON, never through
-``register_for_checkpointing`` (which Accelerate unpickles with ``weights_only=False``).
+that is not plain tensors and containers. State a trainer adds (e.g. PPO's KL controller
+and reward moments, see ``Run.track``) goes into ``trainer_state.json`` as JSON, never
+through ``register_for_checkpointing`` (which Accelerate unpickles with ``weights_only=False``).
 
 Across world sizes: Accelerate writes one ``random_states_<i>.pkl`` per process and, on
 load, each process reads its own if present (a missing one, e.g. 1 -> 2 processes, is
