@@ -8,7 +8,7 @@ import pytest
 
 from alignkit.config import load_config
 from alignkit.data.formats import load_examples
-from alignkit.data.requirements import NEEDS, check_examples
+from alignkit.data.requirements import NEED_OF_DATA, NEEDS, check_examples
 from alignkit.data.schema import Example
 from alignkit.errors import DataError
 from alignkit.losses import LOSSES
@@ -60,7 +60,7 @@ def test_ties_on_some_rows_are_fine_but_not_on_all():
 
 @pytest.mark.parametrize("method", sorted(LOSSES))
 def test_every_loss_declares_a_known_data_need(method):
-    assert LOSSES[method].data_needs in NEEDS
+    assert NEED_OF_DATA[LOSSES[method].data] in NEEDS
 
 
 def run_config(tmp_path, method, data, *extra):

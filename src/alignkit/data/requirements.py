@@ -7,8 +7,9 @@ learn nothing. Each check here names the first row that lacks what the method
 needs (its ``FILE:LINE``) and what kind of data would do, as a
 :class:`~alignkit.errors.DataError`.
 
-:data:`NEEDS` maps a requirement name to its check; a loss declares its own with
-``register_loss(..., data=...)`` and a trainer calls :func:`check_examples`.
+:data:`NEEDS` maps a requirement name to its check; :data:`NEED_OF_DATA` maps the data a
+loss is registered for (``register_loss(..., data=...)``) to its requirement, and a trainer
+calls :func:`check_examples` (through ``load_split(..., need=...)``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ NEEDS: dict[str, tuple[Check, str]] = {
     "preferences": (_preference, "pairwise {prompt, chosen, rejected}, hh_rlhf or ranked rows"),
     "labels": (_labels, "unpaired {prompt, completion, label} rows, or pairwise / ranked rows"),
 }
+
+
+# the rows a loss is made for (``alignkit.losses.registry.DATA_SHAPES``) -> what every row must carry
+NEED_OF_DATA = {"pairs": "preferences", "ranked": "preferences", "unpaired": "labels"}
 
 
 def check_examples(examples: Sequence[Example], need: str, *, method: str, key: str = "data.train") -> None:
