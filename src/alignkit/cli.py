@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from alignkit import __version__
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, disk_full
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -108,11 +108,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"alignkit {args.command}: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)  # 2, or 128 + N after signal N asked the run to stop
+    except Exception as err:
+        if args.verbose or not disk_full(err):
+            raise
+        print(f"alignkit {args.command}: error: no space left on device ({type(err).__name__}: "
+              f"{_first_line(err)}); free space or point train.output_dir elsewhere, then run again "
+              "(with train.resume=true to continue from the last checkpoint)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alignkit {args.command}: interrupted; checkpoints already written are kept "
               "(run again with train.resume=true to continue)", file=sys.stderr)
         return 130
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 if __name__ == "__main__":

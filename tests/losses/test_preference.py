@@ -66,6 +66,14 @@ def test_ipo_by_hand():
     assert ipo(batch([[-1.0, -3.0]], ref=[[-2.0, -2.0]]), beta=0.25)[0].item() == 0.0
 
 
+def test_ipo_length_normalised_by_hand():
+    """Log-ratios +4 over 4 tokens and -2 over 2 tokens: per token +1 and -1, h = 2.
+    Summed: h = 6, (6 - 5)^2 = 1; length-normalised: (2 - 5)^2 = 9 (TRL's and HALOs' convention)."""
+    b = batch([[2.0, -4.0]], ref=[[-2.0, -2.0]], lengths=[[4.0, 2.0]])
+    assert ipo(b, beta=0.1)[0].item() == pytest.approx(1.0)
+    assert ipo(b, beta=0.1, length_normalise=True)[0].item() == pytest.approx(9.0)
+
+
 def test_r_dpo_by_hand():
     """beta h = 0.1 * 2 = 0.2; lengths 30 and 10: alpha (|y_w| - |y_l|) = 0.01 * 20 = 0.2.
     Paper's eq. 9: z = 0.2 + 0.2 = 0.4, loss = log(1 + e^-0.4) = 0.513015."""
@@ -149,6 +157,18 @@ def test_kto_by_hand():
     # negative mean ratio: z0 = max(0, -2) = 0, loss = (1 - sigma(-0.1)) + (1 - sigma(0.3))
     losses, _ = kto(batch([[-3.0, -5.0]], ref=[[-2.0, -2.0]]))
     assert losses.item() == pytest.approx(2 - 1 / (1 + math.exp(0.1)) - 1 / (1 + math.exp(-0.3)), abs=1e-6)
+
+
+def test_kto_reference_point_from_mismatched_pairs():
+    """Own ratios [3, 1] (mean 2) but mismatched pairs [0.5, 1.5, -1, 3]: z0 = max(0, 4/4) = 1.
+    desirable r = 3: 1 - sigma(0.1 (3 - 1)); undesirable r = 1: 1 - sigma(0.1 (1 - 1)) = 0.5."""
+    b = batch([[1.0, -1.0]], ref=[[-2.0, -2.0]])
+    b.mismatched_log_ratios = torch.tensor([0.5, 1.5, -1.0, 3.0])
+    losses, metrics = kto(b)
+    assert metrics["kl"].item() == 1.0
+    assert losses.item() == pytest.approx(1 - sigmoid(0.2) + 0.5, abs=1e-6)
+    b.mismatched_log_ratios = torch.tensor([-1.0, -3.0])  # a negative estimate clamps at 0
+    assert kto(b)[1]["kl"].item() == 0.0
 
 
 def test_kto_reference_point_ignores_padding():

@@ -17,7 +17,7 @@ METRICS = {"rewards/accuracy", "rewards/chosen", "rewards/rejected", "rewards/ma
 # The paper defaults (sources in each function's docstring).
 DEFAULTS = {
     "dpo": {"beta": 0.1, "label_smoothing": 0.0},
-    "ipo": {"beta": 0.1},
+    "ipo": {"beta": 0.1, "length_normalise": False},
     "r_dpo": {"beta": 0.1, "alpha": 0.01},
     "simpo": {"beta": 2.0, "gamma": 0.5},
     "cpo": {"beta": 0.1, "nll_weight": 1.0},
@@ -88,3 +88,32 @@ def test_the_contract(name):
 def test_reference_methods_refuse_a_batch_without_reference(name):
     with pytest.raises(ValueError, match="ref_logps"):
         LOSSES[name](example_batch(with_ref=False))
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"beta": "high"}, "loss.beta: expected a number, got 'high'"),
+        ({"beta": 0}, "loss.beta: must be > 0, got 0.0"),
+        ({"beta": -1}, "loss.beta: must be > 0, got -1.0"),
+        ({"beta": float("inf")}, "loss.beta: must be a finite number, got inf"),
+        ({"label_smoothing": 0.5}, r"loss.label_smoothing: must be in \[0, 0.5\), got 0.5"),
+        ({"beta": True}, "loss.beta: expected a number, got True"),
+    ],
+)
+def test_hyperparameters_are_type_checked_and_ranged(given, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        check_hyperparameters("dpo", given)
+
+
+def test_yaml_strings_that_are_numbers_become_floats():
+    given = {"beta": "1e-30"}  # YAML 1.1 reads 1e-30 (no dot) as a string
+    check_hyperparameters("ipo", given)
+    assert given == {"beta": 1e-30}
+    with pytest.raises(ConfigError, match="^loss.length_normalise: expected true or false, got 'yes'$"):
+        check_hyperparameters("ipo", {"length_normalise": "yes"})
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_default_is_in_its_range(name):
+    check_hyperparameters(name, dict(hyperparameters(name)))

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+from alignkit.config.ranges import check_config_ranges
 from alignkit.config.sections import Config
 from alignkit.errors import ConfigError
 
@@ -150,7 +151,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, cls
         data = loaded
     data = apply_overrides(data, overrides or [])
     try:
-        return from_dict(cls, data)
+        cfg = from_dict(cls, data)
+        if cls is Config:  # the run config; other configs (eval, compare) check their own
+            check_config_ranges(cfg)
+        return cfg
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 

@@ -67,7 +67,10 @@ class TrainConfig:
     eval_every: int = 0  # optimizer steps between evaluations (0: only at the end)
     save_every: int = 0  # optimizer steps between checkpoints (0: only the final model)
     keep_checkpoints: int = 2  # checkpoints kept on disk (oldest removed)
-    resume: bool = False  # continue from the last checkpoint in output_dir
+    resume: bool = False  # continue from the last good checkpoint in output_dir
+    overwrite: bool = False  # a fresh run (resume false) deletes an earlier run's checkpoints and stages in output_dir
+    max_nonfinite_steps: int = 0  # optimizer steps with a non-finite loss or grad norm skipped before the run stops
+    save_on_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])  # save and exit on these
     tracker: Literal["none", "tensorboard", "wandb"] = "none"  # extra metric sink through Accelerate
     progress: bool = True  # show a progress bar
 

@@ -124,7 +124,8 @@ def _read_text(path: Path, gzipped: bool) -> str:
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; EOFError: truncated
         raise DataError(f"{path}: cannot read {'gzip data' if gzipped else 'file'} ({e})") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8") from None
 
 
 def _single_list(doc: dict) -> list | None:
@@ -180,9 +181,16 @@ def _read_parquet(path: Path) -> Iterator[tuple[Row | BadRow, str]]:
     try:
         table = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid and friends
-        raise DataError(f"{path}: cannot read parquet ({e})") from None
+        raise DataError(f"{path}: cannot read parquet ({_first_line(e)})") from None
     i = 0
-    for batch in table.iter_batches():
+    batches = table.iter_batches()
+    while True:
+        try:  # a damaged page shows only when its row group is read
+            batch = next(batches, None)
+        except Exception as e:  # OSError, ArrowInvalid: the file is damaged after its footer
+            raise DataError(f"{path}:[{i}]: damaged parquet data at or after row {i} ({_first_line(e)})") from None
+        if batch is None:
+            return
         for row in batch.to_pylist():
             yield row, f"{path}:[{i}]"
             i += 1

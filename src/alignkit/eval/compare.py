@@ -208,6 +208,7 @@ def _free() -> None:
 def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference) -> tuple[dict, str]:
     """Train (unless finished) and evaluate (unless evaluated) one method; returns (eval result, status)."""
     from alignkit.eval.runner import evaluate_model
+    from alignkit.train.guard import claim_output_dir
     from alignkit.train.run import run_train
 
     run_dir = Path(train_cfg.train.output_dir)
@@ -224,6 +225,8 @@ def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference)
         return evaluate_model(ev, reference=reference), "ok (eval only)"
     log.info("%s: training %s", entry.name, train_cfg.method)
     (run_dir / "eval.json").unlink(missing_ok=True)
+    if not train_cfg.train.resume:  # compare owns runs/NAME: training again replaces what an earlier run left
+        claim_output_dir(run_dir, resume=False, overwrite=True)
     run_train(train_cfg)
     _free()
     return evaluate_model(ev, reference=reference), "ok"

@@ -52,15 +52,23 @@ def dpo(batch: RankedBatch, *, beta: float = 0.1, label_smoothing: float = 0.0):
 
 
 @register_loss("ipo", needs_reference=True)
-def ipo(batch: RankedBatch, *, beta: float = 0.1):
+def ipo(batch: RankedBatch, *, beta: float = 0.1, length_normalise: bool = False):
     """IPO, Azar et al. 2023, arXiv 2310.12036, eq. 17.
 
-    L = (h - 1/(2 tau))^2 with h = log pi/pi_ref (y_w) - log pi/pi_ref (y_l) (summed
-    log-probs) and tau = ``beta``, the regularisation strength, as TRL names it.
+    L = (h - 1/(2 tau))^2 with h = log pi/pi_ref (y_w) - log pi/pi_ref (y_l) and tau =
+    ``beta``, the regularisation strength, as TRL names it.
+
+    Convention: by default the log-ratios are of summed log-probs, as in the paper's
+    equation. TRL and HALOs divide each by its response's token count first (TRL:
+    "confirmed with the IPO authors"); ``length_normalise: true`` does that. The target
+    margin 1/(2 tau) is then per token, so the same tau asks for a margin about |y| times
+    larger in the summed convention: a tau tuned on one does not carry over to the other.
 
     Shapes: ``[B, K]`` in, ``[B]`` out. Metrics: see the module; reward = beta * log-ratio.
     """
     ratios = log_ratio(batch)  # [B, K]
+    if length_normalise:
+        ratios = ratios / batch.lengths.clamp(min=1)  # per-token log-ratios [B, K]
     per_pair = (pairwise_diff(ratios) - 1 / (2 * beta)) ** 2
     return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, beta * ratios)
 
@@ -168,15 +176,22 @@ def hinge(batch: RankedBatch, *, beta: float = 0.1):
     return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, rewards)
 
 
-@register_loss("kto", needs_reference=True, data="unpaired")
+@register_loss("kto", needs_reference=True, data="unpaired", mismatched_pairs=True)
 def kto(batch: RankedBatch, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
     """KTO, Ethayarajh et al. 2024, arXiv 2402.01306, eq. 8.
 
-    With r = log pi/pi_ref (y) and the reference point z0 = max(0, mean r) over all valid
-    responses of the batch (detached; the batch estimate of KL(pi || pi_ref) of the
-    paper's Sec. 4.1), desirable y costs lambda_D (1 - sigma(beta (r - z0))) and
+    With r = log pi/pi_ref (y), desirable y costs lambda_D (1 - sigma(beta (r - z0))) and
     undesirable y lambda_U (1 - sigma(beta (z0 - r))). The loss of a prompt is the sum
     over its responses (a K=1 unpaired row is then exactly the paper's per-example loss).
+
+    The reference point z0 estimates KL(pi || pi_ref) (paper Sec. 4.1), detached:
+    z0 = max(0, mean of ``batch.mismatched_log_ratios``), the log-ratios of mismatched
+    pairs (x_i, y_{i-1}) over the micro-batches of every process, as the authors' code
+    (HALOs) and TRL compute it; the trainer always fills them. Without them (a direct
+    call) z0 = max(0, mean r) over the batch's own valid responses, a different and
+    biased estimate: it follows the pairs being trained, so pushing r up on desirable
+    responses also raises z0 and the gain partly cancels, while a mismatched y_{i-1} is
+    not a response to x_i and measures only how far pi has drifted from pi_ref.
 
     ``batch.desirable`` labels unpaired data; when it is None the top-scored responses of
     a row are desirable and the others undesirable, and rows without a strict preference
@@ -185,7 +200,10 @@ def kto(batch: RankedBatch, *, beta: float = 0.1, desirable_weight: float = 1.0,
     means over the batch's desirable/undesirable responses instead.
     """
     ratios = log_ratio(batch)  # [B, K]
-    z0 = (ratios.sum() / batch.mask.sum().clamp(min=1)).clamp(min=0).detach()
+    if batch.mismatched_log_ratios is not None and batch.mismatched_log_ratios.numel():
+        z0 = batch.mismatched_log_ratios.mean().clamp(min=0).detach()  # [M] -> scalar
+    else:
+        z0 = (ratios.sum() / batch.mask.sum().clamp(min=1)).clamp(min=0).detach()
     if batch.desirable is not None:
         desirable, valid = batch.desirable & batch.mask, batch.mask
     else:

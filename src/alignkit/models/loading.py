@@ -20,6 +20,15 @@ DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 def _not_found(name: str, what: str, err: Exception) -> AlignkitError:
+    folder = Path(name).expanduser()
+    if what == "model" and folder.is_dir() and not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+        found = f"only {', '.join(pickled[:3])}" if pickled else "no weights"
+        return AlignkitError(
+            f"model {name!r}: the folder has {found} and no *.safetensors file; alignkit loads safetensors "
+            "only, because a .bin/.pt file is a pickle that can run code when loaded. Convert it once "
+            "where you trust the file (from_pretrained(...).save_pretrained(dir, safe_serialization=True))."
+        )
     return AlignkitError(
         f"{what} {name!r} is not a local folder and could not be loaded from the Hugging Face Hub "
         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). Give a path to a saved model, "

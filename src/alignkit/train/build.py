@@ -11,13 +11,14 @@ from alignkit.errors import ConfigError
 log = logging.getLogger("alignkit")
 
 
-def policy_and_data(cfg: Config):
-    """The policy and its tokenizer (``cfg.model``), and the tokenized training and held-out data (``cfg.data``)."""
+def policy_and_data(cfg: Config, need: str = ""):
+    """The policy and its tokenizer (``cfg.model``), and the tokenized training and held-out data (``cfg.data``);
+    ``need`` is what every row must carry (see :mod:`alignkit.data.requirements`)."""
     from alignkit.data.pipeline import load_tokenized
     from alignkit.models.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm(cfg.model)
-    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed)
+    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed, need=need, method=cfg.method)
     log.info("loaded %d training and %d held-out examples", len(train), len(held_out))
     return model, tokenizer, train, held_out
 

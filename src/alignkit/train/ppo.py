@@ -53,6 +53,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from alignkit.config.ranges import check_sampling_temperature
 from alignkit.data.pipeline import load_tokenized
 from alignkit.engine.backends import sampler_for
 from alignkit.engine.batch import ResponseBatch, collate
@@ -136,12 +137,13 @@ def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout
 
 def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, rollout: Rollout,
                advantages: Tensor, returns: Tensor | None, beta: float, *, step: int, seed: int,
-               grad_accum: int = 1, max_grad_norm: float = 0.0, ptx=None) -> dict[str, float]:
+               grad_accum: int = 1, max_grad_norm: float = 0.0, ptx=None, guard=None) -> dict[str, float]:
     """``num_ppo_epochs`` passes of ``num_minibatches`` optimizer steps over ``rollout``; mean metrics.
 
     A minibatch (whole prompts, in an order set by (seed, step, epoch)) is split into
     ``grad_accum`` forwards, one optimizer step (:func:`~alignkit.train.runtime.optimizer_step`).
-    ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None.
+    ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None. ``guard`` (the run's
+    :class:`~alignkit.train.guard.StepGuard`) vets every update: a non-finite one is never applied.
     """
     stats = MetricSums()
     B, K, world = len(rollout.prompt_ids), rollout.num_samples, accelerator.num_processes
@@ -157,7 +159,7 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
                 micro_batches.append(_surrogate_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
                                                      advantages, returns, beta, len(prompts) * K * world))
             step_stats = optimizer_step(accelerator, module, optimizer, micro_batches, max_grad_norm=max_grad_norm,
-                                        grad_norm_weight=1.0)
+                                        grad_norm_weight=1.0, guard=guard, step=step + 1)
             stats.merge(step_stats)
             approx_kl = torch.tensor(step_stats.values("approx_kl"), device=accelerator.device).mean()
             if cfg.target_kl_stop is not None and accelerator.reduce(approx_kl, "mean") > cfg.target_kl_stop:
@@ -192,6 +194,7 @@ def _ptx_loss(cfg, module, accelerator, ptx, index: int):
 
 
 def check_config(cfg) -> None:
+    check_sampling_temperature(cfg)
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} needs a reward, e.g. rewards: [{{kind: vader}}]")
     if cfg.reference.mode in ("none", "precomputed"):
@@ -266,7 +269,7 @@ def train_rl(cfg) -> Path:
         # 4. update: num_ppo_epochs x num_minibatches optimizer steps, then one step of the schedule
         update = ppo_update(algo, ppo, module, run.optimizer, accelerator, rollout, advantages, returns, beta,
                             step=step, seed=tcfg.seed, grad_accum=tcfg.grad_accum,
-                            max_grad_norm=tcfg.max_grad_norm, ptx=ptx)
+                            max_grad_norm=tcfg.max_grad_norm, ptx=ptx, guard=run.guard)
         run.scheduler.step()
         # 5. log, and adapt the KL coefficient to the KL just measured
         metrics = step_metrics(rollout, scores, rewards, returns)
@@ -298,7 +301,8 @@ def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Ten
 def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], ResponseBatch]:
     """PPO-ptx data: ``fn(index)`` gives this process's share of pretraining batch ``index``."""
     data = replace(cfg.data, train=cfg.ppo.ptx_data, eval="", eval_size=0.0, format="auto", max_rows=0)
-    examples = [best_response_only(ex) for ex in load_tokenized(data, tokenizer, seed=cfg.train.seed)[0]]
+    rows, _ = load_tokenized(data, tokenizer, seed=cfg.train.seed, need="responses", method=f"{cfg.method} ptx")
+    examples = [best_response_only(ex) for ex in rows]
 
     def batch(index: int) -> ResponseBatch:
         indices = global_batch_indices(len(examples), cfg.ppo.ptx_batch_size * world, index, cfg.train.seed + 1)

@@ -3,9 +3,11 @@ check its config, and run its trainer."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alignkit.config import Config, save_config
+from alignkit.train.guard import claim_output_dir, output_lock, signal_handlers
 from alignkit.train.methods import MethodSpec, StepShape, method_spec, register_method
 
 __all__ = ["StepShape", "register_trainer", "run_train"]
@@ -16,9 +18,14 @@ def run_train(cfg: Config) -> Path:
     spec = method_spec(cfg.method)
     spec.check(cfg)
     out = Path(cfg.train.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    return spec.trainer(cfg)
+    main = os.environ.get("RANK", "0") == "0"  # before Accelerate starts: the launcher's global rank
+    # one run per folder (locked), a fresh run never mixes with an earlier one's checkpoints, and
+    # SIGTERM / SIGUSR1 ask the run to save at its next step boundary (alignkit.train.guard)
+    with output_lock(out, main), signal_handlers(cfg.train.save_on_signals):
+        claim_output_dir(out, cfg.train.resume, cfg.train.overwrite, delete=main)
+        if main:
+            save_config(cfg, out / "config.yaml")
+        return spec.trainer(cfg)
 
 
 def register_trainer(name: str, shape: StepShape | None = None, *, data: str = "custom", family: str = ""):

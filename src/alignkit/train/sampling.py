@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from alignkit.config import Config
+from alignkit.config.ranges import check_sampling_temperature
 from alignkit.distributed import (
     full_weights,
     gather_objects,
@@ -234,6 +235,7 @@ def stage_metrics(candidates: Candidates) -> dict[str, float]:
 def check_config(cfg: Config) -> tuple[Update, Any]:
     """The stage's update and the filter function; every config error before any model loads."""
     o = cfg.online
+    check_sampling_temperature(cfg)
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} scores its samples with a reward; add one, "
                           "e.g. `rewards: [{kind: vader}]`")

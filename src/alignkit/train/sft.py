@@ -45,7 +45,7 @@ def train_sft(cfg) -> Path:
     from alignkit.train.build import policy_and_data, policy_saver
     from alignkit.train.loop import train_loop
 
-    model, tokenizer, train, held_out = policy_and_data(cfg)
+    model, tokenizer, train, held_out = policy_and_data(cfg, need="responses")
     train = [best_response_only(ex) for ex in train]
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
