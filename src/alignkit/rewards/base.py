@@ -55,6 +55,11 @@ class Reward(ABC):
         scores = self.score(prompts, responses).tolist()
         return [[(len(response), float(s))] for response, s in zip(responses, scores)]
 
+    def score_with_details(self, prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The score ``[N]`` and named per-response diagnostics ``{name: [N]}`` (evaluation shows them
+        as ``<reward>/<name>``); none by default. A fine-grained model gives its ``error_rate``."""
+        return self.score(prompts, responses), {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -91,7 +96,7 @@ def _sequence_only(spec: RewardSpec, where: str) -> None:
     if spec.granularity != "sequence":
         raise ConfigError(
             f"{where}.granularity: kind {spec.kind!r} has sequence rewards only; "
-            "dense ('sentence') rewards are vader and function"
+            "dense ('sentence') rewards are vader, function and span_model"
         )
 
 
@@ -129,11 +134,20 @@ def _model(spec: RewardSpec, where: str) -> Reward:
     )
 
 
+def _span_model(spec: RewardSpec, where: str) -> Reward:
+    """A fine-grained reward model: dense by nature, its segments are the level it was trained at."""
+    from alignkit.rewards.span_model import SpanModelReward
+
+    path = _need(spec, "path", where)
+    return SpanModelReward.from_path(path, name=spec.name or Path(path).name, batch_size=spec.batch_size)
+
+
 REWARDS: dict[str, Callable[[RewardSpec, str], Reward]] = {
     "vader": _vader,
     "length": _length,
     "function": _function,
     "model": _model,
+    "span_model": _span_model,
 }
 
 
