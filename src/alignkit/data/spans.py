@@ -171,7 +171,7 @@ def span_examples(
     The response is ``responses[0]`` (qa-feedback's ``prediction 1``), the context the
     example's prompt. Answers without a labelled segment are dropped.
     """
-    from alignkit.rewards.base import as_text
+    from alignkit.data.schema import as_text
 
     out = []
     for ex in examples:
@@ -194,7 +194,7 @@ def split_by_prompt(examples: Sequence[Example], eval_size: float, seed: int) ->
     ``eval_size``: prompts held out, a fraction when below 1.
     """
     from alignkit.data.formats import split_train_eval
-    from alignkit.rewards.base import as_text
+    from alignkit.data.schema import as_text
 
     keys = list(dict.fromkeys(as_text(ex.prompt) for ex in examples))
     size = {"eval_fraction": eval_size} if eval_size < 1 else {"eval_size": int(eval_size)}

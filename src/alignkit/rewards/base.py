@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
+from alignkit.config.rewards import RewardSpec
+from alignkit.data.schema import as_text  # noqa: F401  (re-exported: rewards and eval import it from here)
 from alignkit.errors import ConfigError
-from alignkit.rewards.spec import RewardSpec
 
 Segment = tuple[int, float]  # (exclusive character end in the response, reward value)
 
@@ -72,13 +73,6 @@ def check_batch(prompts: Sequence[str], responses: Sequence[str]) -> None:
 def sum_segments(segments: list[list[Segment]]) -> torch.Tensor:
     """The sequence score of dense rewards: the sum of each response's segment values, ``[N]``."""
     return torch.tensor([sum(v for _, v in segs) for segs in segments], dtype=torch.float32)
-
-
-def as_text(text: str | list[dict[str, str]]) -> str:
-    """A plain-text rendering for rewards: a string as is, chat messages as ``role: content`` lines."""
-    if isinstance(text, str):
-        return text
-    return "\n".join(f"{m['role']}: {m['content']}" for m in text)
 
 
 GRANULARITIES = ("sequence", "sentence")

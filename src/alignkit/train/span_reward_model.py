@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from alignkit.data.spans import SpanExample
-from alignkit.train.run import register_trainer
+from alignkit.train.methods import MethodSpec, register_method
 
 log = logging.getLogger("alignkit")
 
@@ -111,10 +111,10 @@ def load_span_data(cfg) -> tuple[list[SpanExample], list[SpanExample]]:
     return train_spans, held_spans
 
 
-@register_trainer("span_reward_model")
 def train_span_reward_model(cfg) -> Path:
     from alignkit.models.span_model import SpanModelInfo, load_span_reward_model, save_span_reward_model
-    from alignkit.train.loop import make_accelerator, train_loop
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.loop import train_loop
 
     sr = cfg.span_reward_model
     accelerator = make_accelerator(cfg.train)  # seeds every process first: the new head starts the same
@@ -135,3 +135,6 @@ def train_span_reward_model(cfg) -> Path:
     train_loop(cfg.train, method, model, train, evaluate=evaluate, on_save=on_save, desc="span reward model",
                accelerator=accelerator)
     return Path(cfg.train.output_dir)
+
+
+register_method(MethodSpec("span_reward_model", "reward_model", train_span_reward_model, data="custom"))
