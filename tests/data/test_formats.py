@@ -47,7 +47,7 @@ def bad_reason(tmp_path, row, format="auto"):
 
 
 def test_registry_names():
-    assert set(FORMATS) == {"pairwise", "hh_rlhf", "ranked", "qa_feedback", "unpaired", "prompt", "sft"}
+    assert set(FORMATS) == {"pairwise", "hh_rlhf", "ranked", "qa_feedback", "span_feedback", "unpaired", "prompt", "sft"}
 
 
 def test_pairwise_strings(tmp_path):

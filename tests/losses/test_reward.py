@@ -128,3 +128,22 @@ def test_random_shapes(b, name):
     losses.sum().backward()
     assert torch.isfinite(b.policy_logps.grad).all() and (b.policy_logps.grad[~b.mask] == 0).all()
     assert 0.0 <= metrics["rewards/accuracy"].item() <= 1.0
+
+
+def test_segment_error_loss_is_cross_entropy_at_each_segment_end():
+    """Row 1: logits (0, 0), label 1: log(e^0 + e^0) - 0 = log 2 = 0.6931.
+    Row 2: logits (2, 0), label 0: log(e^2 + e^0) - 2 = log(1 + e^-2) = 0.1269.
+    The gradient raises the labelled class: d/dz_label = softmax_label - 1 < 0."""
+    import math
+
+    import torch
+
+    from alignkit.losses.reward import segment_error_loss
+
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]], requires_grad=True)
+    losses = segment_error_loss(logits, torch.tensor([1, 0]))
+    torch.testing.assert_close(losses, torch.tensor([math.log(2), math.log(1 + math.exp(-2))]))
+    losses.sum().backward()
+    assert logits.grad[0, 1] < 0 and logits.grad[1, 0] < 0
+    extreme = segment_error_loss(torch.tensor([[1e4, -1e4]]), torch.tensor([1]))
+    assert torch.isfinite(extreme).all() and float(extreme) == pytest.approx(2e4)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alignkit.config.rewards import RewardModelConfig, RewardSpec
+from alignkit.config.rewards import RewardModelConfig, RewardSpec, SpanRewardModelConfig
 from alignkit.config.rl import PPOConfig
 from alignkit.config.sampling import OnlineConfig, SamplingConfig
 
@@ -37,7 +37,7 @@ class ModelConfig:
 class DataConfig:
     train: str = ""  # training data: a file (jsonl/json/parquet, optionally .gz), a saved dataset folder, or a Hub id
     eval: str = ""  # held-out data in the same forms; empty means carve eval_size rows off the training data
-    format: str = "auto"  # auto, pairwise, hh_rlhf, ranked, qa_feedback, unpaired, prompt, sft
+    format: str = "auto"  # auto, pairwise, hh_rlhf, ranked, qa_feedback, span_feedback, unpaired, prompt, sft
     split: str = "train"  # split of a dataset folder or Hub dataset
     eval_split: str = "test"  # split used for `eval` when it names a dataset with splits
     eval_size: float = 0.0  # rows held out from `train` when `eval` is empty (a fraction if < 1)
@@ -104,4 +104,5 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # generation for sampling methods and PPO
     ppo: PPOConfig = field(default_factory=PPOConfig)  # on-policy RL: ppo, rloo, grpo
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)  # method: reward_model
+    span_reward_model: SpanRewardModelConfig = field(default_factory=SpanRewardModelConfig)  # method: span_reward_model
     online: OnlineConfig = field(default_factory=OnlineConfig)  # sampling methods: raft, rso, online, iterative_dpo

@@ -18,6 +18,9 @@ Formats (a "text" is a string or a list of ``{"role", "content"}`` chat messages
 - ``ranked``: ``{prompt, responses, scores}`` (higher is better, ties allowed) or
   ``{prompt, ranking: [best, ..., worst]}`` -> scores ``[K-1, ..., 0]``.
 - ``qa_feedback``: the Fine-Grained RLHF qa-feedback rows (see :func:`qa_feedback`).
+- ``span_feedback``: ``{prompt, response, spans: [{start, end, category}]}``, error spans over
+  the response (``docs/fine_grained.md``) -> K=1, the spans in ``meta["feedback"]["errors"]``
+  as qa-feedback has them (see :func:`span_feedback`).
 - ``unpaired``: ``{prompt, completion, label}`` -> K=1, ``desirable=[label]``.
 - ``prompt``: ``{prompt}`` -> K=0.
 - ``sft``: ``{prompt, completion}``, ``{text}`` (whole text, empty prompt) or
@@ -343,6 +346,30 @@ def _checked_feedback(feedback: Any, prediction: str) -> dict:
     return feedback
 
 
+@register_format("span_feedback")
+def span_feedback(row: Row, location: str) -> Example:
+    """``{prompt, response, spans}``: character spans ``[start, end)`` of the response with a ``category``.
+
+    Becomes one response whose ``meta["feedback"]["errors"]`` holds the spans in qa-feedback's
+    keys (``start``, ``end``, ``error type``), so :func:`alignkit.data.spans.span_examples`
+    reads both formats alike. ``spans`` may be empty (an answer without errors).
+    """
+    prompt = _prompt_text(_field(row, "prompt"))
+    response = _string(row, "response")
+    if response == "":
+        raise BadRow("response is empty")
+    errors = []
+    for n, span in enumerate(_list(row, "spans"), start=1):
+        if not isinstance(span, dict) or not isinstance(span.get("category"), str) or not span["category"]:
+            raise BadRow(f"span {n} must be an object with start, end and a non-empty category")
+        start, end = span.get("start"), span.get("end")
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end))
+        if not (ok and 0 <= start < end <= len(response)):
+            raise BadRow(f"span {n} needs integers 0 <= start < end <= {len(response)} (the response's length)")
+        errors.append({"start": start, "end": end, "error type": span["category"]})
+    return Example(prompt, [response], source=location, meta={"feedback": {"errors": errors}})
+
+
 @register_format("unpaired")
 def unpaired(row: Row, location: str) -> Example:
     prompt = _prompt_text(_field(row, "prompt"))
@@ -393,7 +420,8 @@ def sft(row: Row, location: str) -> Example:
 def detect_format(row: Row) -> str | None:
     """The format of a row from its (non-null) columns; the first rule that matches wins.
 
-    1. ``prediction 1`` and ``preference``          -> qa_feedback
+    1. ``prediction 1`` and ``preference``          -> qa_feedback;
+       ``response`` and ``spans``                   -> span_feedback
     2. ``responses`` or ``ranking``                 -> ranked
     3. ``chosen`` and ``rejected``: with ``prompt``, or chat lists -> pairwise;
        strings without ``prompt``                   -> hh_rlhf
@@ -404,6 +432,8 @@ def detect_format(row: Row) -> str | None:
     cols = {k for k, v in row.items() if v is not None}
     if {"prediction 1", "preference"} <= cols:
         return "qa_feedback"
+    if {"response", "spans"} <= cols:
+        return "span_feedback"
     if cols & {"responses", "ranking"}:
         return "ranked"
     if {"chosen", "rejected"} <= cols:

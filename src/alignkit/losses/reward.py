@@ -45,3 +45,14 @@ def kwise(batch: RankedBatch):
     r = clean(batch.policy_logps, batch.mask)  # [B, K]
     per_pair = F.softplus(-pairwise_diff(r))  # [B, K, K]
     return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, r)
+
+
+def segment_error_loss(logits, labels):
+    """Per-segment cross-entropy of a fine-grained reward model (Wu et al. 2023, sec. 4.1).
+
+    ``logits`` ``[M, 2]`` at the M segment-end tokens (class 1: the segment has an error),
+    ``labels`` ``[M]`` in {0, 1}. Returns ``[M]``: ``-log softmax(logits)[label]``, i.e.
+    ``logsumexp(z) - z_label``, the token-classification loss read only at segment ends.
+    Not a ``[B, K]`` preference loss, so it is not in the ``LOSSES`` registry.
+    """
+    return F.cross_entropy(logits.float(), labels.long(), reduction="none")

@@ -25,7 +25,7 @@ from alignkit.errors import ConfigError
 
 # The modules whose import registers methods and families (the ones beyond the loss registry).
 METHOD_MODULES = ("alignkit.train.sft", "alignkit.train.preference", "alignkit.train.reward_model",
-                  "alignkit.train.sampling", "alignkit.train.ppo")
+                  "alignkit.train.span_reward_model", "alignkit.train.sampling", "alignkit.train.ppo")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class MethodSpec:
     name: str
     family: str  # sft, reward_model, preference, sampling, rl (or a plugin's own)
     trainer: Callable[[Any], Path]  # fn(Config) -> the run folder
-    data: str  # rows it trains on: sft, pairs, ranked, unpaired (KTO), prompts (it samples), or a plugin's own
+    data: str  # rows it trains on: sft, pairs, ranked, unpaired (KTO), prompts (it samples), spans (span feedback), or a plugin's own
     uses: str = ""  # the registry entry it runs: a loss, a selector or an algorithm ("" for its own trainer)
     needs_reference: bool = False  # the policy's loss reads a reference model
     implicit_reward: str = "logp"  # the policy's implicit reward for preference accuracy: ratio (vs the reference) or logp
