@@ -31,6 +31,7 @@ class LoraConfig:
     alpha: int = 16  # scaling numerator: the update is scaled by alpha / r
     dropout: float = 0.0  # dropout on the adapter input
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # peft target modules
+    save_merged: bool = False  # also save the adapter merged into the base weights, as final/merged
 
 
 @dataclass

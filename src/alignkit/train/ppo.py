@@ -389,7 +389,8 @@ def train_rl(cfg) -> Path:
     accelerator.wait_for_everyone()
     state = full_state_dict(accelerator, module)  # FSDP / ZeRO-3: gathered, a collective on every process
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(module), tokenizer, output_dir / "final", state)
+        save_final(accelerator.unwrap_model(module), tokenizer, output_dir / "final", state,
+                   save_merged=cfg.model.lora.save_merged)
     accelerator.wait_for_everyone()
     return output_dir
 
@@ -431,12 +432,13 @@ def _mean_over_processes(accelerator, metrics: dict) -> dict[str, float]:
     return dict(zip(keys, values.tolist()))
 
 
-def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None) -> None:
-    """The policy in HF format (LoRA merged; see ``save_pretrained``), the critic beside it.
+def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None,
+               save_merged: bool = False) -> None:
+    """The policy in HF format (a LoRA policy as its adapter; see ``save_pretrained``), the critic beside it.
 
     ``state``: the whole :class:`ActorCritic` state dict gathered from FSDP / ZeRO-3 shards, whose
     parameters the module itself then holds only in part."""
-    save_pretrained(module.policy, tokenizer, out_dir, state_dict=sub_state_dict(state, "scorer.lm."))
+    save_pretrained(module.policy, tokenizer, out_dir, save_merged, state_dict=sub_state_dict(state, "scorer.lm."))
     critic, prefix = (module.value_head, "value_head.") if module.value_head is not None else (module.critic, "critic.")
     if critic is not None:
         weights = sub_state_dict(state, prefix) or critic.state_dict()

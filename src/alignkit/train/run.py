@@ -90,12 +90,12 @@ def _policy_and_data(cfg: Config):
     return model, tokenizer, train, held_out
 
 
-def _save_final(tokenizer):
+def _save_final(tokenizer, save_merged: bool = False):
     from alignkit.models.loading import save_pretrained, sub_state_dict
 
     def on_save(module, out_dir: Path, state_dict=None) -> None:
         # Under FSDP / ZeRO-3 the loop passes the gathered weights of the SequenceScorer.
-        save_pretrained(module.lm, tokenizer, out_dir, state_dict=sub_state_dict(state_dict, "lm."))
+        save_pretrained(module.lm, tokenizer, out_dir, save_merged, state_dict=sub_state_dict(state_dict, "lm."))
 
     return on_save
 
@@ -111,7 +111,7 @@ def train_sft(cfg: Config) -> Path:
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
-    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=_save_final(tokenizer), desc="sft")
+    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=_save_final(tokenizer, cfg.model.lora.save_merged), desc="sft")
     return Path(cfg.train.output_dir)
 
 
@@ -167,7 +167,7 @@ def train_preference(cfg: Config) -> Path:
         reference.to(accelerator.device)
     method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
     train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,
-               on_save=_save_final(tokenizer), desc=cfg.method)
+               on_save=_save_final(tokenizer, cfg.model.lora.save_merged), desc=cfg.method)
     return Path(cfg.train.output_dir)
 
 

@@ -351,19 +351,20 @@ def train_sampling(cfg: Config) -> Path:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
     accelerator.wait_for_everyone()
-    save_policy(accelerator, scorer, tokenizer, out / "final")
+    save_policy(accelerator, scorer, tokenizer, out / "final", cfg.model.lora.save_merged)
     return out
 
 
-def save_policy(accelerator, scorer, tokenizer, out_dir: Path) -> None:
-    """The scorer's policy in HF format, its state dict gathered first when FSDP / ZeRO-3 shards it
-    (a collective: every process calls this; the main process writes)."""
+def save_policy(accelerator, scorer, tokenizer, out_dir: Path, save_merged: bool = False) -> None:
+    """The scorer's policy in HF format (a LoRA policy as its adapter; see ``save_pretrained``), its
+    state dict gathered first when FSDP / ZeRO-3 shards it (a collective: every process calls this;
+    the main process writes)."""
     from alignkit.train.loop import full_state_dict
     from alignkit.train.run import _save_final
 
     state = full_state_dict(accelerator, scorer)
     if accelerator.is_main_process:
-        _save_final(tokenizer)(scorer, out_dir, state)
+        _save_final(tokenizer, save_merged)(scorer, out_dir, state)
     accelerator.wait_for_everyone()
 
 
