@@ -38,12 +38,11 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     _config_args,
 )
 def _train(args: argparse.Namespace) -> int:
+    from alignkit.api import train
     from alignkit.config import load_config
-    from alignkit.train.run import run_train
 
-    cfg = load_config(args.config, args.overrides)
-    out = run_train(cfg)
-    print(f"done: {out / 'final'}")
+    run = train(config=load_config(args.config, args.overrides))
+    print(f"done: {run.final}")
     return 0
 
 

@@ -38,7 +38,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     if in_memory.is_name(name):
         held = in_memory.lookup(name)
         if held is None:
-            raise in_memory.missing(name, "model.tokenizer")
+            raise in_memory.missing(name, "model")
         if hasattr(held, "encode"):
             tok = held
             if tok.pad_token_id is None:
