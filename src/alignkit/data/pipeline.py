@@ -23,12 +23,20 @@ def resolve_data_path(path: str) -> str:
     return path
 
 
+def tokenize_config(data_cfg):
+    """The tokenizer's length budgets and truncation rule from a ``DataConfig``."""
+    from alignkit.data.tokenize import TokenizeConfig
+
+    return TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length,
+                          truncation=data_cfg.truncation, drop_long_prompts=data_cfg.drop_long_prompts)
+
+
 def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ...] = ()) -> tuple[
     list[TokenizedExample], list[TokenizedExample]
 ]:
     """Load, validate and tokenize ``data.train`` (and ``data.eval`` or a held-out slice)."""
     from alignkit.data.formats import load_examples, split_train_eval
-    from alignkit.data.tokenize import TokenizeConfig, tokenize_examples
+    from alignkit.data.tokenize import tokenize_examples
     from alignkit.errors import ConfigError
 
     if not data_cfg.train:
@@ -43,7 +51,7 @@ def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ..
         train, held_out = split_train_eval(train, seed=seed, **kwargs)
     else:
         held_out = []
-    tok_cfg = TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length)
+    tok_cfg = tokenize_config(data_cfg)
     skip = data_cfg.skip_bad_rows
     return (
         tokenize_examples(train, tokenizer, tok_cfg, skip_bad_rows=skip),

@@ -68,27 +68,31 @@ class PromptRow:
 def load_prompts(cfg: Config, tokenizer, with_responses: bool = False) -> list[PromptRow]:
     """The prompts of ``data.train`` (whole-text rows have none and are skipped), tokenized by ``data``."""
     from alignkit.data.formats import load_examples
-    from alignkit.data.pipeline import resolve_data_path
-    from alignkit.data.tokenize import TokenizeConfig, tokenize_example
+    from alignkit.data.pipeline import resolve_data_path, tokenize_config
+    from alignkit.data.tokenize import LongPrompt, tokenize_example
 
     data = cfg.data
     if not data.train:
         raise ConfigError("data.train: no prompts given; set data.train to a file of prompts (any format)")
     examples = load_examples(resolve_data_path(data.train), format=data.format, split=data.split,
                              skip_bad_rows=data.skip_bad_rows, max_rows=data.max_rows or None, log=log.warning)
-    tok_cfg = TokenizeConfig(max_prompt_length=data.max_prompt_length, max_length=data.max_length)
-    rows = []
+    tok_cfg = tokenize_config(data)
+    rows, dropped = [], 0
     for ex in examples:
         if ex.meta.get("whole_text"):
             continue
         responses = list(ex.responses) if with_responses else []
         try:
             tok = tokenize_example(replace(ex, responses=responses, scores=None, desirable=None), tokenizer, tok_cfg)
-        except DataError:
-            if not data.skip_bad_rows:
+        except DataError as err:
+            dropped += isinstance(err, LongPrompt)
+            if not (data.skip_bad_rows or isinstance(err, LongPrompt)):
                 raise
             continue
         rows.append(PromptRow(ex.prompt, tok.prompt_ids, responses, tok.response_ids))
+    if dropped:
+        log.warning("dropped %d prompts longer than max_prompt_length %d (data.drop_long_prompts)", dropped,
+                    tok_cfg.max_prompt_length)
     if not rows:
         raise ConfigError(f"data.train: {data.train} has no prompts (whole-text rows carry none)")
     return rows
@@ -445,10 +449,10 @@ def load_model(cfg: Config, path: str = "", lora: bool = False):
 
 def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSource | None]:
     """The candidate sources of ``online.sources``: a model (policy, sampler or another one), or None (dataset)."""
-    from alignkit.data.tokenize import TokenizeConfig
+    from alignkit.data.pipeline import tokenize_config
     from alignkit.engine.backends import sampler_for
 
-    tok_cfg = TokenizeConfig(max_prompt_length=cfg.data.max_prompt_length, max_length=cfg.data.max_length)
+    tok_cfg = tokenize_config(cfg.data)
     out: list[ModelSource | None] = []
     for name in cfg.online.sources:
         if name == "dataset":
