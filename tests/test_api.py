@@ -95,3 +95,63 @@ def test_generate_score_and_evaluate_take_objects(tmp_path, base_dir):
                                rewards=[{"kind": "length"}], sampling={"num_samples": 2, "max_new_tokens": 4},
                                output_dir=str(tmp_path / "eval"), progress=False)
     assert report["n_prompts"] == 2 and "length" in report["rewards"]
+
+
+def test_a_trl_dpo_script_ports_line_for_line(tmp_path, base_dir, monkeypatch):
+    """The README's TRL DPO script and its alignkit port: the port is no longer, runs on a model object
+    and a datasets.Dataset, logs TRL's metric names to TensorBoard, and leaves an adapter in final/ that
+    PeftModel.from_pretrained(base, final) loads."""
+    import re
+    from pathlib import Path
+
+    from peft import PeftModel
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    trl_script, port = re.findall(r"```python\n(.*?)```", readme.split("## From Python")[1], re.S)[:2]
+    assert "DPOTrainer" in trl_script and "alignkit.train" in port
+    assert len(port.splitlines()) <= len(trl_script.splitlines())
+
+    monkeypatch.chdir(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    scope = {"model": model, "tokenizer": AutoTokenizer.from_pretrained(base_dir),
+             "dataset": Dataset.from_list(pairs())}
+    exec(port.replace('"max_steps": 100', '"max_steps": 2, "batch_size": 4, "progress": False'), scope)
+    run = scope["run"]
+    assert run.final == Path("runs/dpo/final")
+
+    events = EventAccumulator(str(run.output_dir / "tensorboard"))
+    events.Reload()
+    trl_names = {"train/loss", "train/rewards/accuracies", "train/rewards/margins", "train/rewards/chosen",
+                 "train/rewards/rejected", "train/logps/chosen", "train/logps/rejected", "train/learning_rate",
+                 "train/grad_norm", "train/epoch", "train/num_tokens"}
+    assert trl_names <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/rewards/accuracies")] == [1, 2]
+    margins = [e.value for e in events.Scalars("train/rewards/margins")]
+    assert margins == pytest.approx([r["rewards/margins"] for r in run.metrics[:2]])
+
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run.final)
+    assert peft_model.peft_config["default"].r == 8
+    assert not (run.final / "merged").exists() and not (run.final / "model.safetensors").exists()
+
+
+def test_a_missing_tracker_package_is_a_clear_error_before_training(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match="train.tracker: wandb needs the wandb package, which is not installed"):
+        alignkit.train("dpo", model="no-such-model-is-loaded", train_data=pairs(), train={"tracker": "wandb"})
+
+
+def test_wandb_logs_offline_under_trl_names(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = alignkit.train("dpo", model="tiny-llama", train_data=pairs(), output_dir=tmp_path / "wb",
+                         train={"max_steps": 2, "batch_size": 4, "tracker": "wandb", "progress": False})
+    wandb.finish()
+    (log,) = (run.output_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    data = log.read_bytes()
+    for name in (b"train/rewards/accuracies", b"train/rewards/margins", b"train/learning_rate", b"train/num_tokens"):
+        assert name in data, name

@@ -192,6 +192,7 @@ def train(method: str | None = None, *, model: Any = None, ref_model: Any = None
         lora: True, or the ``model.lora`` section as a dict (``{"r": 16}``; given, it means enabled).
         config, overrides, **sections: see the module doc.
     """
+    from alignkit.train.loop import check_tracker
     from alignkit.train.run import run_train
 
     held: dict[str, str] = {}
@@ -199,6 +200,7 @@ def train(method: str | None = None, *, model: Any = None, ref_model: Any = None
         cfg = train_config(method, model=model, ref_model=ref_model, tokenizer=tokenizer, train_data=train_data,
                            eval_data=eval_data, output_dir=output_dir, lora=lora, config=config,
                            overrides=overrides, held=held, **sections)
+        check_tracker(cfg.train.tracker)
         out = run_train(cfg)
         objects = {role: in_memory.lookup(name) for role, name in held.items()}
         return Run(Path(out), cfg, objects)

@@ -87,7 +87,42 @@ def make_accelerator(cfg: TrainConfig):
             "launch with `accelerate launch --config_file configs/accelerate/<ddp|fsdp|...>.yaml`"
         )
     set_seed(cfg.seed)
+    if cfg.tracker != "none":
+        start_tracker(accelerator, cfg)
     return accelerator
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_tracker(name: str) -> None:
+    """A clear error, before any work, when the package of ``train.tracker`` is not installed."""
+    import importlib.util
+
+    from alignkit.errors import ConfigError
+
+    package = TRACKER_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"train.tracker: {name} needs the {package} package, which is not installed; "
+                          f"`pip install {package}` (or `pip install 'alignkit[tracking]'`), or set train.tracker: none")
+
+
+def start_tracker(accelerator, cfg: TrainConfig) -> None:
+    """Accelerate's tracker for ``cfg.tracker``, with the train settings as its hyper-parameters.
+
+    TensorBoard writes to ``output_dir/tensorboard``; W&B to the project ``alignkit``, the run named
+    after ``output_dir`` (``WANDB_MODE=offline`` keeps it on disk, in ``output_dir/wandb``)."""
+    import dataclasses
+
+    check_tracker(cfg.tracker)
+    hparams = {k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
+    out = Path(cfg.output_dir)
+    if cfg.tracker == "tensorboard":
+        accelerator.init_trackers("tensorboard", config=hparams)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        accelerator.init_trackers("alignkit", config=hparams,
+                                  init_kwargs={"wandb": {"name": out.resolve().name, "dir": str(out)}})
 
 
 def _has_gpu() -> bool:
@@ -140,8 +175,19 @@ class MetricsLog:
         if self.accelerator.is_main_process:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-        step = record.get("step")
-        self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+        if self.accelerator.trackers:
+            self.accelerator.log(tracker_scalars(record), step=record.get("step"))
+            for tracker in self.accelerator.trackers:  # TensorBoard buffers for minutes otherwise
+                flush = getattr(getattr(tracker, "writer", None), "flush", None)
+                if callable(flush):
+                    flush()
+
+
+def tracker_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics record as the trackers get it, named as transformers' TensorBoard and W&B callbacks
+    name TRL's metrics: ``train/<name>`` for training metrics, ``eval/<name>`` as it is."""
+    return {(k if k.startswith(("eval/", "train/")) else f"train/{k}"): v for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _reduce_metrics(accelerator, sums: dict[str, float], weight: float) -> dict[str, float]:
@@ -209,10 +255,15 @@ def train_loop(
     bar = _progress(cfg, accelerator, steps, start, desc)
     module.train()
     global_batch = micro * accum * world
+    steps_per_epoch = max(len(train_examples) // global_batch, 1)
+
+    def batch_at(step: int) -> list:
+        return [train_examples[i] for i in global_batch_indices(len(train_examples), global_batch, step, cfg.seed)]
+
+    seen_tokens = sum(sequence_tokens(batch_at(s)) or 0 for s in range(start))
     for step in range(start, steps):
         t0 = time.perf_counter()
-        indices = global_batch_indices(len(train_examples), global_batch, step, cfg.seed)
-        batch = [train_examples[i] for i in indices]
+        batch = batch_at(step)
         units = method.units(batch)
         mine = batch[accelerator.process_index :: world]
         # the same number of micro-batches on every process, even when a short batch leaves some empty
@@ -243,15 +294,21 @@ def train_loop(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"step": step + 1, **_reduce_metrics(accelerator, sums, my_units)}
-        record["lr"] = scheduler.get_last_lr()[0]
+        record["learning_rate"] = scheduler.get_last_lr()[0]
+        record["epoch"] = (step + 1) / steps_per_epoch
         record["step_time"] = time.perf_counter() - t0
+        tokens = sequence_tokens(batch)  # the global batch: the same on every process
+        if tokens is not None:
+            seen_tokens += tokens
+            record["num_tokens"] = seen_tokens
+            record["tokens_per_second"] = tokens / max(record["step_time"], 1e-9)
         if cfg.eval_every > 0 and (step + 1) % cfg.eval_every == 0:
             record.update(run_eval())
         if (step + 1) % max(cfg.log_every, 1) == 0 or step + 1 == steps:
             log.write(record)
         result.history.append(record)
         bar.update(1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "rewards/accuracy", "nll")})
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "rewards/accuracies", "nll")})
         if cfg.save_every > 0 and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
             save_checkpoint(accelerator, output_dir, step + 1, {"total_steps": steps}, cfg.keep_checkpoints)
         result.step = step + 1
@@ -272,6 +329,14 @@ def train_loop(
                 on_save(unwrapped, output_dir / "final", state_dict)
     accelerator.wait_for_everyone()
     return result
+
+
+def sequence_tokens(examples: Sequence[Any]) -> int | None:
+    """Tokens of every prompt + response sequence of ``examples`` (a prompt counts once per response,
+    as TRL's ``num_tokens`` counts the input tokens), or None for examples that are not tokenized."""
+    if not examples or not hasattr(examples[0], "prompt_ids"):
+        return None
+    return sum(len(ex.prompt_ids) * len(ex.response_ids) + sum(map(len, ex.response_ids)) for ex in examples)
 
 
 @torch.no_grad()

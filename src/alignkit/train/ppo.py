@@ -371,7 +371,7 @@ def train_rl(cfg) -> Path:
 
         metrics = step_metrics(rollout, scores, rewards, returns)
         record = {"step": step + 1, **_mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
-                  "lr": scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"],
+                  "learning_rate": scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"],
                   "step_time": time.perf_counter() - t0}
         kl_ctl.update(record["kl"], n_steps=len(rollout.scores) * world)
         if held_out and tcfg.eval_every > 0 and (step + 1) % tcfg.eval_every == 0:
