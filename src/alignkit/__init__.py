@@ -15,14 +15,12 @@ _API = ("evaluate", "compare", "generate", "score", "Run", "train_config")
 
 
 def __getattr__(name: str):
+    import importlib
+
     if name == "train":
-        import importlib
-
         return importlib.import_module("alignkit.train")
-    if name in _API:
-        from alignkit import api
-
-        return getattr(api, name)
+    if name in _API:  # the top layer, looked up by name: this package depends on nothing above it
+        return getattr(importlib.import_module("alignkit.api"), name)
     raise AttributeError(f"module 'alignkit' has no attribute {name!r}")
 
 

@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 from alignkit.config import TrainConfig
+from alignkit.distributed import shard
 from alignkit.losses.reduce import global_mean
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from alignkit.train.distributed import shard
 
 
 class Method(Protocol):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from alignkit.data.schema import Example
-from alignkit.train.distributed import barrier, is_main
+from alignkit.distributed import barrier, is_main
 from alignkit.train.run import register_trainer
 
 log = logging.getLogger("alignkit")

@@ -40,8 +40,7 @@ from typing import Any
 import torch
 
 from alignkit.config import Config
-from alignkit.errors import AlignkitError, ConfigError, DataError
-from alignkit.train.distributed import (
+from alignkit.distributed import (
     full_weights,
     gather_objects,
     lockstep_batches,
@@ -49,6 +48,7 @@ from alignkit.train.distributed import (
     shard,
     sharded_across_processes,
 )
+from alignkit.errors import AlignkitError, ConfigError, DataError
 from alignkit.train.run import StepShape, register_trainer
 from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
 
