@@ -446,4 +446,5 @@ def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None
 
 
 for _name in ALGORITHMS:  # a step takes ppo.num_minibatches batches of prompts
-    register_trainer(_name, StepShape(batches_per_step=lambda cfg: cfg.ppo.num_minibatches))(train_rl)
+    register_trainer(_name, StepShape(batches_per_step=lambda cfg: cfg.ppo.num_minibatches),
+                     sections=("reference", "engine", "rewards", "sampling", "ppo"))(train_rl)

@@ -81,7 +81,7 @@ def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
     return int((valid & (scores[:, :, None] > scores[:, None, :])).sum())
 
 
-@register_trainer("reward_model")
+@register_trainer("reward_model", sections=("loss", "reward_model"))
 def train_reward_model(cfg) -> Path:
     from alignkit.data.formats import load_examples, split_train_eval
     from alignkit.data.pipeline import resolve_data_path

@@ -31,16 +31,37 @@ class StepShape:
 
 
 STEP_SHAPES: dict[str, StepShape] = {}
+COMMON_SECTIONS = ("method", "model", "data", "train")  # every method reads these
+TRAINER_SECTIONS: dict[str, tuple[str, ...]] = {}
 
 
-def register_trainer(name: str, shape: StepShape | None = None):
+def register_trainer(name: str, shape: StepShape | None = None, sections: tuple[str, ...] = ()):
+    """Register a trainer; ``sections``: the config sections it reads beyond :data:`COMMON_SECTIONS`
+    (what ``alignkit config show`` lists and the saved ``config.yaml`` keeps)."""
+
     def wrap(fn):
         TRAINERS[name] = fn
+        TRAINER_SECTIONS[name] = COMMON_SECTIONS + tuple(sections)
         if shape is not None:
             STEP_SHAPES[name] = shape
         return fn
 
     return wrap
+
+
+def method_sections(method: str) -> tuple[str, ...]:
+    """The config sections ``method`` reads: its trainer's declaration, or for a loss of the registry
+    ``loss`` and ``engine``, and ``reference`` when the loss needs one; every section when unknown."""
+    import dataclasses
+
+    from alignkit.losses import LOSSES
+
+    _load_plugins()
+    if method in TRAINER_SECTIONS:
+        return TRAINER_SECTIONS[method]
+    if method in LOSSES:
+        return COMMON_SECTIONS + ("loss", "engine") + (("reference",) if LOSSES[method].needs_reference else ())
+    return tuple(f.name for f in dataclasses.fields(Config))
 
 
 def step_shape(method: str) -> StepShape:
@@ -64,7 +85,8 @@ def run_train(cfg: Config) -> Path:
         raise ConfigError(f"method: unknown method {cfg.method!r}; choose one of: {', '.join(names)}")
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / "config.yaml", sections=method_sections(cfg.method))
+    log.info("config (%s):\n%s", out / "config.yaml", (out / "config.yaml").read_text().rstrip())
     return runner(cfg)
 
 
@@ -100,7 +122,7 @@ def _save_final(tokenizer, save_merged: bool = False):
     return on_save
 
 
-@register_trainer("sft")
+@register_trainer("sft", sections=("engine",))
 def train_sft(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer
     from alignkit.train.loop import train_loop

@@ -469,4 +469,5 @@ def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSo
 
 
 for _name in SELECTORS:  # train.max_steps counts the steps of one stage
-    register_trainer(_name, StepShape(stages=lambda cfg: max(cfg.online.stages, 1)))(train_sampling)
+    register_trainer(_name, StepShape(stages=lambda cfg: max(cfg.online.stages, 1)),
+                     sections=("reference", "engine", "rewards", "sampling", "online"))(train_sampling)
