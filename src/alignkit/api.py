@@ -192,7 +192,7 @@ def train(method: str | None = None, *, model: Any = None, ref_model: Any = None
         lora: True, or the ``model.lora`` section as a dict (``{"r": 16}``; given, it means enabled).
         config, overrides, **sections: see the module doc.
     """
-    from alignkit.train.loop import check_tracker
+    from alignkit.train.accelerator import check_tracker
     from alignkit.train.run import run_train
 
     held: dict[str, str] = {}

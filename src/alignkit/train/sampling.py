@@ -291,9 +291,11 @@ def train_sampling(cfg: Config) -> Path:
     from alignkit.losses import get_loss
     from alignkit.models.reference import FrozenReference, copy_of
     from alignkit.rewards import build_reward
-    from alignkit.train.loop import make_accelerator, train_loop
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.build import policy_saver
+    from alignkit.train.loop import train_loop
     from alignkit.train.preference import PreferenceMethod
-    from alignkit.train.run import _save_final
+    from alignkit.train.runtime import save_final
     from alignkit.train.sft import SFTMethod
 
     loss, filter_fn = check_config(cfg)
@@ -344,32 +346,18 @@ def train_sampling(cfg: Config) -> Path:
         if examples:
             stage_cfg = replace(cfg.train, output_dir=str(sdir), seed=cfg.train.seed + stage)
             result = train_loop(stage_cfg, method, scorer, examples, accelerator=accelerator,
-                                on_save=_save_final(tokenizer), desc=f"{cfg.method} {stage + 1}/{o.stages}")
+                                on_save=policy_saver(tokenizer), desc=f"{cfg.method} {stage + 1}/{o.stages}")
             record["train/loss"] = result.history[-1].get("loss") if result.history else None
             accelerator.free_memory()  # drop this stage's optimizer
         else:
             log.warning("stage %d: nothing selected (all candidates tied or filtered); the policy is unchanged", stage)
-            save_policy(accelerator, scorer, tokenizer, sdir / "final")
+            save_final(accelerator, scorer, sdir / "final", policy_saver(tokenizer))
         log.info("stage %d: %s", stage, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
-    accelerator.wait_for_everyone()
-    save_policy(accelerator, scorer, tokenizer, out / "final", cfg.model.lora.save_merged)
+    save_final(accelerator, scorer, out / "final", policy_saver(tokenizer, cfg.model.lora.save_merged))
     return out
-
-
-def save_policy(accelerator, scorer, tokenizer, out_dir: Path, save_merged: bool = False) -> None:
-    """The scorer's policy in HF format (a LoRA policy as its adapter; see ``save_pretrained``), its
-    state dict gathered first when FSDP / ZeRO-3 shards it (a collective: every process calls this;
-    the main process writes)."""
-    from alignkit.train.loop import full_state_dict
-    from alignkit.train.run import _save_final
-
-    state = full_state_dict(accelerator, scorer)
-    if accelerator.is_main_process:
-        _save_final(tokenizer, save_merged)(scorer, out_dir, state)
-    accelerator.wait_for_everyone()
 
 
 def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, progress: bool, lockstep: bool = False):
