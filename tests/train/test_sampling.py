@@ -243,6 +243,13 @@ def test_lora_stages_keep_their_adapters_and_resume_from_them(tmp_path):
     assert [r["stage"] for r in read(resumed / "metrics.jsonl")] == [0, 1, 2]
 
 
+def test_keep_stage_models_keeps_the_weights_of_the_last_n_stages(tmp_path):
+    out = run_train(cfg_for(tmp_path, "keep", "online.stages=3", "online.keep_stage_models=1", "train.max_steps=1"))
+    kept = [(stage_dir(out, n) / "final" / "model.safetensors").is_file() for n in range(3)]
+    assert kept == [False, False, True] and (stage_dir(out, 0) / "samples.jsonl").is_file()
+    assert (out / "final" / "model.safetensors").is_file()
+
+
 def test_each_process_samples_scores_and_returns_its_own_block_of_the_prompts(monkeypatch):
     """Data parallel sampling, simulated in one process: process i of 2 generates for its contiguous block of
     the stage's draw only, with its own seed, and what the processes gather is the draw in order."""

@@ -353,6 +353,8 @@ def train_sampling(cfg: Config) -> Path:
             log.warning("stage %d: nothing selected (all candidates tied or filtered); the policy is unchanged", stage)
             save_final(accelerator, scorer, sdir / "final", policy_saver(tokenizer))
         log.info("stage %d: %s", stage, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+        if main and o.keep_stage_models > 0:
+            drop_stage_weights(out, stage - max(o.keep_stage_models, 1))
         if main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -395,6 +397,17 @@ def merge_generation_metrics(per_process: list[dict[str, float]]) -> dict[str, f
     responses = [t / max(m["gen/mean_length"], 1e-9) for m, t in zip(parts, tokens)]
     return {"gen/tokens_per_s": sum(m["gen/tokens_per_s"] for m in parts), "gen/seconds": max(seconds),
             "gen/mean_length": sum(tokens) / max(sum(responses), 1e-9), "gen/processes": float(len(parts))}
+
+
+def drop_stage_weights(out: Path, last: int) -> None:
+    """Remove the weights of the full models of stages ``0..last`` (``online.keep_stage_models``); their
+    samples, metrics and tokenizer stay, so the stages still count as done. Adapters are kept."""
+    for stage in range(last + 1):
+        final = stage_dir(out, stage) / "final"
+        if (final / "adapter_config.json").is_file():
+            continue
+        for weights in final.glob("*.safetensors"):
+            weights.unlink()
 
 
 def stage_dir(out: Path, stage: int) -> Path:
