@@ -59,8 +59,8 @@ def method_sections(method: str) -> tuple[str, ...]:
     from alignkit.losses import LOSSES
 
     _load_plugins()
-    if method in TRAINER_SECTIONS:
-        return TRAINER_SECTIONS[method]
+    if method in TRAINERS:
+        return TRAINER_SECTIONS.get(method, COMMON_SECTIONS)
     if method in LOSSES:
         return COMMON_SECTIONS + ("loss", "engine") + (("reference",) if LOSSES[method].needs_reference else ())
     return tuple(f.name for f in dataclasses.fields(Config))
