@@ -144,14 +144,22 @@ def test_a_missing_tracker_package_is_a_clear_error_before_training(monkeypatch)
         alignkit.train("dpo", model="no-such-model-is-loaded", train_data=pairs(), train={"tracker": "wandb"})
 
 
-def test_wandb_logs_offline_under_trl_names(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    run = alignkit.train("dpo", model="tiny-llama", train_data=pairs(), output_dir=tmp_path / "wb",
-                         train={"max_steps": 2, "batch_size": 4, "tracker": "wandb", "progress": False})
-    wandb.finish()
-    (log,) = (run.output_dir / "wandb").glob("offline-run-*/run-*.wandb")
+def test_wandb_logs_offline_under_trl_names(tmp_path):
+    """In a fresh process: after a TensorBoard run in the same process, W&B (0.31) wrote only its header."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("wandb")
+    script = (
+        "import alignkit, wandb\n"
+        f"alignkit.train('dpo', model='tiny-llama', train_data='alignkit:tiny_pairs.jsonl', output_dir={str(tmp_path / 'wb')!r},"
+        " train={'max_steps': 2, 'batch_size': 4, 'tracker': 'wandb', 'progress': False})\n"
+        "wandb.finish()\n"
+    )
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=600, capture_output=True)
+    (log,) = (tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb")
     data = log.read_bytes()
     for name in (b"train/rewards/accuracies", b"train/rewards/margins", b"train/learning_rate", b"train/num_tokens"):
         assert name in data, name

@@ -24,16 +24,16 @@ from alignkit.models.tiny import build_tiny_model, build_tiny_tokenizer
 from alignkit.rewards import build_reward
 from alignkit.train import ppo
 from alignkit.train.accelerator import make_accelerator
-from alignkit.train.build import build_reference
-from alignkit.train.ppo import (
+from alignkit.train.algorithms import (
+    ALGORITHMS,
     Minibatch,
-    PPOConfig,
     group_advantages,
     grpo_policy_loss,
     leave_one_out_advantages,
-    ppo_update,
     sequence_policy_loss,
 )
+from alignkit.train.build import build_reference
+from alignkit.train.ppo import PPOConfig, ppo_update
 from alignkit.train.rollout import (
     ActorCritic,
     build_actor_critic,
@@ -176,7 +176,7 @@ def test_a_ppo_update_on_a_fixed_rollout_reduces_its_losses(fixed_rollout):
     assert pg_before == pytest.approx(float(expected), abs=1e-5)
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     cfg = PPOConfig(num_ppo_epochs=4, num_minibatches=2, vf_coef=1.0)
-    stats = ppo_update(ppo.ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
+    stats = ppo_update(ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
                        advantages, returns, beta=0.05, step=0, seed=0)
     pg_after, vf_after = losses_on(module, r, advantages, returns)
     assert stats["ppo_epochs"] == 4 and stats["early_stop"] == 0
@@ -189,7 +189,7 @@ def test_an_update_stops_once_the_approximate_kl_passes_target_kl_stop(fixed_rol
     module, r, advantages, returns = fixed_rollout
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
     cfg = PPOConfig(num_ppo_epochs=4, num_minibatches=2, target_kl_stop=1e-3)
-    stats = ppo_update(ppo.ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
+    stats = ppo_update(ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
                        advantages, returns, beta=0.05, step=0, seed=0)
     # the first minibatch starts at ratio 1 (approx KL 0); after one large step the next one is past 1e-3
     assert stats["early_stop"] == 1 and stats["ppo_epochs"] == 1

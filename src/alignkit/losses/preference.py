@@ -151,7 +151,7 @@ def slic_hf(batch: RankedBatch, *, delta: float = 1.0, lam: float = 0.1):
     return loss, preference_metrics(batch, logps)
 
 
-@register_loss("kto", needs_reference=True)
+@register_loss("kto", needs_reference=True, data="unpaired")
 def kto(batch: RankedBatch, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
     """KTO, Ethayarajh et al. 2024, arXiv 2402.01306, eq. 8.
 

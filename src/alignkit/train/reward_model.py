@@ -18,7 +18,7 @@ import torch
 
 from alignkit.data.schema import Example
 from alignkit.distributed import barrier, is_main
-from alignkit.train.run import register_trainer
+from alignkit.train.methods import MethodSpec, register_method
 
 log = logging.getLogger("alignkit")
 
@@ -81,12 +81,10 @@ def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
     return int((valid & (scores[:, :, None] > scores[:, None, :])).sum())
 
 
-@register_trainer("reward_model", sections=("loss", "reward_model"))
 def train_reward_model(cfg) -> Path:
     from alignkit.data.formats import load_examples, split_train_eval
     from alignkit.data.pipeline import resolve_data_path
     from alignkit.errors import ConfigError
-    from alignkit.losses import check_hyperparameters
     from alignkit.models.reward_model import (
         compute_center,
         load_reward_model,
@@ -98,7 +96,6 @@ def train_reward_model(cfg) -> Path:
     from alignkit.train.loop import train_loop
 
     rm_cfg = cfg.reward_model
-    check_hyperparameters(rm_cfg.loss, cfg.loss)
     accelerator = make_accelerator(cfg.train)  # seeds every process first: a new head starts the same on each
     model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
                                          trust_remote_code=cfg.model.trust_remote_code)
@@ -137,3 +134,13 @@ def train_reward_model(cfg) -> Path:
             store_center(Path(cfg.train.output_dir) / "final", center)
         barrier()
     return Path(cfg.train.output_dir)
+
+
+def check_config(cfg) -> None:
+    from alignkit.losses import check_hyperparameters
+
+    check_hyperparameters(cfg.reward_model.loss, cfg.loss)  # reward_model.loss picks one; loss: its arguments
+
+
+register_method(MethodSpec("reward_model", "reward_model", train_reward_model, data="pairs", check=check_config,
+                           sections=("loss", "reward_model")))
