@@ -82,6 +82,7 @@ def test_metrics_md_documents_every_metric_the_losses_and_the_loop_log(tmp_path)
 
     import alignkit
     from alignkit.losses import LOSSES, RankedBatch
+    from alignkit.train.candidates import Candidates
     from alignkit.train.sampling import stage_metrics
 
     documented = set(re.findall(r"`([a-z_0-9/]+)`", (DOCS / "metrics.md").read_text()))
@@ -92,6 +93,7 @@ def test_metrics_md_documents_every_metric_the_losses_and_the_loop_log(tmp_path)
     run = alignkit.train("dpo", model="tiny-llama", train_data="alignkit:tiny_pairs.jsonl", output_dir=tmp_path / "r",
                          data={"eval_size": 4}, train={"max_steps": 1, "batch_size": 4, "progress": False})
     logged |= {k.removeprefix("eval/") for r in run.metrics for k in r}
-    record = {"responses": ["a b", "c d"], "scores": [1.0, 0.0], "kept": [True, False]}
-    logged |= set(stage_metrics([record]))
+    candidates = Candidates.of_scores(torch.tensor([[1.0, 0.0]]))
+    candidates.kept = torch.tensor([[True, False]])
+    logged |= set(stage_metrics(candidates))
     assert logged - documented == set()
