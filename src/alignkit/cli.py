@@ -26,6 +26,17 @@ def command(name: str, help_text: str, add_args: Callable[[argparse.ArgumentPars
     return wrap
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """The config file, overrides, and every key in the help (from the config's field docs)."""
+    from alignkit.config import Config
+    from alignkit.config.help import format_keys, keys
+
+    _config_args(p)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("every config key (`alignkit config show METHOD` lists those one method reads, "
+                "with its loss's hyper-parameters):\n\n" + format_keys(keys(Config)))
+
+
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("config", nargs=None if required else "?", help="YAML config file")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override any config key")
@@ -35,15 +46,14 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     "train",
     "train a model: SFT, a reward model, any preference loss, RAFT/RSO/online methods, PPO/RLOO/GRPO "
     "(the config's `method` picks one)",
-    _config_args,
+    _train_args,
 )
 def _train(args: argparse.Namespace) -> int:
+    from alignkit.api import train
     from alignkit.config import load_config
-    from alignkit.train.run import run_train
 
-    cfg = load_config(args.config, args.overrides)
-    out = run_train(cfg)
-    print(f"done: {out / 'final'}")
+    run = train(config=load_config(args.config, args.overrides))
+    print(f"done: {run.final}")
     return 0
 
 
@@ -85,7 +95,7 @@ def _import_commands() -> None:
     import importlib
 
     for name in ("alignkit.rewards.cli", "alignkit.engine.cli", "alignkit.eval.cli", "alignkit.demo.cli",
-                 "alignkit.label.cli"):
+                 "alignkit.label.cli", "alignkit.config.cli"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:

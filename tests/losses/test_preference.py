@@ -35,8 +35,8 @@ def test_dpo_by_hand():
     assert losses.item() == pytest.approx(0.598139, abs=1e-6)
     assert metrics["rewards/chosen"].item() == pytest.approx(0.1)
     assert metrics["rewards/rejected"].item() == pytest.approx(-0.1)
-    assert metrics["rewards/margin"].item() == pytest.approx(0.2)
-    assert metrics["rewards/accuracy"].item() == 1.0
+    assert metrics["rewards/margins"].item() == pytest.approx(0.2)
+    assert metrics["rewards/accuracies"].item() == 1.0
     assert metrics["logps/chosen"].item() == -1.0 and metrics["logps/rejected"].item() == -3.0
 
 
@@ -197,9 +197,9 @@ def test_metrics_over_a_ranking():
     """dpo, beta = 1, ratios [0, 2, -1] with scores [2, 1, 0]: pairs (0,1) wrong, (0,2) right,
     (1,2) right -> accuracy 2/3; chosen = response 0 (0), rejected = response 2 (-1)."""
     losses, m = dpo(batch([[0.0, 2.0, -1.0]], ref=[[0.0, 0.0, 0.0]]), beta=1.0)
-    assert m["rewards/accuracy"].item() == pytest.approx(2 / 3)
+    assert m["rewards/accuracies"].item() == pytest.approx(2 / 3)
     assert m["rewards/chosen"].item() == 0.0 and m["rewards/rejected"].item() == -1.0
-    assert m["rewards/margin"].item() == 1.0
+    assert m["rewards/margins"].item() == 1.0
     assert all(not torch.as_tensor(v).requires_grad for v in m.values())
     # padding never counts, even with a real score: a masked 4th response scored -1 (lowest)
     # and 5 (highest) leaves every metric unchanged
@@ -434,7 +434,7 @@ def test_hinge_by_hand():
     loss.sum().backward()
     assert loss.tolist() == pytest.approx([0.8])
     assert b.policy_logps.grad[0].tolist() == pytest.approx([-0.1, 0.1])
-    assert float(metrics["rewards/margin"]) == pytest.approx(0.2)
+    assert float(metrics["rewards/margins"]) == pytest.approx(0.2)
     b = pair()
     loss, _ = LOSSES["hinge"](b, beta=1.0)
     loss.sum().backward()

@@ -12,7 +12,8 @@ from alignkit.losses import LOSSES, RankedBatch, check_hyperparameters, get_loss
 REFERENCE = {"dpo", "ipo", "r_dpo", "listwise_dpo", "kto"}
 REFERENCE_FREE = {"simpo", "cpo", "orpo", "slic_hf", "rrhf", "pro", "bradley_terry", "kwise"}
 EXPECTED = REFERENCE | REFERENCE_FREE
-METRICS = {"rewards/accuracy", "rewards/chosen", "rewards/rejected", "rewards/margin", "logps/chosen", "logps/rejected"}
+METRICS = {"rewards/accuracies", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"}
+REWARD_MODEL_METRICS = {"accuracy", "margin", "mean_reward"}  # a reward model's losses: TRL's RewardTrainer names
 
 # The paper defaults (sources in each function's docstring).
 DEFAULTS = {
@@ -76,7 +77,7 @@ def test_the_contract(name):
     losses, metrics = fn(example_batch(with_ref=fn.needs_reference))
     assert losses.shape == (2,) and losses.dtype == torch.float32 and torch.isfinite(losses).all()
     assert losses.requires_grad
-    assert METRICS <= set(metrics)
+    assert (REWARD_MODEL_METRICS if fn.trains == "reward_model" else METRICS) <= set(metrics)
     for key, value in metrics.items():
         value = torch.as_tensor(value)
         assert value.ndim == 0 and not value.requires_grad and torch.isfinite(value), key

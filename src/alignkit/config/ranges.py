@@ -83,7 +83,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "model.lora.dropout": UNIT_OPEN_RIGHT,
     "data.eval_size": NON_NEGATIVE,
     "data.max_rows": NON_NEGATIVE,
-    "data.max_prompt_length": AT_LEAST_ONE,
+    "data.max_prompt_length": NON_NEGATIVE,  # 0: half of data.max_length
     "data.max_length": AT_LEAST_ONE,
     "train.seed": NON_NEGATIVE,
     "train.learning_rate": POSITIVE,
@@ -130,6 +130,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "ppo.eval_samples": AT_LEAST_ONE,
     "reward_model.max_length": AT_LEAST_ONE,
     "reward_model.center_examples": NON_NEGATIVE,
+    "online.keep_stage_models": NON_NEGATIVE,  # 0: keep all
     "span_reward_model.min_span_words": NON_NEGATIVE,
     "span_reward_model.max_length": AT_LEAST_ONE,
     "span_reward_model.error_reward": FINITE,

@@ -22,6 +22,7 @@ class LoraConfig:
     alpha: int = 16  # scaling numerator: the update is scaled by alpha / r
     dropout: float = 0.0  # dropout on the adapter input
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # peft target modules
+    save_merged: bool = False  # also save the adapter merged into the base weights, as final/merged
 
 
 @dataclass
@@ -43,8 +44,10 @@ class DataConfig:
     eval_size: float = 0.0  # rows held out from `train` when `eval` is empty (a fraction if < 1)
     skip_bad_rows: bool = False  # skip unparseable rows (counted in the log) instead of stopping
     max_rows: int = 0  # use only the first max_rows training rows (0: all)
-    max_prompt_length: int = 512  # prompt tokens kept (the end of the prompt is kept)
+    max_prompt_length: int = 0  # prompt tokens kept, below max_length (0: half of max_length); longer prompts are truncated
     max_length: int = 1024  # prompt + response tokens; responses are cut to fit
+    truncation: Literal["keep_end", "keep_start"] = "keep_end"  # which part of a long prompt is kept
+    drop_long_prompts: bool = False  # drop rows whose prompt is longer than max_prompt_length instead
 
 
 @dataclass

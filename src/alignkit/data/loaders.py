@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union
 
+from alignkit import in_memory
 from alignkit.errors import DataError
 
 Row = dict[str, Any]
@@ -63,7 +64,9 @@ def read_rows(path_or_id: PathLike, split: str = "train") -> Iterator[tuple[Row 
     """
     name = str(path_or_id)
     path = Path(path_or_id).expanduser()
-    if path.is_dir():
+    if in_memory.is_name(name):
+        rows = _read_in_memory(name, split)
+    elif path.is_dir():
         rows = _read_saved_dataset(path, split)
     elif path.is_file():
         rows = _read_file(path)
@@ -215,6 +218,19 @@ def _read_saved_dataset(path: Path, split: str) -> Iterator[tuple[Row | BadRow, 
         ds = ds[split]
     for i, row in enumerate(ds):
         yield row, f"{path}:[{i}]"
+
+
+def _read_in_memory(name: str, split: str) -> Iterator[tuple[Row | BadRow, str]]:
+    """A ``datasets.Dataset`` (or ``DatasetDict``, by ``split``) or a list of dicts given to the Python API."""
+    data = in_memory.lookup(name)
+    if data is None:
+        raise DataError(f"{name}: not held in this session; give a file, a saved dataset folder or a Hub id")
+    if hasattr(data, "keys") and not isinstance(data, dict):  # a DatasetDict
+        if split not in data:
+            raise DataError(f"{name}: no split {split!r}; it has {', '.join(data)} (set data.split)")
+        data = data[split]
+    for i, row in enumerate(data):
+        yield _as_row(row), f"{name}[{i}]"
 
 
 def _read_hub(dataset_id: str, split: str) -> Iterator[tuple[Row | BadRow, str]]:

@@ -209,11 +209,13 @@ def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference)
     """Train (unless finished) and evaluate (unless evaluated) one method; returns (eval result, status)."""
     from alignkit.eval.runner import evaluate_model
     from alignkit.train.guard import claim_output_dir
-    from alignkit.train.run import run_train
+    from alignkit.train.run import method_sections, run_train
 
     run_dir = Path(train_cfg.train.output_dir)
     final = run_dir / "final"
-    if final.is_dir() and not _same(_saved_yaml(run_dir / "config.yaml"), to_dict(train_cfg)):
+    sections = method_sections(train_cfg.method)  # config.yaml holds the sections the method reads
+    current = {k: v for k, v in to_dict(train_cfg).items() if k in sections}
+    if final.is_dir() and not _same(_saved_yaml(run_dir / "config.yaml"), current):
         log.info("%s: the config changed since the last run; training again", entry.name)
         (run_dir / "eval.json").unlink(missing_ok=True)
     elif final.is_dir():

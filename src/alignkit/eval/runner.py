@@ -59,7 +59,7 @@ class EvalConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weight dtype of the policy and reference
     prompts: str = ""  # data file whose prompts are sampled on (any format; alignkit:NAME for built-ins)
     max_prompts: int = 0  # use the first max_prompts prompts (0: all)
-    max_prompt_length: int = 512  # prompt tokens kept (the end of the prompt)
+    max_prompt_length: int = 0  # prompt tokens kept (the end of the prompt), below max_length (0: half of it)
     max_length: int = 1024  # prompt + response tokens when scoring reference responses and preference data
     max_rows: int = 0  # use the first max_rows rows of reference_responses and preference_data (0: all)
     rewards: list[RewardSpec] = field(default_factory=list)  # each is reported separately

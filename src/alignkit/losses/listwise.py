@@ -3,8 +3,8 @@
 Shapes: ``RankedBatch`` of ``[B, K]`` in, ``(losses [B], metrics)`` out. Ties never
 count as preferences: a response only competes against responses scored strictly
 lower, and rows without a strict preference give exactly 0. Metrics as in
-:mod:`alignkit.losses.preference` (``rewards/accuracy``, ``rewards/chosen``,
-``rewards/rejected``, ``rewards/margin``, ``logps/chosen``, ``logps/rejected``).
+:mod:`alignkit.losses.preference` (``rewards/accuracies``, ``rewards/chosen``,
+``rewards/rejected``, ``rewards/margins``, ``logps/chosen``, ``logps/rejected``).
 """
 
 from __future__ import annotations

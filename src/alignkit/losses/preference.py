@@ -6,8 +6,8 @@ function trains on ranked data; K=2 is the ordinary chosen/rejected case. Rows
 without a strict preference (all tied, one response, all masked) give exactly 0.
 
 Shapes: every function takes a :class:`RankedBatch` of ``[B, K]`` tensors and returns
-``(losses [B], metrics)``. Metrics (:func:`preference_metrics`): ``rewards/accuracy``,
-``rewards/chosen``, ``rewards/rejected``, ``rewards/margin``, ``logps/chosen``,
+``(losses [B], metrics)``. Metrics (:func:`preference_metrics`): ``rewards/accuracies``,
+``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``logps/chosen``,
 ``logps/rejected``, where the "reward" of a response is beta * log pi/pi_ref for the
 reference-based methods and the policy's log-prob (per token where the method
 normalises by length) for the reference-free ones.
@@ -233,7 +233,7 @@ def _unpaired_metrics(batch: RankedBatch, rewards: torch.Tensor, desirable: torc
     return {
         "rewards/chosen": chosen,
         "rewards/rejected": rejected,
-        "rewards/margin": chosen - rejected,
+        "rewards/margins": chosen - rejected,
         "logps/chosen": mean(logps, desirable),
         "logps/rejected": mean(logps, undesirable),
     }

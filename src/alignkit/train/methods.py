@@ -57,8 +57,10 @@ class MethodSpec:
     step_shape: StepShape = field(default_factory=StepShape)
     default_update: str = ""  # sampling methods: the update when online.loss is empty (sft or a loss name)
     check: Callable[[Any], None] = _no_check  # fn(Config): raise ConfigError before any model loads
+    sections: tuple[str, ...] = ()  # config sections it reads beyond COMMON_SECTIONS (help, saved config.yaml)
 
 
+COMMON_SECTIONS = ("method", "model", "data", "train")  # every method reads these
 METHODS: dict[str, MethodSpec] = {}
 FAMILIES: list[Callable[[], dict[str, MethodSpec]]] = []
 
@@ -102,3 +104,16 @@ def method_spec(name: str) -> MethodSpec:
     if name not in methods:
         raise ConfigError(f"method: unknown method {name!r}; choose one of: {', '.join(sorted(methods))}")
     return methods[name]
+
+
+def method_sections(name: str) -> tuple[str, ...]:
+    """The config sections method ``name`` reads (what ``alignkit config show`` lists and the saved
+    ``config.yaml`` keeps); every section of the config for an unknown name."""
+    import dataclasses
+
+    from alignkit.config import Config
+
+    methods = all_methods()
+    if name not in methods:
+        return tuple(f.name for f in dataclasses.fields(Config))
+    return COMMON_SECTIONS + methods[name].sections

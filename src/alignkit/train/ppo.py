@@ -274,10 +274,11 @@ def train_rl(cfg) -> Path:
         # 5. log, and adapt the KL coefficient to the KL just measured
         metrics = step_metrics(rollout, scores, rewards, returns)
         record = {"step": step + 1, **mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
-                  "lr": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"]}
+                  "learning_rate": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"]}
         kl_ctl.update(record["kl"], n_steps=len(rollout.scores) * world)
         run.end_step(record, show=("reward", "kl", "kl_coef"))
-    run.finish(lambda unwrapped, out_dir, state: save_final(unwrapped, tokenizer, out_dir, state))
+    run.finish(lambda unwrapped, out_dir, state: save_final(unwrapped, tokenizer, out_dir, state,
+                                                            save_merged=cfg.model.lora.save_merged))
     return run.output_dir
 
 
@@ -311,12 +312,13 @@ def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], Respon
     return batch
 
 
-def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None) -> None:
-    """The policy in HF format (LoRA merged; see ``save_pretrained``), the critic beside it.
+def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None,
+               save_merged: bool = False) -> None:
+    """The policy in HF format (a LoRA policy as its adapter; see ``save_pretrained``), the critic beside it.
 
     ``state``: the whole :class:`ActorCritic` state dict gathered from FSDP / ZeRO-3 shards, whose
     parameters the module itself then holds only in part."""
-    save_pretrained(module.policy, tokenizer, out_dir, state_dict=sub_state_dict(state, "scorer.lm."))
+    save_pretrained(module.policy, tokenizer, out_dir, save_merged, state_dict=sub_state_dict(state, "scorer.lm."))
     critic, prefix = (module.value_head, "value_head.") if module.value_head is not None else (module.critic, "critic.")
     if critic is not None:
         weights = sub_state_dict(state, prefix) or critic.state_dict()
@@ -328,4 +330,4 @@ def rl_methods() -> dict[str, MethodSpec]:
     """Every algorithm of :data:`ALGORITHMS` is a method; a step takes ``ppo.num_minibatches`` batches of prompts."""
     shape = StepShape(batches_per_step=lambda cfg: cfg.ppo.num_minibatches)
     return {name: MethodSpec(name, "rl", train_rl, data="prompts", uses=name, needs_reference=True, step_shape=shape,
-                             check=check_config) for name in ALGORITHMS}
+                             check=check_config, sections=("reference", "engine", "rewards", "sampling", "ppo")) for name in ALGORITHMS}

@@ -86,7 +86,7 @@ def train_preference(cfg) -> Path:
         reference.to(accelerator.device)
     method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
     train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,
-               on_save=policy_saver(tokenizer), desc=cfg.method)
+               on_save=policy_saver(tokenizer, cfg.model.lora.save_merged), desc=cfg.method)
     return Path(cfg.train.output_dir)
 
 
@@ -100,6 +100,7 @@ def preference_methods() -> dict[str, MethodSpec]:
     return {
         name: MethodSpec(name, "preference", train_preference, data=fn.data, uses=name,
                          needs_reference=fn.needs_reference, implicit_reward="ratio" if fn.needs_reference else "logp",
-                         check=_check_hyperparameters)
+                         check=_check_hyperparameters,
+                         sections=("loss", "engine") + (("reference",) if fn.needs_reference else ()))
         for name, fn in LOSSES.items() if fn.trains == "policy"
     }

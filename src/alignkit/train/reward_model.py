@@ -126,4 +126,5 @@ def check_config(cfg) -> None:
     check_hyperparameters(cfg.reward_model.loss, cfg.loss)  # reward_model.loss picks one; loss: its arguments
 
 
-register_method(MethodSpec("reward_model", "reward_model", train_reward_model, data="pairs", check=check_config))
+register_method(MethodSpec("reward_model", "reward_model", train_reward_model, data="pairs", check=check_config,
+                           sections=("loss", "reward_model")))

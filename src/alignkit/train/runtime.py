@@ -173,8 +173,19 @@ class MetricsLog:
         if self.accelerator.is_main_process:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-        step = record.get("step")
-        self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+        if self.accelerator.trackers:
+            self.accelerator.log(tracker_scalars(record), step=record.get("step"))
+            for tracker in self.accelerator.trackers:  # TensorBoard buffers for minutes otherwise
+                flush = getattr(getattr(tracker, "writer", None), "flush", None)
+                if callable(flush):
+                    flush()
+
+
+def tracker_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics record as the trackers get it, named as transformers' TensorBoard and W&B callbacks
+    name TRL's metrics: ``train/<name>`` for training metrics, ``eval/<name>`` as it is."""
+    return {(k if k.startswith(("eval/", "train/")) else f"train/{k}"): v for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 # ---------------------------------------------------------------- one optimizer step
@@ -297,6 +308,10 @@ class Run:
                               max_grad_norm=self.cfg.max_grad_norm,
                               scheduler=self.scheduler if step_scheduler else None, grad_norm_weight=grad_norm_weight,
                               guard=self.guard, step=self._running)
+
+    def step_seconds(self) -> float:
+        """Seconds since the current step began."""
+        return time.perf_counter() - self._t0
 
     def end_step(self, record: dict[str, Any], show: Sequence[str] = ("loss",)) -> None:
         """Finish the step of ``record`` (its ``step`` is 1-based): time, evaluate when due, log when due,

@@ -50,8 +50,9 @@ def train_sft(cfg) -> Path:
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
-    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=policy_saver(tokenizer), desc="sft")
+    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=policy_saver(tokenizer, cfg.model.lora.save_merged),
+               desc="sft")
     return Path(cfg.train.output_dir)
 
 
-register_method(MethodSpec("sft", "sft", train_sft, data="sft"))
+register_method(MethodSpec("sft", "sft", train_sft, data="sft", sections=("engine",)))

@@ -137,4 +137,5 @@ def train_span_reward_model(cfg) -> Path:
     return Path(cfg.train.output_dir)
 
 
-register_method(MethodSpec("span_reward_model", "reward_model", train_span_reward_model, data="spans"))
+register_method(MethodSpec("span_reward_model", "reward_model", train_span_reward_model, data="spans",
+                           sections=("span_reward_model",)))
