@@ -19,7 +19,7 @@ def test_user_errors_exit_2_with_one_message(tmp_path, capsys):
     path = write_project(tmp_path)
     cases = [
         (["label", "stats", str(tmp_path / "nope.yaml")], "config file not found"),
-        (["label", "stats", str(path), "annotators_per_itme=3"], "did you mean 'annotators_per_item'"),
+        (["label", "stats", str(path), "annotators_per_itme=3"], "did you mean `annotators_per_item`"),
         (["label", "export", str(path), "-f", "ranked", "-o", str(tmp_path / "x"), "--task", "choose"],
          "needs a task with scores: one of rank, rate"),
         (["label", "add-annotator", str(path), "bad name!"], "annotator name"),

@@ -18,7 +18,7 @@ def test_defaults_and_relative_paths(tmp_path):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"taks": ["rank"]}, "taks: unknown key (did you mean 'tasks'?)"),
+    ({"taks": ["rank"]}, "taks: unknown key (did you mean `tasks`?)"),
     ({"tasks": ["sort"]}, "unknown task 'sort'"),
     ({"annotators_per_item": 0}, "annotators_per_item must be at least 1"),
     ({"error_categories": []}, "error_categories needs 1 to 9"),
