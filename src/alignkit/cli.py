@@ -58,6 +58,9 @@ def _methods(args: argparse.Namespace) -> int:
         hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(name).items())
         ref = "reference" if fn.needs_reference else "reference-free"
         print(f"{name:14s} loss ({ref}) {hp}")
+    from alignkit.diffusion.cli import method_lines
+
+    print("\n".join(method_lines()))
     return 0
 
 
