@@ -74,12 +74,23 @@ def test_d3po_hand_worked_and_identity():
     """beta 1, step margins h = [(0.5 - 0) - (-0.5 - 0), (0 - 0) - (0 - 0)] = [1, 0]:
     softplus(-1) = log(1 + e^-1) = 0.313262, softplus(0) = log 2 = 0.693147; mean 0.503205."""
     win, lose = torch.tensor([[0.5, 0.0]]), torch.tensor([[-0.5, 0.0]])
-    losses, metrics = d3po(win, torch.zeros(1, 2), lose, torch.zeros(1, 2), beta=1.0)
+    losses, metrics = d3po(win, torch.zeros(1, 2), lose, torch.zeros(1, 2), beta=1.0, clip=10.0)
     assert losses.item() == pytest.approx(0.503205, abs=1e-6)
     assert metrics["accuracy"] == pytest.approx(0.5)
     x = torch.randn(3, 4)
     same, _ = d3po(x, x, x + 1, x + 1)  # policy = reference: every step at log 2
     assert torch.allclose(same, torch.full((3,), math.log(2)))
+
+
+def test_d3po_clips_each_steps_ratio_like_the_authors_code():
+    """clip 0.1: a log-ratio of 0.5 is clamped to log 1.1 = 0.095310, -0.5 to log 0.9 = -0.105361;
+    beta 1: h = 0.095310 + 0.105361 = 0.200671, L = log(1 + e^-0.200671) = log 1.818182 = 0.597837, and no gradient flows
+    through a clamped ratio."""
+    win = torch.tensor([[0.5]], requires_grad=True)
+    losses, _ = d3po(win, torch.zeros(1, 1), torch.tensor([[-0.5]]), torch.zeros(1, 1), beta=1.0, clip=0.1)
+    assert losses.item() == pytest.approx(0.597837, abs=1e-6)
+    losses.sum().backward()
+    assert win.grad.item() == 0.0
 
 
 def test_d3po_gradient_sign_and_extremes():
@@ -88,8 +99,8 @@ def test_d3po_gradient_sign_and_extremes():
     losses, _ = d3po(win, torch.zeros(2, 3), lose, torch.zeros(2, 3))
     losses.sum().backward()
     assert (win.grad < 0).all() and (lose.grad > 0).all()
-    big, _ = d3po(torch.full((1, 2), 1e6), torch.zeros(1, 2), torch.full((1, 2), -1e6), torch.zeros(1, 2))
-    small, _ = d3po(torch.full((1, 2), -1e6), torch.zeros(1, 2), torch.full((1, 2), 1e6), torch.zeros(1, 2))
+    big, _ = d3po(torch.full((1, 2), 1e6), torch.zeros(1, 2), torch.full((1, 2), -1e6), torch.zeros(1, 2), clip=1e9)
+    small, _ = d3po(torch.full((1, 2), -1e6), torch.zeros(1, 2), torch.full((1, 2), 1e6), torch.zeros(1, 2), clip=1e9)
     assert big.item() == 0.0 and math.isfinite(small.item()) and small.item() > 1e4
 
 

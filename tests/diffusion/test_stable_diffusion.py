@@ -67,3 +67,22 @@ def test_one_round_of_every_method_trains_only_the_lora(tiny_pipeline, method):
 def test_not_a_pipeline_folder_is_one_clear_error(tmp_path):
     with pytest.raises(AlignkitError, match="not a Stable Diffusion pipeline folder"):
         load_sd_task(tmp_path, ["x"])
+
+
+def test_reference_is_the_unet_with_its_lora_disabled(tiny_pipeline):
+    from diffusers import UNet2DConditionModel
+
+    from alignkit.diffusion.trainer import reference_policy
+
+    task = load_sd_task(tiny_pipeline, ["a cat"], lora_rank=2)
+    base = UNet2DConditionModel.from_pretrained(tiny_pipeline / "unet").eval()
+    with torch.no_grad():
+        for name, p in task.policy.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # a trained adapter changes the output
+        x, t, cond = torch.randn(1, 4, 8, 8), torch.tensor(500), task.condition(torch.tensor([0]))
+        adapted = task.policy.predict_noise(x, t, cond)
+        reference = reference_policy(task.policy).predict_noise(x, t, cond)
+        expected = base(x, t.expand(1), encoder_hidden_states=cond).sample
+    assert not torch.allclose(adapted, expected, atol=1e-4)
+    assert torch.allclose(reference, expected, atol=1e-5)

@@ -8,6 +8,8 @@ models. Log-probs are per dimension (:mod:`alignkit.diffusion.policy`); denoisin
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -51,16 +53,22 @@ def ddpo(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch
 
 @register_diffusion_method("d3po", feedback="pairs", inputs="chain_log_prob", needs_reference=True)
 def d3po(log_probs_w: torch.Tensor, ref_log_probs_w: torch.Tensor, log_probs_l: torch.Tensor,
-         ref_log_probs_l: torch.Tensor, *, beta: float = 0.1):
+         ref_log_probs_l: torch.Tensor, *, beta: float = 0.1, clip: float = 0.1):
     """D3PO, Yang et al. 2023, arXiv 2311.13231, sec. 4: DPO on every denoising step.
 
     Each step is a one-step MDP action, so the DPO loss applies to the step pair
     (x^w_{t-1} | x^w_t) vs (x^l_{t-1} | x^l_t) of a preferred and a dispreferred chain of one condition:
-    L_t = -log sigma(beta [log pi/pi_ref (x^w_{t-1}|x^w_t) - log pi/pi_ref (x^l_{t-1}|x^l_t)]), L = mean_t L_t.
-    Inputs ``[B, T]`` per-dimension log-probs of the policy and the reference (the start model).
-    Preferences come from any labeller (a person, a file of choices, a rule); no reward model.
+    L_t = -log sigma(beta [c(log pi/pi_ref (x^w_{t-1}|x^w_t)) - c(log pi/pi_ref (x^l_{t-1}|x^l_t))]), L = mean_t L_t,
+    where c clamps a step's ratio pi/pi_ref to [1 - clip, 1 + clip] as the authors' code does (a trust
+    region: a step already that far from the reference gets no gradient; ``clip`` = 0 would freeze it,
+    a large ``clip`` gives the paper's unclipped loss). Inputs ``[B, T]`` per-dimension log-probs of the
+    policy and the reference (the start model). Preferences come from any labeller (a person, a file
+    of choices, a rule); no reward model.
     """
-    h = beta * ((log_probs_w - ref_log_probs_w) - (log_probs_l - ref_log_probs_l))  # [B, T]
+    low, high = math.log(1 - clip) if clip < 1 else -math.inf, math.log(1 + clip)
+    ratio_w = (log_probs_w - ref_log_probs_w).clamp(low, high)  # [B, T]
+    ratio_l = (log_probs_l - ref_log_probs_l).clamp(low, high)
+    h = beta * (ratio_w - ratio_l)
     return F.softplus(-h).mean(1), {"accuracy": _mean((h > 0).float()), "margin": _mean(h)}
 
 

@@ -78,7 +78,7 @@ class DiffusionTrainConfig:
     hparams: dict = field(default_factory=dict)  # the method's hyper-parameters (paper defaults otherwise)
     rounds: int = 8  # sample-then-train rounds
     prompts_per_round: int = 32  # prompts sampled per round
-    samples_per_prompt: int = 4  # K samples per prompt (pairs methods use the first two)
+    samples_per_prompt: int = 4  # K samples per prompt (pairs methods: K/2 pairs)
     num_steps: int = 10  # DDIM steps per chain
     eta: float = 1.0  # DDIM stochasticity (1: DDPM); > 0 so that steps have log-probs
     learning_rate: float = 1e-4  # AdamW learning rate
@@ -129,9 +129,9 @@ def build_feedback(kind: str, chains: Chain, ids: torch.Tensor, images: torch.Te
     if kind == "pairs":
         if task.labeller is None:
             raise ConfigError(f"method {cfg.method!r} learns from pairwise preferences: give the task a labeller")
-        if k < 2:
-            raise ConfigError("samples_per_prompt: a pairs method needs at least 2 samples per prompt")
-        first = torch.arange(0, len(ids), k)
+        if k < 2 or k % 2:
+            raise ConfigError(f"samples_per_prompt: {k}; a pairs method compares samples two by two, give an even K")
+        first = torch.arange(0, len(ids), 2)  # K/2 pairs per prompt: samples (0, 1), (2, 3), ...
         prefer_a = task.labeller(images[first], images[first + 1], ids[first]).bool().to(first.device)
         w = torch.where(prefer_a, first, first + 1)
         return Feedback({"w": chains.select(w), "l": chains.select(torch.where(prefer_a, first + 1, first))}, {},
