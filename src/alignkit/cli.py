@@ -48,11 +48,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
+    from alignkit.diffusion import DIFFUSION_METHODS
     from alignkit.losses import LOSSES, hyperparameters
     from alignkit.train.run import TRAINERS, _load_plugins
 
     _load_plugins()
-    for name in sorted(TRAINERS):
+    for name in sorted(set(TRAINERS) - set(DIFFUSION_METHODS)):  # diffusion methods get their own lines below
         print(f"{name:14s} trainer")
     for name, fn in sorted(LOSSES.items()):
         hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(name).items())

@@ -48,7 +48,7 @@ def test_step_mean_is_diffusers_ddim_step_without_noise():
 
 def _ddpo_pytorch_step_log_prob(scheduler, model_output, timestep, sample, prev_sample, eta):
     """An independent re-derivation of kvablack/ddpo-pytorch ddpo_pytorch/diffusers_patch/ddim_with_logprob.py
-    (ddim_step_with_logprob, epsilon prediction, no clipping): prev timestep clamped at 0, variance of
+    (ddim_step_with_logprob, epsilon prediction, x_0 clipped when the config clips): prev timestep clamped at 0, variance of
     DDIM eq. 16, std = eta * sqrt(variance), Gaussian log-density averaged over all but the batch dim."""
     prev_timestep = torch.clamp(timestep - scheduler.config.num_train_timesteps // scheduler.num_inference_steps,
                                 0, scheduler.config.num_train_timesteps - 1)
@@ -57,6 +57,9 @@ def _ddpo_pytorch_step_log_prob(scheduler, model_output, timestep, sample, prev_
                                     scheduler.final_alpha_cumprod)
     beta_prod_t = 1 - alpha_prod_t
     pred_original_sample = (sample - beta_prod_t ** 0.5 * model_output) / alpha_prod_t ** 0.5
+    if scheduler.config.clip_sample:
+        pred_original_sample = pred_original_sample.clamp(-scheduler.config.clip_sample_range,
+                                                          scheduler.config.clip_sample_range)
     variance = ((1 - alpha_prod_t_prev) / beta_prod_t) * (1 - alpha_prod_t / alpha_prod_t_prev)
     std_dev_t = eta * variance ** 0.5
     direction = (1 - alpha_prod_t_prev - std_dev_t ** 2) ** 0.5 * model_output

@@ -86,3 +86,37 @@ def test_reference_is_the_unet_with_its_lora_disabled(tiny_pipeline):
         expected = base(x, t.expand(1), encoder_hidden_states=cond).sample
     assert not torch.allclose(adapted, expected, atol=1e-4)
     assert torch.allclose(reference, expected, atol=1e-5)
+
+
+def test_alignkit_train_runs_a_diffusion_method_on_a_pipeline_folder(tiny_pipeline, tmp_path):
+    from alignkit.config import Config, from_dict
+    from alignkit.train.run import run_train
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n\na dog\n")
+    cfg = from_dict(Config, {
+        "method": "diffusion_dpo",
+        "model": {"name_or_path": str(tiny_pipeline), "lora": {"r": 2}},
+        "data": {"train": str(prompts)},
+        "rewards": [{"kind": "function", "function": "alignkit.diffusion.digits:ink_reward"}],
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "batch_size": 2, "progress": False},
+        "sampling": {"batch_size": 2, "num_samples": 2},
+    })
+    out = run_train(cfg)
+    assert (out / "metrics.jsonl").read_text().count("\n") == 1
+    assert any((out / "final").iterdir())
+
+
+def test_alignkit_train_reward_errors_name_the_key(tiny_pipeline, tmp_path):
+    from alignkit.config import Config, from_dict
+    from alignkit.errors import ConfigError
+    from alignkit.train.run import run_train
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    base = {"method": "ddpo", "model": {"name_or_path": str(tiny_pipeline)}, "data": {"train": str(prompts)},
+            "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1}}
+    with pytest.raises(ConfigError, match=r"rewards\[0\].kind: 'vader' is not an image reward"):
+        run_train(from_dict(Config, {**base, "rewards": [{"kind": "vader"}]}))
+    with pytest.raises(ConfigError, match=r"rewards\[0\].function: cannot import 'nope:fn'"):
+        run_train(from_dict(Config, {**base, "rewards": [{"kind": "function", "function": "nope:fn"}]}))

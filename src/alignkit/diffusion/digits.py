@@ -31,7 +31,7 @@ from alignkit.diffusion.policy import DiffusionPolicy
 log = logging.getLogger("alignkit")
 
 NUM_CLASSES = 10
-TASK_VERSION = 1  # bump when the data, model or training recipe changes (invalidates caches)
+TASK_VERSION = 2  # bump when the data, model or training recipe changes (invalidates caches)
 
 ImageReward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images [B,1,8,8] in [-1,1], digits [B]) -> [B]
 
@@ -57,10 +57,15 @@ def build_digits_unet(seed: int = 0, width: int = 32):
 
 
 def digits_scheduler():
-    """DDIM over a 1000-step cosine schedule; ``set_alpha_to_one=False`` keeps the last step stochastic."""
+    """DDIM over Stable Diffusion's 1000-step scaled-linear schedule, sampled from t=999 ("trailing").
+
+    ``set_alpha_to_one=False`` keeps the last step stochastic (sigma ~ 0.03 here; the cosine schedule's
+    abar_0 = 1 - 4e-6 made it 0.002, and per-dimension log-probs of that step swamped every ratio), and
+    ``clip_sample`` keeps the predicted x_0 in the pixel range."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, clip_sample=True,
                          set_alpha_to_one=False, prediction_type="epsilon", timestep_spacing="trailing")
 
 

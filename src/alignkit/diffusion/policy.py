@@ -5,7 +5,7 @@ every step from a Gaussian
 
     pi(x_{t-1} | x_t, c) = N(mu_theta(x_t, t, c), sigma_t^2 I),
     mu_theta = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_t^2) eps_theta,
-    x0_hat   = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t),
+    x0_hat   = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)   (clipped if the scheduler clips),
     sigma_t  = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)),
 
 so a chain is a trajectory of an MDP whose log-likelihood is a sum of Gaussian log-densities
@@ -118,6 +118,9 @@ def step_mean_std(policy: DiffusionPolicy, eps: torch.Tensor, x_t: torch.Tensor,
     """mu_theta(x_t, t, c) ``[B, C, H, W]`` and sigma_t (scalar) of one DDIM step (module docstring)."""
     abar, abar_prev = _alphas(policy, t, num_steps)
     x0_hat = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    config = policy.scheduler.config
+    if config.clip_sample:  # pixel models: at abar_t ~ 0 the division above explodes without it
+        x0_hat = x0_hat.clamp(-config.clip_sample_range, config.clip_sample_range)
     var = (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)
     std = eta * var.sqrt()
     mean = abar_prev.sqrt() * x0_hat + (1 - abar_prev - std**2).clamp(min=0).sqrt() * eps
