@@ -25,7 +25,11 @@ from pathlib import Path
 
 import torch
 
-from alignkit.diffusion.registry import DIFFUSION_METHODS, get_diffusion_method
+from alignkit.diffusion.registry import (
+    DIFFUSION_METHODS,
+    check_diffusion_hyperparameters,
+    get_diffusion_method,
+)
 
 log = logging.getLogger("alignkit")
 
@@ -34,15 +38,21 @@ log = logging.getLogger("alignkit")
 class DigitsDemoConfig:
     output_dir: str = "runs/demo_digits"  # results.json, table.md, grids and report.html
     cache_dir: str = ""  # the pretrained DDPM's cache (default: the language demo's cache root)
-    seed: int = 0  # first seed; seeds seed .. seed + seeds - 1 train every method
+    seed: int = 0  # first training seed; seeds seed .. seed + seeds - 1 train every method (the DDPM and the
+    # classifier are seeded 0 whatever the seed, so every run starts from the same model)
     seeds: int = 1  # training seeds per method (the table's ± is across them)
     methods: list[str] = field(default_factory=lambda: sorted(DIFFUSION_METHODS))  # compared methods
     pretrain_steps: int = 1000  # DDPM optimizer steps of 64 digits
     rounds: int = 6  # sample-then-train rounds per method
-    prompts_per_round: int = 32  # digits sampled per round
+    prompts_per_round: int = 16  # digits sampled per round
     samples_per_prompt: int = 4  # K images per digit and round
     num_steps: int = 10  # DDIM steps (eta = 1) when training and evaluating
-    learning_rate: float = 3e-4  # AdamW learning rate of every method
+    learning_rate: float = 1e-4  # AdamW learning rate of every method
+    hparams: dict[str, dict] = field(default_factory=lambda: {  # per-method hyper-parameters for this toy scale
+        "ddpo": {"clip_range": 0.01},  # the paper's 1e-4 clipped ~95% of steps after the first update here
+        "d3po": {"beta": 2.0},  # per-pixel log-ratios are ~1e-3 a step: beta 0.1 left the loss at log 2
+        "diffusion_dpo": {"beta": 500.0},  # SD's 5000 made pixel-space margins swing by +-8
+    })
     batch_size: int = 16  # examples per optimizer step
     eval_per_prompt: int = 16  # evaluation images per digit
     soup_method: str = "ddpo"  # method tuned on each reward for the soup ("" skips the soup)
@@ -66,7 +76,7 @@ def _train_one(start, method: str, reward, labeller, cfg: DigitsDemoConfig, seed
 
     unet = copy.deepcopy(start)
     task = DiffusionTask(digits_policy(unet), NUM_CLASSES, reward=reward, labeller=labeller)
-    train_cfg = DiffusionTrainConfig(method=method, rounds=cfg.rounds, prompts_per_round=cfg.prompts_per_round,
+    train_cfg = DiffusionTrainConfig(method=method, hparams=dict(cfg.hparams.get(method, {})), rounds=cfg.rounds, prompts_per_round=cfg.prompts_per_round,
                                      samples_per_prompt=cfg.samples_per_prompt, num_steps=cfg.num_steps,
                                      learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed)
     history = train_diffusion(task, train_cfg, progress=progress)
@@ -89,7 +99,7 @@ def run_digits_demo(cfg: DigitsDemoConfig) -> DigitsDemoResult:
     from alignkit.eval.soup import mix
 
     for method in cfg.methods:
-        get_diffusion_method(method)
+        check_diffusion_hyperparameters(method, cfg.hparams.get(method, {}), key=f"hparams.{method}")
     if cfg.soup_method:
         get_diffusion_method(cfg.soup_method)
     if cfg.threads:
@@ -98,12 +108,12 @@ def run_digits_demo(cfg: DigitsDemoConfig) -> DigitsDemoResult:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = t0 = time.perf_counter()
-    start, cached = cached_digits_unet(cache_root(cfg), PretrainConfig(steps=cfg.pretrain_steps, seed=cfg.seed),
+    start, cached = cached_digits_unet(cache_root(cfg), PretrainConfig(steps=cfg.pretrain_steps),
                                        progress=cfg.progress)
     start.requires_grad_(False)
     timings["pretrain"] = 0.0 if cached else time.perf_counter() - t0
     t0 = time.perf_counter()
-    rewards = digit_rewards(cfg.seed)
+    rewards = digit_rewards(0)
     classifier = rewards["classifier"]
     labeller = reward_labeller(classifier)  # stands in for a person comparing two images
     timings["rewards"] = time.perf_counter() - t0
