@@ -122,7 +122,8 @@ def cached_digits_unet(cache_dir: Path, cfg: PretrainConfig, progress: bool = Fa
     unet = pretrain_digits(cfg, progress)
     tmp = folder.with_name("unet.tmp")
     unet.save_pretrained(tmp)
-    tmp.replace(folder) if not folder.exists() else None
+    if not folder.exists():  # a concurrent run may have finished first; its copy is as good
+        tmp.replace(folder)
     return unet, False
 
 
