@@ -177,10 +177,10 @@ def mixed_reward(rewards: dict[str, ImageReward], weights: dict[str, float]) -> 
 
 
 def as_numpy_grid(images: torch.Tensor, rows: int) -> np.ndarray:
-    """``[rows*cols, 1, H, W]`` in [-1, 1] -> one ``[rows*(H+1)-1, cols*(W+1)-1]`` array in [0, 1]."""
+    """``[rows*cols, 1, H, W]`` in [-1, 1] -> one ``[rows*(H+1)-1, cols*(W+1)-1]`` array in [0, 1] (ink = 1)."""
     cols = images.shape[0] // rows
     h, w = images.shape[-2:]
-    grid = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1), dtype=np.float32)
+    grid = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1), dtype=np.float32)  # blank (no ink) gaps
     imgs = ((images.detach().float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy()
     for i in range(rows * cols):
         r, c = divmod(i, cols)
