@@ -99,4 +99,5 @@ def train_diffusion_method(cfg: Config) -> Path:
 
 
 for _name in DIFFUSION_METHODS:
-    register_trainer(_name)(train_diffusion_method)
+    register_trainer(_name, family="diffusion", data="prompts",
+                     sections=("loss", "rewards", "sampling"))(train_diffusion_method)

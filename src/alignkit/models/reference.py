@@ -78,6 +78,8 @@ def sequence_key(prompt_ids: list[int], response_ids: list[int]) -> str:
 class CachedReference:
     """Reference log-probs looked up by the token ids of (prompt, response)."""
 
+    scores_any_pair = False  # only the (prompt, response) pairs of the data were cached
+
     def __init__(self, table: dict[str, float]):
         self.table = table
 
@@ -93,8 +95,8 @@ class CachedReference:
         """
         from tqdm.auto import tqdm
 
+        from alignkit.distributed import gather_objects, is_main, shard
         from alignkit.engine.batch import collate
-        from alignkit.train.distributed import gather_objects, is_main, shard
 
         if cache_file is not None and Path(cache_file).is_file():
             return cls(torch.load(cache_file, weights_only=True))
