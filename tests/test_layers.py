@@ -8,7 +8,7 @@ Layers, lowest first (a module may import its own layer and the ones below it):
 3. ``models``: loading, references, heads;
 4. ``rewards``, and the pure metrics of ``eval.metrics``;
 5. ``train``: the runtime and the trainers;
-6. ``eval``, ``demo``, ``label``, the Python API (``api``) and every ``cli.py``: what a user runs.
+6. ``eval``, ``demo``, ``label``, ``diffusion`` (a family with its own policy, trainer and demo), the Python API (``api``) and every ``cli.py``: what a user runs.
 
 ``alignkit.train(...)`` and ``alignkit.evaluate`` etc. are the API reached through the
 packages' facades, resolved on first use by name (``importlib``), not dependencies of them.
@@ -37,7 +37,7 @@ LAYERS: list[set[str]] = [
     {"alignkit.models"},
     {"alignkit.rewards", "alignkit.eval.metrics"},
     {"alignkit.train"},
-    {"alignkit.eval", "alignkit.demo", "alignkit.label", "alignkit.cli", "alignkit.api"},
+    {"alignkit.eval", "alignkit.demo", "alignkit.label", "alignkit.diffusion", "alignkit.cli", "alignkit.api"},
 ]
 TOP = len(LAYERS) - 1
 

@@ -58,14 +58,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
+    from alignkit.diffusion.cli import method_lines
     from alignkit.losses import hyperparameters
     from alignkit.train.methods import all_methods
 
     for name, spec in sorted(all_methods().items()):
+        if spec.family == "diffusion":  # listed below with their feedback kind and hyper-parameters
+            continue
         ref = "reference" if spec.needs_reference else "reference-free"
         hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(spec.uses).items()) if spec.family == "preference" else ""
         update = f"update={spec.default_update}" if spec.default_update else ""
         print(f"{name:14s} {spec.family:12s} {spec.data:8s} {ref:14s} {hp or update}".rstrip())
+    print("\n".join(method_lines()))
     return 0
 
 

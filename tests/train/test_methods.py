@@ -14,7 +14,7 @@ from alignkit.train.methods import METHODS, MethodSpec, StepShape, all_methods, 
 from alignkit.train.run import register_trainer, run_train
 
 METHOD_NAMES = sorted(all_methods())
-FAMILIES = {"sft", "reward_model", "preference", "sampling", "rl"}
+FAMILIES = {"sft", "reward_model", "preference", "sampling", "rl", "diffusion"}
 DATA_SHAPES = {"sft", "pairs", "ranked", "unpaired", "prompts", "spans"}
 
 

@@ -39,6 +39,11 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=type(value), default=value, help=f"{helps[name]} (default: {value!r})", **kwargs)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="comma-separated methods to compare (default: %(default)s)")
+    p.add_argument("--task", choices=["reviews", "digits"], default="reviews",
+                   help="reviews: align the tiny review model (language); digits: align a class-conditional "
+                        "diffusion model of scikit-learn's digits with RAFT, DDPO, D3PO and Diffusion-DPO "
+                        "(--output-dir, --cache-dir, --seed, --threads, --methods and --seeds apply)")
+    p.add_argument("--seeds", type=int, default=1, help="--task digits: training seeds per method (default: 1)")
     p.add_argument("--resume", action="store_true", help="reuse method runs already finished in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -48,6 +53,11 @@ def _add_args(p: argparse.ArgumentParser) -> None:
          _add_args)
 def demo_command(args: argparse.Namespace) -> int:
     from alignkit.demo.pipeline import run_demo
+
+    if args.task == "digits":
+        from alignkit.diffusion.cli import run_digits_command
+
+        return run_digits_command(args)
 
     values = {name: getattr(args, name) for name in FLAGS}
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
