@@ -35,7 +35,7 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = "tiny-llama"  # a local path, a Hub id, or a built-in tiny model: tiny-llama / tiny-gpt2
+    name_or_path: str = "tiny-llama"  # a local path, a Hub id, a .gguf file, tiny-llama / tiny-gpt2, smollm2-135m-instruct
     tokenizer: str = ""  # tokenizer path or id; empty means the model's own
     trust_remote_code: bool = False  # run code shipped with a Hub model (off unless you trust it)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weight dtype when loading
@@ -54,6 +54,7 @@ class DataConfig:
     max_rows: int = 0  # use only the first max_rows training rows (0: all)
     max_prompt_length: int = 512  # prompt tokens kept (the end of the prompt is kept)
     max_length: int = 1024  # prompt + response tokens; responses are cut to fit
+    chat_strings: bool = False  # render string rows (HH dialogues, prompt/chosen/rejected) with the chat template
 
 
 @dataclass
@@ -84,10 +85,10 @@ class TrainConfig:
 @dataclass
 class ReferenceConfig:
     mode: Literal["auto", "copy", "adapter", "precomputed", "none"] = "auto"
-    # auto: the adapter-disabled base under LoRA, else a frozen copy; precomputed:
-    # reference log-probs computed once before training and cached on disk.
+    # auto: the adapter-disabled base under LoRA, else a frozen copy; precomputed: reference
+    # log-probs of the examples the run will use, computed before training and cached on disk.
     path: str = ""  # a different reference model (default: the starting policy)
-    cache_dir: str = ""  # where precomputed reference log-probs are cached (default: output_dir/ref_cache)
+    cache_dir: str = ""  # precomputed reference log-probs, reused across runs (default: $ALIGNKIT_CACHE/reference)
 
 
 @dataclass

@@ -43,7 +43,7 @@ def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ..
         train, held_out = split_train_eval(train, seed=seed, **kwargs)
     else:
         held_out = []
-    tok_cfg = TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length)
+    tok_cfg = TokenizeConfig.from_data(data_cfg)
     skip = data_cfg.skip_bad_rows
     return (
         tokenize_examples(train, tokenizer, tok_cfg, skip_bad_rows=skip),

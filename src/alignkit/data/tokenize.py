@@ -27,6 +27,11 @@ Three shapes of row:
   [bos]`` and the response is the whole text, so the loss covers every token. A
   tokenizer without BOS gives the text's first token as the prompt.
 
+With ``chat_strings`` (a chat model's configs set ``data.chat_strings: true``) a string row is
+made chat-shaped first and takes the chat path: an Anthropic HH dialogue prompt
+(``"\n\nHuman: ...\n\nAssistant:"``) becomes its turns, any other string prompt one user
+message, and each string response one assistant message (stripped of surrounding whitespace).
+
 End of a response: with ``add_eos`` a response that ended carries exactly ONE
 ``tokenizer.eos_token_id`` at its end. It is appended unless the last token
 already is EOS (a chat template whose end-of-turn is the EOS token, or a string
@@ -69,6 +74,14 @@ class TokenizeConfig:
     """Budget of the prompt plus ONE response, in tokens; a longer response is cut and loses its EOS."""
     add_eos: bool = True
     """End every complete response with exactly one EOS token."""
+    chat_strings: bool = False
+    """Render string rows (HH dialogues, prompt/chosen/rejected strings) with the chat template."""
+
+    @classmethod
+    def from_data(cls, data_cfg) -> TokenizeConfig:
+        """The budgets and chat setting of a ``DataConfig``."""
+        return cls(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length,
+                   chat_strings=getattr(data_cfg, "chat_strings", False))
 
     def __post_init__(self) -> None:
         if self.max_prompt_length < 1 or self.max_length < 2:
@@ -115,6 +128,7 @@ def tokenize_examples(
 
 def _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped) -> None:
     """Batch-encode the plain rows of ``chunk`` in two calls, then finish every row."""
+    chunk = [_chat_form(ex, tokenizer, cfg) for ex in chunk]
     plain = [i for i, ex in enumerate(chunk) if _is_plain(ex, tokenizer)]
     prompts = _encode(tokenizer, [chunk[i].prompt for i in plain], special=True)
     responses = _encode(tokenizer, [r for i in plain for r in chunk[i].responses], special=False)
@@ -142,6 +156,7 @@ def _tokenize(
     plain_ids: tuple[list[int], list[list[int]]] | None = None,
 ) -> TokenizedExample:
     """One row: raw ids by shape, then the EOS policy, the empty check and truncation."""
+    example = _chat_form(example, tokenizer, cfg)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise AlignkitError("the tokenizer has no eos_token; set tokenizer.eos_token before tokenizing")
@@ -199,6 +214,33 @@ def _is_plain(example: Example, tokenizer) -> bool:
             "tokenizer has no chat_template; set tokenizer.chat_template or use string prompts"
         )
     return not example.is_chat() and not example.meta.get("whole_text")
+
+
+def _chat_form(example: Example, tokenizer, cfg: TokenizeConfig) -> Example:
+    """A string row as chat messages when ``cfg.chat_strings`` and the tokenizer has a template."""
+    if not cfg.chat_strings or example.is_chat() or example.meta.get("whole_text"):
+        return example
+    if not getattr(tokenizer, "chat_template", None):
+        raise AlignkitError("data.chat_strings is on but the tokenizer has no chat_template; turn it off")
+    from dataclasses import replace
+
+    responses = [[{"role": "assistant", "content": r.strip()}] for r in example.responses]
+    return replace(example, prompt=dialogue_messages(example.prompt), responses=responses)
+
+
+def dialogue_messages(prompt: str) -> list[Message]:
+    """``"\n\nHuman: hi\n\nAssistant: hello\n\nHuman: why?\n\nAssistant:"`` -> user / assistant / user
+    messages (the open last Assistant turn is the generation prompt); any other string is one user message."""
+    import re
+
+    parts = re.split(r"\n\n(Human|Assistant):", prompt)
+    if len(parts) < 3 or parts[0].strip():
+        return [{"role": "user", "content": prompt.strip()}] if prompt.strip() else []
+    messages = [{"role": "user" if speaker == "Human" else "assistant", "content": text.strip()}
+                for speaker, text in zip(parts[1::2], parts[2::2])]
+    if messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        messages.pop()
+    return messages
 
 
 def _chat_ids(example: Example, tokenizer, where: str, add_eos: bool):

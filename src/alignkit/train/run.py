@@ -117,13 +117,14 @@ def train_sft(cfg: Config) -> Path:
 
 def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
     """The reference named by ``cfg.reference`` (see :mod:`alignkit.models.reference`)."""
+    from alignkit.models.gguf import cache_root
     from alignkit.models.loading import load_causal_lm
     from alignkit.models.reference import (
         AdapterReference,
         CachedReference,
         FrozenReference,
-        cache_key,
         copy_of,
+        reference_fingerprint,
     )
 
     mode = cfg.reference.mode
@@ -143,17 +144,16 @@ def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
         source = FrozenReference(copy_of(policy), pad_id, share, cfg.engine.chunk_size)
     if mode != "precomputed":
         return source
-    cache_dir = Path(cfg.reference.cache_dir or Path(cfg.train.output_dir) / "ref_cache")
-    key = cache_key(cfg.reference.path or cfg.model.name_or_path, examples,
-                    {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length})
-    return CachedReference.build(source, examples, cfg.train.batch_size, cache_dir / f"{key}.pt",
-                                 progress=cfg.train.progress)
+    weights = source.scorer.lm if isinstance(source, FrozenReference) else policy
+    key = reference_fingerprint(weights, {"share_prompt": share, "chunk_size": cfg.engine.chunk_size})
+    cache_dir = Path(cfg.reference.cache_dir or cache_root() / "reference") / key
+    return CachedReference.build(source, examples, cfg.train.batch_size, cache_dir, progress=cfg.train.progress)
 
 
 def train_preference(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer
     from alignkit.losses import get_loss
-    from alignkit.train.loop import make_accelerator, train_loop
+    from alignkit.train.loop import make_accelerator, train_loop, used_examples
     from alignkit.train.preference import PreferenceMethod
 
     model, tokenizer, train, held_out = _policy_and_data(cfg)
@@ -163,7 +163,7 @@ def train_preference(cfg: Config) -> Path:
     reference = None
     if get_loss(cfg.method).needs_reference:
         reference = build_reference(cfg, model, scorer.to(accelerator.device), tokenizer.pad_token_id,
-                                    train + held_out)
+                                    used_examples(cfg.train, train, accelerator.num_processes) + held_out)
         reference.to(accelerator.device)
     method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
     train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,

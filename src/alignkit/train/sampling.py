@@ -76,7 +76,7 @@ def load_prompts(cfg: Config, tokenizer, with_responses: bool = False) -> list[P
         raise ConfigError("data.train: no prompts given; set data.train to a file of prompts (any format)")
     examples = load_examples(resolve_data_path(data.train), format=data.format, split=data.split,
                              skip_bad_rows=data.skip_bad_rows, max_rows=data.max_rows or None, log=log.warning)
-    tok_cfg = TokenizeConfig(max_prompt_length=data.max_prompt_length, max_length=data.max_length)
+    tok_cfg = TokenizeConfig.from_data(data)
     rows = []
     for ex in examples:
         if ex.meta.get("whole_text"):
@@ -447,7 +447,7 @@ def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSo
     from alignkit.data.tokenize import TokenizeConfig
     from alignkit.engine.backends import sampler_for
 
-    tok_cfg = TokenizeConfig(max_prompt_length=cfg.data.max_prompt_length, max_length=cfg.data.max_length)
+    tok_cfg = TokenizeConfig.from_data(cfg.data)
     out: list[ModelSource | None] = []
     for name in cfg.online.sources:
         if name == "dataset":
