@@ -46,6 +46,6 @@ def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ..
     tok_cfg = TokenizeConfig.from_data(data_cfg)
     skip = data_cfg.skip_bad_rows
     return (
-        tokenize_examples(train, tokenizer, tok_cfg, skip_bad_rows=skip),
-        tokenize_examples(held_out, tokenizer, tok_cfg, skip_bad_rows=skip),
+        tokenize_examples(train, tokenizer, tok_cfg, skip_bad_rows=skip, desc="tokenize train"),
+        tokenize_examples(held_out, tokenizer, tok_cfg, skip_bad_rows=skip, desc="tokenize held-out"),
     )

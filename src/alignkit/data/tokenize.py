@@ -102,15 +102,20 @@ def tokenize_examples(
     cfg: TokenizeConfig | None = None,
     *,
     skip_bad_rows: bool = False,
+    desc: str = "",
 ) -> list[TokenizedExample]:
     """Tokenize many examples; plain-text rows are batch-encoded.
 
     With ``skip_bad_rows`` a row raising :class:`DataError` is dropped and the
     number dropped is logged as a warning (with the first reasons); otherwise the
     first bad row raises. Template errors (:class:`AlignkitError` that is not a
-    ``DataError``) always raise: they would hit every row.
+    ``DataError``) always raise: they would hit every row. ``desc`` names a progress bar
+    (shown once tokenizing has taken two seconds).
     """
+    from tqdm.auto import tqdm
+
     cfg = cfg or TokenizeConfig()
+    bar = tqdm(desc=desc, unit=" rows", disable=not desc, delay=2.0)
     out: list[TokenizedExample] = []
     skipped: list[str] = []
     chunk: list[Example] = []
@@ -119,8 +124,11 @@ def tokenize_examples(
         chunk.append(example)
         if len(chunk) == _CHUNK:
             _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped)
+            bar.update(len(chunk))
             start, chunk = start + len(chunk), []
     _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped)
+    bar.update(len(chunk))
+    bar.close()
     if skipped:
         logger.warning("skipped %d bad rows; first: %s", len(skipped), "; ".join(skipped[:3]))
     return out

@@ -301,7 +301,9 @@ def evaluate_sharded(accelerator, method: Method, module: nn.Module, examples: S
     module.eval()
     sums: dict[str, float] = {}
     units = 0.0
-    for i in range(n_batches):
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(n_batches), desc="evaluate", delay=2.0, disable=not accelerator.is_main_process, leave=False):
         chunk = mine[i * batch_size : (i + 1) * batch_size]
         with accelerator.autocast():
             _, metrics = method.loss(module, chunk or list(examples[:1]))
