@@ -197,9 +197,12 @@ def as_examples(rows: list[dict]):
 def precomputed_reference(model, examples, pad_id: int, work: Path, name: str, scorer=None):
     """Reference log-probs computed here, timed (nothing read from a cache); ``scorer``: a LoRA
     policy's, whose adapter-disabled base is the reference."""
-    from alignkit.models.reference import AdapterReference, CachedReference, FrozenReference, copy_of
+    from alignkit.engine import SequenceScorer
+    from alignkit.models.reference import AdapterReference, CachedReference, InitialPolicyReference
 
-    source = AdapterReference(scorer, pad_id) if scorer is not None else FrozenReference(copy_of(model), pad_id)
+    # the starting policy is the reference: no copy of its weights (under LoRA, the adapter switched off)
+    source = (AdapterReference(scorer, pad_id) if scorer is not None
+              else InitialPolicyReference(SequenceScorer(model), pad_id))
     t0 = time.perf_counter()
     reference = CachedReference.build(source, examples, 8, None, progress=False)
     return reference, time.perf_counter() - t0

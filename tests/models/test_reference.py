@@ -70,3 +70,18 @@ def test_fingerprint_follows_weights_and_settings_not_lora():
     with torch.no_grad():
         next(p for n, p in lora.named_parameters() if "lora_" not in n).add_(1.0)
     assert reference_fingerprint(lora, {"share_prompt": True}) != base
+
+
+def test_initial_policy_reference_equals_a_frozen_copy_and_leaves_the_policy_trainable():
+    from alignkit.engine import SequenceScorer
+    from alignkit.engine.batch import collate
+    from alignkit.models.reference import FrozenReference, InitialPolicyReference, copy_of
+
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    policy = SequenceScorer(build_tiny_model(tok)).train()
+    batch = collate([TokenizedExample([0, 5, 6], [[7, 8, 1], [9, 1]], scores=[1.0, 0.0])])
+    frozen = FrozenReference(copy_of(policy.lm), tok.pad_token_id).logps(batch)
+    initial = InitialPolicyReference(policy, tok.pad_token_id).logps(batch)
+    torch.testing.assert_close(initial, frozen, atol=1e-6, rtol=0)
+    assert policy.training and all(p.requires_grad for p in policy.parameters())

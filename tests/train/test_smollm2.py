@@ -109,7 +109,7 @@ def test_every_smollm2_config_runs_two_steps(tmp_path, shared_data):
 
     assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(SLOW_RUNS)
     data = {"../shared/data": str(shared_data)}
-    rm = tmp_path / "rm_hh" / "final"
+    rm = tmp_path / "reward_model_hh" / "final"  # the first run's output_dir
     for name, extra in SLOW_RUNS.items():
         if os.environ.get("SMOLLM2_CONFIGS") and name not in os.environ["SMOLLM2_CONFIGS"].split(","):
             continue  # e.g. SMOLLM2_CONFIGS=reward_model_hh,ppo_hh to run a few

@@ -7,6 +7,8 @@ the trainer does not care which one runs:
   model) in memory.
 * :class:`AdapterReference` reuses the policy's own base weights with its LoRA
   adapter switched off: no second copy of the weights.
+* :class:`InitialPolicyReference` is the policy itself before its first step, which is
+  all a precomputed reference of the starting policy needs.
 * :class:`CachedReference` looks up log-probs computed before training (by either
   of the above) for the examples the run will use, stored on disk keyed by the
   reference weights and settings (the folder) and the token ids of each prompt and
@@ -60,6 +62,27 @@ class AdapterReference:
                 return sequence_logps(
                     self.policy_scorer, batch, pad_id=self.pad_id, share_prompt=self.share_prompt
                 ).logps
+        finally:
+            self.policy_scorer.train(was_training)
+
+
+class InitialPolicyReference:
+    """The policy itself, evaluated without gradient (in eval mode): the reference while its
+    weights are still the starting ones, so a precomputed reference needs no copy of them
+    (for a 135M model, 0.5 GB less at the peak). Use it only before training starts."""
+
+    def __init__(self, policy_scorer: nn.Module, pad_id: int, share_prompt: bool = True):
+        self.policy_scorer, self.pad_id, self.share_prompt = policy_scorer, pad_id, share_prompt
+
+    def to(self, device) -> InitialPolicyReference:
+        return self
+
+    @torch.no_grad()
+    def logps(self, batch: ResponseBatch) -> torch.Tensor:
+        was_training = self.policy_scorer.training
+        self.policy_scorer.eval()  # no dropout in the reference
+        try:
+            return sequence_logps(self.policy_scorer, batch, pad_id=self.pad_id, share_prompt=self.share_prompt).logps
         finally:
             self.policy_scorer.train(was_training)
 

@@ -123,6 +123,7 @@ def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
         AdapterReference,
         CachedReference,
         FrozenReference,
+        InitialPolicyReference,
         copy_of,
         reference_fingerprint,
     )
@@ -140,6 +141,8 @@ def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
         source = FrozenReference(load_causal_lm(ref_cfg)[0], pad_id, share, cfg.engine.chunk_size)
     elif lora and mode in ("auto", "adapter", "precomputed"):
         source = AdapterReference(scorer, pad_id, share)
+    elif mode == "precomputed":  # scored before the first step: the policy is still the reference
+        source = InitialPolicyReference(scorer, pad_id, share)
     else:
         source = FrozenReference(copy_of(policy), pad_id, share, cfg.engine.chunk_size)
     if mode != "precomputed":
