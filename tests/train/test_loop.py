@@ -113,7 +113,7 @@ def test_final_model_loads_with_transformers_and_loss_falls(tmp_path):
 
 def test_used_examples_are_those_the_steps_draw():
     from alignkit.config import TrainConfig
-    from alignkit.train.loop import global_batch_indices, used_examples
+    from alignkit.train.runtime import global_batch_indices, used_examples
 
     cfg = TrainConfig(batch_size=2, grad_accum=2, max_steps=3, seed=5)
     items = list(range(100))

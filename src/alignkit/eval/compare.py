@@ -20,8 +20,8 @@ Budget: ``budget.max_steps`` is the number of optimizer steps of every method;
 where a step takes ``train.batch_size x train.grad_accum`` prompts, times
 ``ppo.num_minibatches`` for the on-policy methods (ppo, rloo, grpo). The staged sampling
 methods (raft, rso, online, iterative_dpo) fine-tune ``train.max_steps`` steps per stage, so
-they get ``ceil(budget / online.stages)`` steps per stage. Each trainer declares this shape
-when it registers (:class:`alignkit.train.run.StepShape`). Sampling budgets (samples per
+they get ``ceil(budget / online.stages)`` steps per stage. Each method's spec declares this shape
+(:class:`alignkit.train.methods.StepShape`). Sampling budgets (samples per
 prompt, stages, prompts per stage) stay the methods' own settings.
 """
 
@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.config import Config, from_dict, to_dict
+from alignkit.config.rewards import RewardSpec
 from alignkit.errors import ConfigError
 from alignkit.eval.runner import EvalConfig, json_safe
-from alignkit.rewards.spec import RewardSpec
-from alignkit.train.run import step_shape
+from alignkit.train.methods import method_spec
 
 log = logging.getLogger("alignkit")
 
@@ -107,7 +107,7 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 
 
 def prompts_per_step(cfg: Config) -> int:
-    return cfg.train.batch_size * cfg.train.grad_accum * step_shape(cfg.method).batches_per_step(cfg)
+    return cfg.train.batch_size * cfg.train.grad_accum * method_spec(cfg.method).step_shape.batches_per_step(cfg)
 
 
 def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
@@ -126,7 +126,7 @@ def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
     if cfg.budget.samples > 0:
         steps = math.ceil(cfg.budget.samples / prompts_per_step(train_cfg))
     if steps > 0:
-        train_cfg.train.max_steps = math.ceil(steps / step_shape(train_cfg.method).stages(train_cfg))
+        train_cfg.train.max_steps = math.ceil(steps / method_spec(train_cfg.method).step_shape.stages(train_cfg))
     return train_cfg
 
 
@@ -149,7 +149,9 @@ def check_compare(cfg: CompareConfig) -> list[Config]:
             )
         seen.add(entry.name)
         try:
-            out.append(method_config(cfg, entry))
+            train_cfg = method_config(cfg, entry)
+            method_spec(train_cfg.method).check(train_cfg)
+            out.append(train_cfg)
         except ConfigError as err:
             raise ConfigError(f"methods[{i}] ({entry.name}): {err}") from None
     return out
@@ -170,11 +172,8 @@ def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str) ->
 
 
 def implicit_reward_of(method: str) -> str:
-    """The policy's implicit reward for preference accuracy: log ratio if its loss uses a reference."""
-    from alignkit.losses import LOSSES
-
-    fn = LOSSES.get(method)
-    return "ratio" if fn is not None and fn.needs_reference else "logp"
+    """The policy's implicit reward for preference accuracy: its spec's (the log ratio if its loss uses a reference)."""
+    return method_spec(method).implicit_reward
 
 
 # ---------------------------------------------------------------- running
@@ -209,11 +208,14 @@ def _free() -> None:
 def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference) -> tuple[dict, str]:
     """Train (unless finished) and evaluate (unless evaluated) one method; returns (eval result, status)."""
     from alignkit.eval.runner import evaluate_model
-    from alignkit.train.run import run_train
+    from alignkit.train.guard import claim_output_dir
+    from alignkit.train.run import method_sections, run_train
 
     run_dir = Path(train_cfg.train.output_dir)
     final = run_dir / "final"
-    if final.is_dir() and not _same(_saved_yaml(run_dir / "config.yaml"), to_dict(train_cfg)):
+    sections = method_sections(train_cfg.method)  # config.yaml holds the sections the method reads
+    current = {k: v for k, v in to_dict(train_cfg).items() if k in sections}
+    if final.is_dir() and not _same(_saved_yaml(run_dir / "config.yaml"), current):
         log.info("%s: the config changed since the last run; training again", entry.name)
         (run_dir / "eval.json").unlink(missing_ok=True)
     elif final.is_dir():
@@ -225,6 +227,8 @@ def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference)
         return evaluate_model(ev, reference=reference), "ok (eval only)"
     log.info("%s: training %s", entry.name, train_cfg.method)
     (run_dir / "eval.json").unlink(missing_ok=True)
+    if not train_cfg.train.resume:  # compare owns runs/NAME: training again replaces what an earlier run left
+        claim_output_dir(run_dir, resume=False, overwrite=True)
     run_train(train_cfg)
     _free()
     return evaluate_model(ev, reference=reference), "ok"

@@ -103,12 +103,14 @@ class CachedReference:
     """Reference log-probs looked up by the token ids of (prompt, response).
 
     :meth:`build` scores only the pairs it is given that its cache folder lacks, so the work
-    scales with the examples the run will use (:func:`alignkit.train.loop.used_examples`), and a
+    scales with the examples the run will use (:func:`alignkit.train.runtime.used_examples`), and a
     longer run, a resume or another run of the same reference model and settings reuses every
     pair already scored. The folder (see :func:`reference_fingerprint`) holds ``part-*.pt``
     files, each a dict ``{sequence_key: log-prob}`` written atomically every few batches, so an
     interrupted run keeps what it scored.
     """
+
+    scores_any_pair = False  # only the (prompt, response) pairs of the data were cached
 
     def __init__(self, table: dict[str, float]):
         self.table = table
@@ -127,8 +129,8 @@ class CachedReference:
         """
         from tqdm.auto import tqdm
 
+        from alignkit.distributed import broadcast_object, gather_objects, is_main, rank, shard
         from alignkit.engine.batch import collate
-        from alignkit.train.distributed import broadcast_object, gather_objects, is_main, rank, shard
 
         table = read_parts(cache_dir) if is_main() else {}
         missing = [i for i, ex in enumerate(examples)

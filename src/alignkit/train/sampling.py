@@ -24,7 +24,7 @@ resume, the ``stages/`` of an earlier run are removed first.
 all samples, the best-of-K mean, the kept samples' mean reward and distinct-2, the last
 train loss. Under ``accelerate launch`` each process samples, scores and (for eq. 5) evaluates
 its own contiguous block of the stage's prompts, with its own seed; the blocks are gathered back
-in prompt order, so every process selects from the same records; the main one writes files.
+in prompt order, so every process selects from the same candidates; the main one writes files.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any
 import torch
 
 from alignkit.config import Config
-from alignkit.errors import AlignkitError, ConfigError, DataError
-from alignkit.train.distributed import (
+from alignkit.config.ranges import check_sampling_temperature
+from alignkit.distributed import (
     full_weights,
     gather_objects,
     lockstep_batches,
@@ -49,8 +49,11 @@ from alignkit.train.distributed import (
     shard,
     sharded_across_processes,
 )
-from alignkit.train.run import StepShape, register_trainer
-from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
+from alignkit.errors import AlignkitError, ConfigError, DataError
+from alignkit.train.candidates import Candidates, read_jsonl, write_jsonl
+from alignkit.train.methods import MethodSpec, StepShape, method_family
+from alignkit.train.selection import SELECTORS, Item, filter_mask, kl_regularised
+from alignkit.train.updates import Update, all_updates, get_update
 
 log = logging.getLogger("alignkit")
 
@@ -68,27 +71,31 @@ class PromptRow:
 def load_prompts(cfg: Config, tokenizer, with_responses: bool = False) -> list[PromptRow]:
     """The prompts of ``data.train`` (whole-text rows have none and are skipped), tokenized by ``data``."""
     from alignkit.data.formats import load_examples
-    from alignkit.data.pipeline import resolve_data_path
-    from alignkit.data.tokenize import TokenizeConfig, tokenize_example
+    from alignkit.data.pipeline import resolve_data_path, tokenize_config
+    from alignkit.data.tokenize import LongPrompt, tokenize_example
 
     data = cfg.data
     if not data.train:
         raise ConfigError("data.train: no prompts given; set data.train to a file of prompts (any format)")
     examples = load_examples(resolve_data_path(data.train), format=data.format, split=data.split,
                              skip_bad_rows=data.skip_bad_rows, max_rows=data.max_rows or None, log=log.warning)
-    tok_cfg = TokenizeConfig.from_data(data)
-    rows = []
+    tok_cfg = tokenize_config(data)
+    rows, dropped = [], 0
     for ex in examples:
         if ex.meta.get("whole_text"):
             continue
         responses = list(ex.responses) if with_responses else []
         try:
             tok = tokenize_example(replace(ex, responses=responses, scores=None, desirable=None), tokenizer, tok_cfg)
-        except DataError:
-            if not data.skip_bad_rows:
+        except DataError as err:
+            dropped += isinstance(err, LongPrompt)
+            if not (data.skip_bad_rows or isinstance(err, LongPrompt)):
                 raise
             continue
         rows.append(PromptRow(ex.prompt, tok.prompt_ids, responses, tok.response_ids))
+    if dropped:
+        log.warning("dropped %d prompts longer than max_prompt_length %d (data.drop_long_prompts)", dropped,
+                    tok_cfg.max_prompt_length)
     if not rows:
         raise ConfigError(f"data.train: {data.train} has no prompts (whole-text rows carry none)")
     return rows
@@ -128,10 +135,9 @@ class ModelSource:
 
 
 def gather(sources: list[ModelSource | None], rows: list[PromptRow], sampling, progress: bool = False):
-    """Candidate records ``{prompt, responses, sources, prompt_ids, response_ids}`` per prompt; ``None`` is the
-    dataset source. Returns the records and the generation metrics of the first model source."""
-    records = [{"prompt": r.prompt, "responses": [], "sources": [], "prompt_ids": r.prompt_ids, "response_ids": []}
-               for r in rows]
+    """The :class:`Candidates` of ``rows`` from every source in order (``None`` is the dataset source), and
+    the generation metrics of the first model source."""
+    responses, response_ids, names = [[] for _ in rows], [[] for _ in rows], [[] for _ in rows]
     metrics: dict[str, float] = {}
     for src in sources:
         if src is None:
@@ -139,80 +145,75 @@ def gather(sources: list[ModelSource | None], rows: list[PromptRow], sampling, p
         else:
             texts, ids, gen = src.propose(rows, sampling, progress)
             metrics, name = metrics or gen, src.name
-        for rec, ts, rs in zip(records, texts, ids):
-            rec["responses"] += ts
-            rec["response_ids"] += rs
-            rec["sources"] += [name] * len(ts)
-    return records, metrics
+        for b, (ts, rs) in enumerate(zip(texts, ids)):
+            responses[b] += ts
+            response_ids[b] += rs
+            names[b] += [name] * len(ts)
+    return Candidates.new([r.prompt for r in rows], [r.prompt_ids for r in rows], responses, response_ids,
+                          names), metrics
 
 
-def score_records(reward, records: list[dict]) -> None:
-    """Set ``scores`` of every record: the reward of each response."""
+def score_candidates(reward, candidates: Candidates) -> None:
+    """Set ``candidates.scores``: the reward of each response."""
     from alignkit.rewards import as_text
 
-    prompts = [as_text(r["prompt"]) for r in records for _ in r["responses"]]
-    flat = reward.score(prompts, [as_text(x) for r in records for x in r["responses"]]).tolist()
-    for r in records:
-        r["scores"], flat = [float(s) for s in flat[: len(r["responses"])]], flat[len(r["responses"]) :]
+    cells = candidates.cells()
+    flat = reward.score([as_text(candidates.prompts[b]) for b, _ in cells],
+                        [as_text(candidates.responses[b][k]) for b, k in cells]).tolist()
+    rows = []
+    for n in candidates.counts():
+        rows, flat = rows + [[float(s) for s in flat[:n]]], flat[n:]
+    candidates.set_values("scores", rows)
 
 
 @torch.no_grad()
-def record_logps(logps_fn, records: list[dict], batch_size: int, lockstep: bool = False) -> list[list[float]]:
-    """``logps_fn(ResponseBatch) -> [B, K]`` over every record's candidates, in batches of prompts;
+def candidate_logps(logps_fn, candidates: Candidates, batch_size: int, lockstep: bool = False) -> list[list[float]]:
+    """``logps_fn(ResponseBatch) -> [B, K]`` over every prompt's candidates, in batches of prompts;
     under ``lockstep`` (sharded weights) as many batches as the busiest process, padded with throw-aways."""
     from alignkit.data.schema import TokenizedExample
     from alignkit.engine import collate
 
     out = []
-    for chunk in lockstep_batches(records, batch_size, lockstep):
-        examples = [TokenizedExample(r["prompt_ids"], r["response_ids"]) for r in chunk]
+    for chunk in lockstep_batches(list(range(len(candidates))), batch_size, lockstep):
+        examples = [TokenizedExample(candidates.prompt_ids[b], candidates.response_ids[b]) for b in chunk]
         values = logps_fn(collate(examples or [TokenizedExample([0], [[0]])])).cpu()
-        out += [values[b, : len(r["response_ids"])].tolist() for b, r in enumerate(chunk)]
+        out += [values[i, : len(candidates.response_ids[b])].tolist() for i, b in enumerate(chunk)]
     return out
 
 
-def padded(records: list[dict], key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``records[b][key]`` as ``[B, K]`` float32 values and a validity mask."""
-    width = max(len(r[key]) for r in records)
-    values = torch.zeros(len(records), width)
-    mask = torch.zeros(len(records), width, dtype=torch.bool)
-    for b, r in enumerate(records):
-        values[b, : len(r[key])] = torch.tensor(r[key], dtype=torch.float32)
-        mask[b, : len(r[key])] = True
-    return values, mask
-
-
-def select(method: str, records: list[dict], cfg: Config, stage: int, filter_fn=None) -> list[Item]:
-    """Filter, rank (eq. 5 when ``online.kl_beta`` > 0) and apply the method's selector; sets ``kept``."""
+def select(method: str, candidates: Candidates, cfg: Config, stage: int, filter_fn=None) -> list[Item]:
+    """Filter, rank (eq. 5 when ``online.kl_beta`` > 0) and hand the candidates to the method's selector;
+    sets ``candidates.kept``. The selector sees the ranking scores and the filtered mask as float32 ``scores``
+    and ``mask``, and everything else of the candidates (texts, ids, sources, log-probs)."""
     from alignkit.rewards import as_text
 
-    scores, mask = padded(records, "scores")
+    scores, mask = candidates.scores.float(), candidates.mask.clone()
     if filter_fn is not None:
-        cells = [(b, k) for b, r in enumerate(records) for k in range(len(r["responses"]))]
-        keep = filter_mask(filter_fn, [as_text(records[b]["prompt"]) for b, _ in cells],
-                           [as_text(records[b]["responses"][k]) for b, k in cells], [float(scores[c]) for c in cells])
+        cells = candidates.cells()
+        keep = filter_mask(filter_fn, [as_text(candidates.prompts[b]) for b, _ in cells],
+                           [as_text(candidates.responses[b][k]) for b, k in cells], [float(scores[c]) for c in cells])
         for (b, k), ok in zip(cells, keep.tolist()):
             mask[b, k] &= ok
     if cfg.online.kl_beta > 0:
-        scores = kl_regularised(scores, padded(records, "logps")[0], padded(records, "ref_logps")[0],
-                                cfg.online.kl_beta)
-    items = SELECTORS[method](scores, mask, cfg.online, random.Random(cfg.train.seed * 1_000_003 + stage))
-    kept = {(it.row, k) for it in items for k in it.indices}
-    for b, r in enumerate(records):
-        r["kept"] = [(b, k) in kept for k in range(len(r["responses"]))]
+        scores = kl_regularised(scores, candidates.logps.float(), candidates.ref_logps.float(), cfg.online.kl_beta)
+    view = replace(candidates, scores=scores, mask=mask)
+    items = SELECTORS[method].select(view, cfg.online, random.Random(cfg.train.seed * 1_000_003 + stage))
+    candidates.kept = torch.zeros_like(candidates.mask)
+    for it in items:
+        candidates.kept[it.row, it.indices] = True
     return items
 
 
-def to_examples(records: list[dict], items: list[Item], stage: int, sft: bool):
+def to_examples(candidates: Candidates, items: list[Item], stage: int, sft: bool):
     from alignkit.data.schema import TokenizedExample
     from alignkit.train.sft import best_response_only
 
-    out = [TokenizedExample(records[it.row]["prompt_ids"], [records[it.row]["response_ids"][k] for k in it.indices],
+    out = [TokenizedExample(candidates.prompt_ids[it.row], [candidates.response_ids[it.row][k] for k in it.indices],
                             it.scores, None, f"stage-{stage}:{it.row}") for it in items]
     return [best_response_only(ex) for ex in out] if sft else out
 
 
-def stage_metrics(records: list[dict]) -> dict[str, float]:
+def stage_metrics(candidates: Candidates) -> dict[str, float]:
     """Mean reward of all samples, of the best per prompt (best-of-K) and of the kept ones; kept distinct-2."""
     from alignkit.eval.metrics import distinct_n
     from alignkit.rewards import as_text
@@ -220,37 +221,25 @@ def stage_metrics(records: list[dict]) -> dict[str, float]:
     def mean(xs):
         return sum(xs) / len(xs) if xs else float("nan")
 
-    kept = [(x, s) for r in records for x, s, k in zip(r["responses"], r["scores"], r["kept"]) if k]
+    scores = candidates.values("scores")
+    kept = [(candidates.responses[b][k], scores[b][k]) for b, k in candidates.cells() if candidates.kept[b, k]]
     return {
-        "reward/mean": mean([s for r in records for s in r["scores"]]),
-        "reward/best_of_k": mean([max(r["scores"]) for r in records if r["scores"]]),
+        "reward/mean": mean([s for row in scores for s in row]),
+        "reward/best_of_k": mean([max(row) for row in scores if row]),
         "reward/kept": mean([s for _, s in kept]),
         "kept/count": len(kept),
         "kept/distinct_2": distinct_n([as_text(x) for x, _ in kept], 2),
-        "samples/count": sum(len(r["scores"]) for r in records),
+        "samples/count": sum(len(row) for row in scores),
     }
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Atomic: a run interrupted while writing leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- the trainer
 
 
-def check_config(cfg: Config) -> tuple[str, Any]:
-    """The update's loss name and the filter function; every config error before any model loads."""
-    from alignkit.losses import LOSSES, check_hyperparameters
-
+def check_config(cfg: Config) -> tuple[Update, Any]:
+    """The stage's update and the filter function; every config error before any model loads."""
     o = cfg.online
+    check_sampling_temperature(cfg)
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} scores its samples with a reward; add one, "
                           "e.g. `rewards: [{kind: vader}]`")
@@ -260,39 +249,30 @@ def check_config(cfg: Config) -> tuple[str, Any]:
         raise ConfigError("online.stages must be >= 1 and online.prompts_per_stage >= 0")
     if not o.sources or len(set(o.sources)) < len(o.sources):
         raise ConfigError(f"online.sources: give distinct sources (policy, dataset or a model path), got {o.sources}")
-    if cfg.method == "rso" and (o.rso_beta <= 0 or o.rso_num_accepted < 2):
-        raise ConfigError("online.rso_beta must be > 0 and online.rso_num_accepted >= 2")
-    loss = o.loss or DEFAULT_LOSS[cfg.method]
-    if loss != "sft" and loss not in LOSSES:
-        raise ConfigError(f"online.loss: unknown loss {loss!r}; choose sft or one of: {', '.join(sorted(LOSSES))}")
-    if loss != "sft":
-        check_hyperparameters(loss, o.loss_args, key="online.loss_args")
-    elif o.loss_args:
-        raise ConfigError("online.loss_args: the sft update takes no hyper-parameters")
-    if cfg.method == "raft" and loss != "sft":
-        raise ConfigError("online.loss: raft fine-tunes on one kept response per example with sft; "
-                          "use method: online or iterative_dpo for a preference loss")
+    selector = SELECTORS[cfg.method]
+    update = get_update(o.loss or selector.default_update, o.loss_args)
+    if selector.check is not None:
+        selector.check(o, update.name)
     if not o.filter:
-        return loss, None
+        return update, None
     from alignkit.rewards.simple import import_function
 
     try:
-        return loss, import_function(o.filter)
+        return update, import_function(o.filter)
     except AlignkitError as err:
         raise ConfigError(f"online.filter: {err}") from None
 
 
 def train_sampling(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer, sequence_logps
-    from alignkit.losses import get_loss
     from alignkit.models.reference import FrozenReference, copy_of
     from alignkit.rewards import build_reward
-    from alignkit.train.loop import make_accelerator, train_loop
-    from alignkit.train.preference import PreferenceMethod
-    from alignkit.train.run import _save_final
-    from alignkit.train.sft import SFTMethod
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.build import policy_saver
+    from alignkit.train.loop import train_loop
+    from alignkit.train.runtime import save_final
 
-    loss, filter_fn = check_config(cfg)
+    update, filter_fn = check_config(cfg)
     o, out = cfg.online, Path(cfg.train.output_dir)
     reward = build_reward(cfg.rewards)
     accelerator = make_accelerator(cfg.train)
@@ -304,8 +284,8 @@ def train_sampling(cfg: Config) -> Path:
     rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources)
     scorer = SequenceScorer(policy, chunk)  # prepared (and under FSDP sharded) by the first stage's loop
     sources = _sources(cfg, policy, tokenizer, device, owner=scorer)
-    ref_mode = o.reference if o.reference != "auto" else ("previous" if cfg.method == "iterative_dpo" else "initial")
-    loss_ref = loss != "sft" and get_loss(loss).needs_reference
+    ref_mode = o.reference if o.reference != "auto" else SELECTORS[cfg.method].reference
+    loss_ref = update.needs_reference
     initial = None
     if o.kl_beta > 0 or (loss_ref and ref_mode == "initial"):
         first = copy_of(policy) if start == 0 and not cfg.reference.path else load_model(cfg, cfg.reference.path)[0]
@@ -321,50 +301,39 @@ def train_sampling(cfg: Config) -> Path:
         fresh = not (sdir / "samples.jsonl").is_file()
         if fresh:
             logps_fns = {"logps": policy_logps, "ref_logps": initial.logps} if o.kl_beta > 0 else {}
-            records, gen = sample_stage(cfg, stage, sources, rows, reward, logps_fns, cfg.train.progress and main,
-                                        lockstep=sharded_across_processes(scorer))
+            candidates, gen = sample_stage(cfg, stage, sources, rows, reward, logps_fns, cfg.train.progress and main,
+                                           lockstep=sharded_across_processes(scorer))
         else:
-            records, gen = read_jsonl(sdir / "samples.jsonl"), {}
-        items = select(cfg.method, records, cfg, stage, filter_fn)
+            candidates, gen = Candidates.read(sdir / "samples.jsonl"), {}
+        items = select(cfg.method, candidates, cfg, stage, filter_fn)
         if fresh and main:
-            write_jsonl(sdir / "samples.jsonl", records)
-        examples = to_examples(records, items, stage, sft=loss == "sft")
+            candidates.write(sdir / "samples.jsonl")
+        examples = to_examples(candidates, items, stage, sft=update.best_response_only)
         reference = None
         if loss_ref:
             previous = (load_model(cfg, str(stage_dir(out, stage - 1) / "final"))[0]  # whole, from disk
                         if ref_mode == "previous" and sharded_across_processes(scorer) else copy_of(policy))
             reference = initial if ref_mode == "initial" else FrozenReference(previous, pad, share, chunk)
             reference.to(device)
-        method = SFTMethod(pad, share) if loss == "sft" else PreferenceMethod(loss, o.loss_args, pad, reference, share)
-        record = {"stage": stage, **stage_metrics(records), **gen, "train/examples": len(examples)}
+        method = update.build(o.loss_args, pad, reference, share)
+        record = {"stage": stage, **stage_metrics(candidates), **gen, "train/examples": len(examples)}
         if examples:
             stage_cfg = replace(cfg.train, output_dir=str(sdir), seed=cfg.train.seed + stage)
             result = train_loop(stage_cfg, method, scorer, examples, accelerator=accelerator,
-                                on_save=_save_final(tokenizer), desc=f"{cfg.method} {stage + 1}/{o.stages}")
+                                on_save=policy_saver(tokenizer), desc=f"{cfg.method} {stage + 1}/{o.stages}")
             record["train/loss"] = result.history[-1].get("loss") if result.history else None
             accelerator.free_memory()  # drop this stage's optimizer
         else:
             log.warning("stage %d: nothing selected (all candidates tied or filtered); the policy is unchanged", stage)
-            save_policy(accelerator, scorer, tokenizer, sdir / "final")
+            save_final(accelerator, scorer, sdir / "final", policy_saver(tokenizer))
         log.info("stage %d: %s", stage, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+        if main and o.keep_stage_models > 0:
+            drop_stage_weights(out, stage - max(o.keep_stage_models, 1))
         if main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
-    accelerator.wait_for_everyone()
-    save_policy(accelerator, scorer, tokenizer, out / "final")
+    save_final(accelerator, scorer, out / "final", policy_saver(tokenizer, cfg.model.lora.save_merged))
     return out
-
-
-def save_policy(accelerator, scorer, tokenizer, out_dir: Path) -> None:
-    """The scorer's policy in HF format, its state dict gathered first when FSDP / ZeRO-3 shards it
-    (a collective: every process calls this; the main process writes)."""
-    from alignkit.train.loop import full_state_dict
-    from alignkit.train.run import _save_final
-
-    state = full_state_dict(accelerator, scorer)
-    if accelerator.is_main_process:
-        _save_final(tokenizer)(scorer, out_dir, state)
-    accelerator.wait_for_everyone()
 
 
 def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, progress: bool, lockstep: bool = False):
@@ -373,22 +342,21 @@ def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, prog
 
     Data parallel: this process does its block of the prompts (seed offset by its rank, so the
     blocks are independent draws; one process reproduces the seed ``sampling.seed + stage``);
-    every process returns all records, in the order of the draw, and the generation metrics
+    every process returns all candidates, in the order of the draw, and the generation metrics
     of all processes (throughput summed, time the slowest process's). ``lockstep``: the policy's
     weights are sharded, so a process without prompts still joins every forward."""
     prompts = _draw(rows, cfg.online.prompts_per_stage, cfg.train.seed + stage)
     mine = shard(prompts)
-    records, gen = [], {}
+    candidates, gen = Candidates.new([], [], [], [], []), {}
     if mine or lockstep:
         sampling = replace(cfg.sampling, seed=cfg.sampling.seed + stage + 1_000_003 * rank())
-        records, gen = gather(sources, mine, sampling, progress)
+        candidates, gen = gather(sources, mine, sampling, progress)
         gen = gen if mine else {}
-        if records:
-            score_records(reward, records)
+        if len(candidates):
+            score_candidates(reward, candidates)
         for key, fn in logps_fns.items():
-            for r, values in zip(records, record_logps(fn, records, cfg.train.batch_size, lockstep)):
-                r[key] = values
-    return gather_objects(records), merge_generation_metrics(gather_objects([gen]))
+            candidates.set_values(key, candidate_logps(fn, candidates, cfg.train.batch_size, lockstep))
+    return Candidates.concat(gather_objects([candidates])), merge_generation_metrics(gather_objects([gen]))
 
 
 def merge_generation_metrics(per_process: list[dict[str, float]]) -> dict[str, float]:
@@ -402,6 +370,17 @@ def merge_generation_metrics(per_process: list[dict[str, float]]) -> dict[str, f
     responses = [t / max(m["gen/mean_length"], 1e-9) for m, t in zip(parts, tokens)]
     return {"gen/tokens_per_s": sum(m["gen/tokens_per_s"] for m in parts), "gen/seconds": max(seconds),
             "gen/mean_length": sum(tokens) / max(sum(responses), 1e-9), "gen/processes": float(len(parts))}
+
+
+def drop_stage_weights(out: Path, last: int) -> None:
+    """Remove the weights of the full models of stages ``0..last`` (``online.keep_stage_models``); their
+    samples, metrics and tokenizer stay, so the stages still count as done. Adapters are kept."""
+    for stage in range(last + 1):
+        final = stage_dir(out, stage) / "final"
+        if (final / "adapter_config.json").is_file():
+            continue
+        for weights in final.glob("*.safetensors"):
+            weights.unlink()
 
 
 def stage_dir(out: Path, stage: int) -> Path:
@@ -444,10 +423,10 @@ def load_model(cfg: Config, path: str = "", lora: bool = False):
 
 def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSource | None]:
     """The candidate sources of ``online.sources``: a model (policy, sampler or another one), or None (dataset)."""
-    from alignkit.data.tokenize import TokenizeConfig
+    from alignkit.data.pipeline import tokenize_config
     from alignkit.engine.backends import sampler_for
 
-    tok_cfg = TokenizeConfig.from_data(cfg.data)
+    tok_cfg = tokenize_config(cfg.data)
     out: list[ModelSource | None] = []
     for name in cfg.online.sources:
         if name == "dataset":
@@ -463,5 +442,13 @@ def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSo
     return out
 
 
-for _name in SELECTORS:  # train.max_steps counts the steps of one stage
-    register_trainer(_name, StepShape(stages=lambda cfg: max(cfg.online.stages, 1)))(train_sampling)
+@method_family
+def sampling_methods() -> dict[str, MethodSpec]:
+    """Every selector of :data:`SELECTORS` is a method; ``train.max_steps`` counts the steps of one stage."""
+    shape = StepShape(stages=lambda cfg: max(cfg.online.stages, 1))
+    updates = all_updates()
+    return {name: MethodSpec(name, "sampling", train_sampling, data="prompts", uses=name, step_shape=shape,
+                             needs_reference=updates[spec.default_update].needs_reference,
+                             default_update=spec.default_update, check=check_config,
+                             sections=("reference", "engine", "rewards", "sampling", "online"))
+            for name, spec in SELECTORS.items()}
