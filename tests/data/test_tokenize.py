@@ -310,3 +310,36 @@ def test_tokenize_examples_matches_one_by_one_and_skips(tok, monkeypatch, caplog
 def test_bad_row_without_source_is_named_by_index(tok):
     with pytest.raises(DataError, match="example 1: response 0 is empty"):
         tokenize_examples([Example("Q:", [" a"]), Example("Q:", [""])], tok)
+
+
+# ---- string rows as chat (data.chat_strings) -------------------------------------------
+
+
+def test_dialogue_messages_splits_hh_turns_and_drops_the_open_assistant_turn():
+    prompt = "\n\nHuman: hi\n\nAssistant: hello there\n\nHuman: why?\n\nAssistant:"
+    assert tokmod.dialogue_messages(prompt) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello there"},
+        {"role": "user", "content": "why?"},
+    ]
+    assert tokmod.dialogue_messages("  What is 2+2? ") == [{"role": "user", "content": "What is 2+2?"}]
+
+
+def test_chat_strings_renders_hh_row_with_the_template_and_one_end_of_turn(tok):
+    hh = Example("\n\nHuman: hi\n\nAssistant: yo\n\nHuman: why?\n\nAssistant:", [" because", " no"])
+    out = tokenize_example(hh, tok, TokenizeConfig(chat_strings=True))
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                {"role": "user", "content": "why?"}]
+    assert out.prompt_ids == tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+    eos, im_end = tok.eos_token_id, tok.convert_tokens_to_ids(IM_END)
+    assert out.response_ids == [_enc(tok, "because") + [im_end, eos], _enc(tok, "no") + [im_end, eos]]
+    # the same row as prompt/chosen/rejected strings, batch-encoded, gives the same ids
+    batched = tokenize_examples([hh], tok, TokenizeConfig(chat_strings=True))[0]
+    assert (batched.prompt_ids, batched.response_ids) == (out.prompt_ids, out.response_ids)
+
+
+def test_chat_strings_leaves_whole_text_rows_and_needs_a_template(tok):
+    whole = Example("", ["all of it"], meta={"whole_text": True})
+    assert tokenize_example(whole, tok, TokenizeConfig(chat_strings=True)) == tokenize_example(whole, tok)
+    with pytest.raises(AlignkitError, match="chat_strings is on but the tokenizer has no chat_template"):
+        tokenize_example(Example("Q", ["A"]), _no_bos_tokenizer(tok), TokenizeConfig(chat_strings=True))

@@ -109,3 +109,16 @@ def test_final_model_loads_with_transformers_and_loss_falls(tmp_path):
     assert any("eval/nll" in r for r in records)
     assert (run_dir / "config.yaml").is_file()
     assert not list((run_dir / "checkpoints").glob("*.tmp")) if (run_dir / "checkpoints").exists() else True
+
+
+def test_used_examples_are_those_the_steps_draw():
+    from alignkit.config import TrainConfig
+    from alignkit.train.runtime import global_batch_indices, used_examples
+
+    cfg = TrainConfig(batch_size=2, grad_accum=2, max_steps=3, seed=5)
+    items = list(range(100))
+    drawn = {i for step in range(3) for i in global_batch_indices(100, 4, step, 5)}
+    used = used_examples(cfg, items, world_size=1)
+    assert sorted(used) == sorted(drawn) and len(used) == 12  # 3 steps x 4, not the 100 rows
+    everything = used_examples(TrainConfig(batch_size=4, num_epochs=2.0), items, world_size=1)
+    assert sorted(everything) == items

@@ -27,7 +27,7 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = "tiny-llama"  # a local path, a Hub id, or a built-in tiny model: tiny-llama / tiny-gpt2
+    name_or_path: str = "tiny-llama"  # a local path, a Hub id, a .gguf file, tiny-llama / tiny-gpt2, smollm2-135m-instruct
     tokenizer: str = ""  # tokenizer path or id; empty means the model's own
     trust_remote_code: bool = False  # run code shipped with a Hub model (off unless you trust it)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weight dtype when loading
@@ -48,6 +48,7 @@ class DataConfig:
     max_length: int = 1024  # prompt + response tokens; responses are cut to fit
     truncation: Literal["keep_end", "keep_start"] = "keep_end"  # which part of a long prompt is kept
     drop_long_prompts: bool = False  # drop rows whose prompt is longer than max_prompt_length instead
+    chat_strings: bool = False  # render string rows (HH dialogues, prompt/chosen/rejected) with the chat template
 
 
 @dataclass
@@ -81,10 +82,10 @@ class TrainConfig:
 @dataclass
 class ReferenceConfig:
     mode: Literal["auto", "copy", "adapter", "precomputed", "none"] = "auto"
-    # auto: the adapter-disabled base under LoRA, else a frozen copy; precomputed:
-    # reference log-probs computed once before training and cached on disk.
+    # auto: the adapter-disabled base under LoRA, else a frozen copy; precomputed: reference
+    # log-probs of the examples the run will use, computed before training and cached on disk.
     path: str = ""  # a different reference model (default: the starting policy)
-    cache_dir: str = ""  # where precomputed reference log-probs are cached (default: output_dir/ref_cache)
+    cache_dir: str = ""  # precomputed reference log-probs, reused across runs (default: $ALIGNKIT_CACHE/reference)
 
 
 @dataclass

@@ -28,7 +28,8 @@ def tokenize_config(data_cfg):
     from alignkit.data.tokenize import TokenizeConfig
 
     return TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length,
-                          truncation=data_cfg.truncation, drop_long_prompts=data_cfg.drop_long_prompts)
+                          truncation=data_cfg.truncation, drop_long_prompts=data_cfg.drop_long_prompts,
+                          chat_strings=data_cfg.chat_strings)
 
 
 def load_split(data_cfg, *, seed: int = 0, need: str = "", method: str = "") -> tuple[list, list]:
@@ -68,6 +69,6 @@ def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ..
     tok_cfg = tokenize_config(data_cfg)
     skip = data_cfg.skip_bad_rows
     return (
-        tokenize_examples(train, tokenizer, tok_cfg, skip_bad_rows=skip),
-        tokenize_examples(held_out, tokenizer, tok_cfg, skip_bad_rows=skip),
+        tokenize_examples(train, tokenizer, tok_cfg, skip_bad_rows=skip, desc="tokenize train"),
+        tokenize_examples(held_out, tokenizer, tok_cfg, skip_bad_rows=skip, desc="tokenize held-out"),
     )

@@ -27,6 +27,11 @@ Three shapes of row:
   [bos]`` and the response is the whole text, so the loss covers every token. A
   tokenizer without BOS gives the text's first token as the prompt.
 
+With ``chat_strings`` (a chat model's configs set ``data.chat_strings: true``) a string row is
+made chat-shaped first and takes the chat path: an Anthropic HH dialogue prompt
+(``"\n\nHuman: ...\n\nAssistant:"``) becomes its turns, any other string prompt one user
+message, and each string response one assistant message (stripped of surrounding whitespace).
+
 End of a response: with ``add_eos`` a response that ended carries exactly ONE
 ``tokenizer.eos_token_id`` at its end. It is appended unless the last token
 already is EOS (a chat template whose end-of-turn is the EOS token, or a string
@@ -74,6 +79,8 @@ class TokenizeConfig:
     """Budget of the prompt plus ONE response, in tokens; a longer response is cut and loses its EOS."""
     add_eos: bool = True
     """End every complete response with exactly one EOS token."""
+    chat_strings: bool = False
+    """Render string rows (HH dialogues, prompt/chosen/rejected strings) with the chat template."""
     truncation: Literal["keep_end", "keep_start"] = "keep_end"
     """Which part of a long prompt is kept."""
     drop_long_prompts: bool = False
@@ -139,15 +146,20 @@ def tokenize_examples(
     cfg: TokenizeConfig | None = None,
     *,
     skip_bad_rows: bool = False,
+    desc: str = "",
 ) -> list[TokenizedExample]:
     """Tokenize many examples; plain-text rows are batch-encoded.
 
     With ``skip_bad_rows`` a row raising :class:`DataError` is dropped and the
     number dropped is logged as a warning (with the first reasons); otherwise the
     first bad row raises. Template errors (:class:`AlignkitError` that is not a
-    ``DataError``) always raise: they would hit every row.
+    ``DataError``) always raise: they would hit every row. ``desc`` names a progress bar
+    (shown once tokenizing has taken two seconds).
     """
+    from tqdm.auto import tqdm
+
     cfg = cfg or TokenizeConfig()
+    bar = tqdm(desc=desc, unit=" rows", disable=not desc, delay=2.0)
     out: list[TokenizedExample] = []
     skipped: list[str] = []
     chunk: list[Example] = []
@@ -157,8 +169,11 @@ def tokenize_examples(
         chunk.append(example)
         if len(chunk) == _CHUNK:
             _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, counts)
+            bar.update(len(chunk))
             start, chunk = start + len(chunk), []
     _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, counts)
+    bar.update(len(chunk))
+    bar.close()
     if skipped:
         logger.warning("skipped %d bad rows; first: %s", len(skipped), "; ".join(skipped[:3]))
     counts.report(cfg, start + len(chunk))
@@ -167,6 +182,7 @@ def tokenize_examples(
 
 def _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, counts=None) -> None:
     """Batch-encode the plain rows of ``chunk`` in two calls, then finish every row."""
+    chunk = [_chat_form(ex, tokenizer, cfg) for ex in chunk]
     plain = [i for i, ex in enumerate(chunk) if _is_plain(ex, tokenizer)]
     prompts = _encode(tokenizer, [chunk[i].prompt for i in plain], special=True)
     responses = _encode(tokenizer, [r for i in plain for r in chunk[i].responses], special=False)
@@ -196,6 +212,7 @@ def _tokenize(
 ) -> TokenizedExample | None:
     """One row: raw ids by shape, then the EOS policy, the empty check and truncation (None: a row
     dropped for its long prompt)."""
+    example = _chat_form(example, tokenizer, cfg)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise AlignkitError("the tokenizer has no eos_token; set tokenizer.eos_token before tokenizing")
@@ -268,6 +285,33 @@ def _is_plain(example: Example, tokenizer) -> bool:
             "tokenizer has no chat_template; set tokenizer.chat_template or use string prompts"
         )
     return not example.is_chat() and not example.meta.get("whole_text")
+
+
+def _chat_form(example: Example, tokenizer, cfg: TokenizeConfig) -> Example:
+    """A string row as chat messages when ``cfg.chat_strings`` and the tokenizer has a template."""
+    if not cfg.chat_strings or example.is_chat() or example.meta.get("whole_text"):
+        return example
+    if not getattr(tokenizer, "chat_template", None):
+        raise AlignkitError("data.chat_strings is on but the tokenizer has no chat_template; turn it off")
+    from dataclasses import replace
+
+    responses = [[{"role": "assistant", "content": r.strip()}] for r in example.responses]
+    return replace(example, prompt=dialogue_messages(example.prompt), responses=responses)
+
+
+def dialogue_messages(prompt: str) -> list[Message]:
+    """``"\n\nHuman: hi\n\nAssistant: hello\n\nHuman: why?\n\nAssistant:"`` -> user / assistant / user
+    messages (the open last Assistant turn is the generation prompt); any other string is one user message."""
+    import re
+
+    parts = re.split(r"\n\n(Human|Assistant):", prompt)
+    if len(parts) < 3 or parts[0].strip():
+        return [{"role": "user", "content": prompt.strip()}] if prompt.strip() else []
+    messages = [{"role": "user" if speaker == "Human" else "assistant", "content": text.strip()}
+                for speaker, text in zip(parts[1::2], parts[2::2])]
+    if messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        messages.pop()
+    return messages
 
 
 def _chat_ids(example: Example, tokenizer, where: str, add_eos: bool):

@@ -1,4 +1,8 @@
-"""Load causal LMs and tokenizers from a path, a Hub id, or a built-in tiny model.
+"""Load causal LMs and tokenizers from a path, a Hub id, a GGUF file, or a built-in model.
+
+A ``.gguf`` file, a folder holding one, or the alias ``smollm2-135m-instruct`` is dequantized
+once into a cached safetensors folder (:mod:`alignkit.models.gguf`), which is then loaded as any
+saved model.
 
 Weights are read and written as safetensors only; ``trust_remote_code`` stays
 off unless the config turns it on. A name that is neither a local folder nor
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from alignkit import in_memory
 from alignkit.errors import AlignkitError, ConfigError
+from alignkit.models.gguf import GGUF_ALIASES, resolve_gguf
 
 if TYPE_CHECKING:
     from alignkit.config import LoraConfig, ModelConfig
@@ -33,7 +38,7 @@ def _not_found(name: str, what: str, err: Exception) -> AlignkitError:
     return AlignkitError(
         f"{what} {name!r} is not a local folder and could not be loaded from the Hugging Face Hub "
         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). Give a path to a saved model, "
-        f"a reachable Hub id, or one of the built-in tiny models: {', '.join(TINY_MODELS)}."
+        f"a reachable Hub id, a .gguf file, or a built-in model: {', '.join([*TINY_MODELS, *GGUF_ALIASES])}."
     )
 
 
@@ -61,8 +66,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         from alignkit.models.tiny import build_tiny_tokenizer
 
         return build_tiny_tokenizer()
+    source = resolve_gguf(name)
     try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise _not_found(name, "tokenizer", err) from None
     if tok.pad_token_id is None:
@@ -75,7 +81,8 @@ def load_causal_lm(cfg: ModelConfig, tokenizer=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    tokenizer = tokenizer or load_tokenizer(cfg.tokenizer or cfg.name_or_path, cfg.trust_remote_code)
+    source = cfg.name_or_path if cfg.name_or_path in TINY_MODELS else resolve_gguf(cfg.name_or_path, cfg.dtype)
+    tokenizer = tokenizer or load_tokenizer(cfg.tokenizer or source, cfg.trust_remote_code)
     dtype = getattr(torch, DTYPES[cfg.dtype])
     if is_adapter_folder(cfg.name_or_path):
         return _load_adapter_folder(cfg, tokenizer), tokenizer
@@ -92,7 +99,7 @@ def load_causal_lm(cfg: ModelConfig, tokenizer=None):
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                cfg.name_or_path,
+                source,
                 dtype=dtype,
                 trust_remote_code=cfg.trust_remote_code,
                 use_safetensors=True,

@@ -7,9 +7,12 @@ the trainer does not care which one runs:
   model) in memory.
 * :class:`AdapterReference` reuses the policy's own base weights with its LoRA
   adapter switched off: no second copy of the weights.
-* :class:`CachedReference` looks up log-probs computed once before training
-  (by either of the above) and stored on disk, keyed by the token ids of each
-  prompt and response; training then runs no reference forward at all.
+* :class:`InitialPolicyReference` is the policy itself before its first step, which is
+  all a precomputed reference of the starting policy needs.
+* :class:`CachedReference` looks up log-probs computed before training (by either
+  of the above) for the examples the run will use, stored on disk keyed by the
+  reference weights and settings (the folder) and the token ids of each prompt and
+  response (the entry); training then runs no reference forward at all.
 """
 
 from __future__ import annotations
@@ -63,6 +66,27 @@ class AdapterReference:
             self.policy_scorer.train(was_training)
 
 
+class InitialPolicyReference:
+    """The policy itself, evaluated without gradient (in eval mode): the reference while its
+    weights are still the starting ones, so a precomputed reference needs no copy of them
+    (for a 135M model, 0.5 GB less at the peak). Use it only before training starts."""
+
+    def __init__(self, policy_scorer: nn.Module, pad_id: int, share_prompt: bool = True):
+        self.policy_scorer, self.pad_id, self.share_prompt = policy_scorer, pad_id, share_prompt
+
+    def to(self, device) -> InitialPolicyReference:
+        return self
+
+    @torch.no_grad()
+    def logps(self, batch: ResponseBatch) -> torch.Tensor:
+        was_training = self.policy_scorer.training
+        self.policy_scorer.eval()  # no dropout in the reference
+        try:
+            return sequence_logps(self.policy_scorer, batch, pad_id=self.pad_id, share_prompt=self.share_prompt).logps
+        finally:
+            self.policy_scorer.train(was_training)
+
+
 def _find_peft(module: nn.Module):
     for sub in module.modules():
         if hasattr(sub, "disable_adapter") and hasattr(sub, "peft_config"):
@@ -76,7 +100,15 @@ def sequence_key(prompt_ids: list[int], response_ids: list[int]) -> str:
 
 
 class CachedReference:
-    """Reference log-probs looked up by the token ids of (prompt, response)."""
+    """Reference log-probs looked up by the token ids of (prompt, response).
+
+    :meth:`build` scores only the pairs it is given that its cache folder lacks, so the work
+    scales with the examples the run will use (:func:`alignkit.train.runtime.used_examples`), and a
+    longer run, a resume or another run of the same reference model and settings reuses every
+    pair already scored. The folder (see :func:`reference_fingerprint`) holds ``part-*.pt``
+    files, each a dict ``{sequence_key: log-prob}`` written atomically every few batches, so an
+    interrupted run keeps what it scored.
+    """
 
     scores_any_pair = False  # only the (prompt, response) pairs of the data were cached
 
@@ -87,35 +119,40 @@ class CachedReference:
         return self
 
     @classmethod
-    def build(cls, source, examples, batch_size: int, cache_file: Path | None, progress: bool = True):
-        """Compute every (prompt, response) log-prob once with ``source``; load it if cached.
+    def build(cls, source, examples, batch_size: int, cache_dir: Path | None, progress: bool = True,
+              flush_every: int = 8):
+        """Score the (prompt, response) pairs of ``examples`` missing from ``cache_dir`` with ``source``.
 
-        Under several processes each computes its shard of ``examples`` and all get the gathered
-        table; the main process writes the cache. Every process must call this (a collective).
+        Under several processes the main process decides what is missing, each scores its shard
+        and writes its own part files, and all get the gathered table. Every process must call
+        this (a collective).
         """
         from tqdm.auto import tqdm
 
-        from alignkit.distributed import gather_objects, is_main, shard
+        from alignkit.distributed import broadcast_object, gather_objects, is_main, rank, shard
         from alignkit.engine.batch import collate
 
-        if cache_file is not None and Path(cache_file).is_file():
-            return cls(torch.load(cache_file, weights_only=True))
-        mine = shard(examples)
+        table = read_parts(cache_dir) if is_main() else {}
+        missing = [i for i, ex in enumerate(examples)
+                   if any(sequence_key(ex.prompt_ids, r) not in table for r in ex.response_ids)]
+        missing = broadcast_object(missing)
+        mine = shard([examples[i] for i in missing])
         local: list[tuple[str, float]] = []
+        unsaved: dict[str, float] = {}
         starts = range(0, len(mine), batch_size)
-        for start in tqdm(starts, desc="reference log-probs", disable=not (progress and is_main())):
+        desc = f"reference log-probs ({len(examples) - len(missing)} of {len(examples)} cached)"
+        for n, start in enumerate(tqdm(starts, desc=desc, disable=not (progress and is_main()))):
             batch = collate(mine[start : start + batch_size])
             logps = source.logps(batch).cpu()
             for b, (prompt, responses) in enumerate(zip(batch.prompt_ids, batch.response_ids)):
                 for k, resp in enumerate(responses):
                     local.append((sequence_key(prompt, resp), float(logps[b, k])))
-        table = dict(gather_objects(local))
-        if cache_file is not None and is_main():
-            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(str(cache_file) + ".tmp")
-            torch.save(table, tmp)
-            tmp.rename(cache_file)
-        return cls(table)
+                    unsaved[local[-1][0]] = local[-1][1]
+            if cache_dir is not None and ((n + 1) % flush_every == 0 or start + batch_size >= len(mine)):
+                write_part(cache_dir, unsaved, rank())
+                unsaved = {}
+        table.update(gather_objects(local))
+        return cls(broadcast_object(table))  # the cached part was read on the main process only
 
     def logps(self, batch: ResponseBatch) -> torch.Tensor:
         out = torch.zeros(batch.mask.shape, dtype=torch.float32)
@@ -128,13 +165,40 @@ class CachedReference:
         return out
 
 
-def cache_key(model_name: str, examples, tokenize_cfg: dict) -> str:
-    """Fingerprint of (reference model, data, tokenization) naming the cache file."""
+def read_parts(cache_dir: Path | None) -> dict[str, float]:
+    """Every log-prob cached in ``cache_dir`` (empty when there is none)."""
+    table: dict[str, float] = {}
+    if cache_dir is not None and Path(cache_dir).is_dir():
+        for part in sorted(Path(cache_dir).glob("part-*.pt")):
+            table.update(torch.load(part, weights_only=True))
+    return table
+
+
+def write_part(cache_dir: Path, entries: dict[str, float], rank: int = 0) -> None:
+    """Add ``entries`` to ``cache_dir`` as one more part file, renamed into place once complete."""
+    import uuid
+
+    if not entries:
+        return
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    name = f"part-{rank}-{uuid.uuid4().hex[:12]}.pt"
+    tmp = cache_dir / f".{name}.tmp"
+    torch.save(entries, tmp)
+    tmp.rename(cache_dir / name)
+
+
+def reference_fingerprint(model: nn.Module, settings: dict) -> str:
+    """Hash of the reference weights (LoRA adapters left out: the reference is the base) and of
+    the scoring settings, naming the cache folder; the data is in each entry's key."""
     h = hashlib.blake2b(digest_size=12)
-    h.update(model_name.encode())
-    h.update(repr(sorted(tokenize_cfg.items())).encode())
-    for ex in examples:
-        h.update(repr((ex.prompt_ids, ex.response_ids)).encode())
+    h.update(repr(sorted(settings.items())).encode())
+    for name, param in unwrap_causal_lm(model).named_parameters():
+        if "lora_" in name:
+            continue
+        h.update(name.encode())
+        h.update(str(param.dtype).encode())
+        h.update(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

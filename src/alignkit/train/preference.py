@@ -74,6 +74,7 @@ def train_preference(cfg) -> Path:
     from alignkit.train.accelerator import make_accelerator
     from alignkit.train.build import build_reference, policy_and_data, policy_saver
     from alignkit.train.loop import train_loop
+    from alignkit.train.runtime import used_examples
 
     loss_fn = get_loss(cfg.method)
     model, tokenizer, train, held_out = policy_and_data(cfg, need=NEED_OF_DATA[loss_fn.data])
@@ -82,7 +83,7 @@ def train_preference(cfg) -> Path:
     reference = None
     if loss_fn.needs_reference:
         reference = build_reference(cfg, model, scorer.to(accelerator.device), tokenizer.pad_token_id,
-                                    train + held_out)
+                                    used_examples(cfg.train, train, accelerator.num_processes) + held_out)
         reference.to(accelerator.device)
     method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
     train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,

@@ -75,6 +75,19 @@ def global_batch_indices(n: int, global_batch: int, step: int, seed: int) -> lis
     return order[offset * global_batch : (offset + 1) * global_batch]
 
 
+def used_examples(cfg: TrainConfig, examples: Sequence[Any], world_size: int) -> list[Any]:
+    """The examples that :func:`~alignkit.train.loop.train_loop`'s steps will draw (in first-use order,
+    once each), so that what is prepared before training (a precomputed reference) scales with
+    ``max_steps``, not the data."""
+    global_batch = cfg.batch_size * cfg.grad_accum * world_size
+    seen: dict[int, None] = {}
+    for step in range(total_steps(cfg, len(examples), world_size)):
+        seen.update(dict.fromkeys(global_batch_indices(len(examples), global_batch, step, cfg.seed)))
+        if len(seen) == len(examples):
+            break
+    return [examples[i] for i in seen]
+
+
 def total_steps(cfg: TrainConfig, n_examples: int, world_size: int, batches_per_step: int = 1) -> int:
     """``train.max_steps``, or ``num_epochs`` passes over ``n_examples`` in global batches of
     ``batch_size x grad_accum x batches_per_step x world_size``."""
