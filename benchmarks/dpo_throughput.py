@@ -321,7 +321,7 @@ def side_listwise(work: Path, args) -> dict:
 
 # ----------------------------------------------------------------------------- parent
 def prepare(work: Path, args) -> None:
-    from alignkit.train.loop import global_batch_indices
+    from alignkit.train.runtime import global_batch_indices
 
     tok = load_tokenizer()
     n = args.batch * (args.warmup + args.steps)

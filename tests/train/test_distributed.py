@@ -186,7 +186,7 @@ def test_two_processes_train_like_one_and_resume_in_one(two_process_runs, tmp_pa
     assert gaps(base, at_step_2)[1] > 100 * Q999_GAP  # steps 3-4 moved the weights: the checks have teeth
 
 def test_shard_and_gather_keep_every_item_once():
-    from alignkit.train.distributed import gather_objects, shard, shard_bounds
+    from alignkit.distributed import gather_objects, shard, shard_bounds
 
     items = list(range(11))
     for world in (1, 2, 3, 4, 16):
@@ -214,7 +214,7 @@ def test_two_processes_share_the_sampling_of_a_raft_stage(two_process_runs):
 
 
 def test_full_weights_gathers_an_fsdp_root_around_direct_calls_and_leaves_other_modules_alone():
-    from alignkit.train.distributed import full_weights
+    from alignkit.distributed import full_weights
 
     calls = []
 

@@ -23,7 +23,8 @@ from alignkit.models.reference import FrozenReference
 from alignkit.models.tiny import build_tiny_model, build_tiny_tokenizer
 from alignkit.rewards import build_reward
 from alignkit.train import ppo
-from alignkit.train.loop import make_accelerator
+from alignkit.train.accelerator import make_accelerator
+from alignkit.train.build import build_reference
 from alignkit.train.ppo import (
     Minibatch,
     PPOConfig,
@@ -40,7 +41,7 @@ from alignkit.train.rollout import (
     disable_dropout,
     evaluate_policy,
 )
-from alignkit.train.run import build_reference, run_train
+from alignkit.train.run import run_train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHIPPED = ["ppo_tiny", "ppo_ptx_tiny", "rloo_tiny", "grpo_tiny", "ppo_dense_tiny"]

@@ -230,7 +230,7 @@ def test_an_interrupted_stage_resumes_without_sampling_again(tmp_path, monkeypat
 def test_each_process_samples_scores_and_returns_its_own_block_of_the_prompts(monkeypatch):
     """Data parallel sampling, simulated in one process: process i of 2 generates for its contiguous block of
     the stage's draw only, with its own seed, and what the processes gather is the draw in order."""
-    from alignkit.train.distributed import shard
+    from alignkit.distributed import shard
 
     cfg = cfg_for(Path("unused"), "dp", "online.prompts_per_stage=5", "sampling.num_samples=2")
     policy, tok = load_causal_lm(cfg.model)

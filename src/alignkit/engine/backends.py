@@ -102,7 +102,7 @@ class VLLMSampler:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the model in this process
             from vllm import LLM
 
-            from alignkit.train.distributed import world_size
+            from alignkit.distributed import world_size
 
             kwargs = dict(self.llm_kwargs)
             if world_size() > 1:

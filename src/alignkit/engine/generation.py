@@ -13,17 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-
-@dataclass
-class SamplingConfig:
-    num_samples: int = 4  # K responses per prompt
-    max_new_tokens: int = 64  # response budget in tokens
-    temperature: float = 1.0  # sampling temperature (0: greedy)
-    top_k: int = 0  # keep the k most likely tokens (0: off)
-    top_p: float = 1.0  # nucleus sampling mass (1: off)
-    batch_size: int = 16  # prompts per generate call
-    seed: int = 0  # sampling seed
-    backend: str = "transformers"  # transformers, vllm (CUDA GPU, `pip install alignkit[vllm]`), or auto
+from alignkit.config.sampling import SamplingConfig
 
 
 @dataclass
@@ -52,8 +42,8 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
     """Sample ``cfg.num_samples`` continuations of every prompt."""
     from tqdm.auto import tqdm
 
+    from alignkit.distributed import lockstep_batches, sharded_across_processes
     from alignkit.engine.logprobs import unwrap_causal_lm
-    from alignkit.train.distributed import lockstep_batches, sharded_across_processes
 
     lm = unwrap_causal_lm(model)
     device = next(lm.parameters()).device

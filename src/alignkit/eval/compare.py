@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.config import Config, from_dict, to_dict
+from alignkit.config.rewards import RewardSpec
 from alignkit.errors import ConfigError
 from alignkit.eval.runner import EvalConfig, json_safe
-from alignkit.rewards.spec import RewardSpec
 from alignkit.train.run import step_shape
 
 log = logging.getLogger("alignkit")

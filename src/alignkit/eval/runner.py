@@ -42,10 +42,10 @@ from typing import Any, Literal
 
 import torch
 
+from alignkit.config.rewards import RewardSpec
 from alignkit.engine.generation import SamplingConfig
 from alignkit.errors import ConfigError, DataError
 from alignkit.eval import metrics as M
-from alignkit.rewards.spec import RewardSpec
 
 log = logging.getLogger("alignkit")
 

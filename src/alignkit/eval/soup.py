@@ -35,9 +35,9 @@ from typing import Literal
 
 import torch
 
+from alignkit.config.rewards import RewardSpec
 from alignkit.errors import AlignkitError, ConfigError
 from alignkit.eval.runner import EvalConfig
-from alignkit.rewards.spec import RewardSpec
 
 log = logging.getLogger("alignkit")
 

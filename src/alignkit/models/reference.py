@@ -93,8 +93,8 @@ class CachedReference:
         """
         from tqdm.auto import tqdm
 
+        from alignkit.distributed import gather_objects, is_main, shard
         from alignkit.engine.batch import collate
-        from alignkit.train.distributed import gather_objects, is_main, shard
 
         if cache_file is not None and Path(cache_file).is_file():
             return cls(torch.load(cache_file, weights_only=True))

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
+from alignkit.config.rewards import RewardSpec
 from alignkit.errors import ConfigError
-from alignkit.rewards.spec import RewardSpec
 
 Segment = tuple[int, float]  # (exclusive character end in the response, reward value)
 

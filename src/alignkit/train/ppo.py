@@ -27,6 +27,11 @@ Every step (CleanRL's "iteration") reads top to bottom:
    token, RLOO's per sample (its action is the whole response). An update stops once a
    minibatch's approximate KL(old || new) exceeds ``target_kl_stop``. Losses are per sample,
    averaged over the minibatch; the learning-rate schedule counts steps (rollouts).
+5. **Log** the step, and adapt the KL coefficient to the KL just measured.
+
+The run around these steps (accelerator, optimizer, schedule, checkpoints, metrics log,
+evaluation, final save) is :class:`~alignkit.train.runtime.Run`; each minibatch is one
+:func:`~alignkit.train.runtime.optimizer_step` (accumulation, clipping, DeepSpeed boundaries).
 
 Memory: ``model.lora.enabled`` with ``value_model: shared`` holds ONE copy of the base
 weights: the policy is the adapter on the frozen base, the critic a head on that body, the
@@ -35,16 +40,13 @@ reference copy and (``value_model: separate``) a critic body. Dropout is off, so
 ratio is exactly 1 at the first minibatch.
 
 Resume: every ``train.save_every`` steps an atomic checkpoint holds model, critic,
-optimizer and schedule (Accelerate), the KL coefficient and the reward moments; prompts,
+optimizer and schedule (Accelerate), the KL coefficient and the reward moments (tracked by the run); prompts,
 samples and minibatch order depend on (seed, step) alone, so a resumed run repeats the same steps.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -74,18 +76,8 @@ from alignkit.losses.rl import (
 )
 from alignkit.models.loading import save_pretrained, sub_state_dict
 from alignkit.rewards import build_reward
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from alignkit.train.loop import (
-    MetricsLog,
-    _enable_gradient_checkpointing,
-    _is_deepspeed,
-    _prepare_for_sharding,
-    _progress,
-    full_state_dict,
-    global_batch_indices,
-    make_accelerator,
-    make_optimizer,
-)
+from alignkit.train.accelerator import is_deepspeed
+from alignkit.train.build import build_reference, policy_and_data
 from alignkit.train.rollout import (
     PPOConfig,
     Rollout,
@@ -96,7 +88,15 @@ from alignkit.train.rollout import (
     evaluate_policy,
     task_rewards,
 )
-from alignkit.train.run import StepShape, _policy_and_data, build_reference, register_trainer
+from alignkit.train.run import StepShape, register_trainer
+from alignkit.train.runtime import (
+    MetricSums,
+    Run,
+    global_batch_indices,
+    mean_over_processes,
+    optimizer_step,
+    total_steps,
+)
 from alignkit.train.sft import best_response_only
 
 Tensor = torch.Tensor
@@ -217,58 +217,52 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
     """``num_ppo_epochs`` passes of ``num_minibatches`` optimizer steps over ``rollout``; mean metrics.
 
     A minibatch (whole prompts, in an order set by (seed, step, epoch)) is split into
-    ``grad_accum`` forwards. ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None.
+    ``grad_accum`` forwards, one optimizer step (:func:`~alignkit.train.runtime.optimizer_step`).
+    ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None.
     """
-    stats: dict[str, list[float]] = {}
+    stats = MetricSums()
     B, K, world = len(rollout.prompt_ids), rollout.num_samples, accelerator.num_processes
-    deepspeed = _is_deepspeed(accelerator)
-    scale = float(grad_accum) if deepspeed else 1.0  # DeepSpeed's backward divides by its accumulation steps
-
-    def boundary(last: bool) -> None:  # DeepSpeed reduces gradients and steps at the backward marked last
-        if deepspeed:
-            accelerator.gradient_state._set_sync_gradients(last)
     epochs_run, stop = 0, False
     for epoch in range(cfg.num_ppo_epochs):
         order = torch.randperm(B, generator=torch.Generator().manual_seed(_seed(seed, step, epoch)))
         for m, prompts in enumerate(order.chunk(cfg.num_minibatches)):
+            micro_batches = []
             if ptx is not None:  # PPO-ptx: + gamma * NLL per token of pretraining text (InstructGPT eq. 2)
-                with accelerator.no_sync(module):  # all-reduced by the last backward below
-                    with accelerator.autocast():
-                        out = module(ptx((step * cfg.num_ppo_epochs + epoch) * cfg.num_minibatches + m),
-                                     values=False, entropy=False)
-                    nll = -masked_sum(out.logprobs, out.mask) / out.mask.sum().clamp(min=1)
-                    boundary(False)
-                    accelerator.backward(cfg.ptx_coef * nll * scale)
-                _add(stats, {"loss/ptx": nll})
-            micro = prompts.chunk(grad_accum)
-            for i, micro_prompts in enumerate(micro):
-                sync = i == len(micro) - 1  # all-reduce the accumulated gradients on the last backward only
-                with nullcontext() if sync else accelerator.no_sync(module):
-                    loss, mb_stats = minibatch_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
-                                                    advantages, returns, beta)
-                    boundary(sync)
-                    accelerator.backward(global_mean(loss.sum(), len(prompts) * K * world, world) * scale)
-                _add(stats, mb_stats)
-            boundary(True)
-            if max_grad_norm > 0:  # DeepSpeed clipped inside its step and reports the norm (or None)
-                grad_norm = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
-                if grad_norm is not None:
-                    _add(stats, {"grad_norm": grad_norm})
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            approx_kl = torch.tensor(stats["approx_kl"][-len(micro) :], device=accelerator.device).mean()
+                micro_batches.append(_ptx_loss(cfg, module, accelerator, ptx,
+                                               (step * cfg.num_ppo_epochs + epoch) * cfg.num_minibatches + m))
+            for micro_prompts in prompts.chunk(grad_accum):
+                micro_batches.append(_surrogate_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
+                                                     advantages, returns, beta, len(prompts) * K * world))
+            step_stats = optimizer_step(accelerator, module, optimizer, micro_batches, max_grad_norm=max_grad_norm,
+                                        grad_norm_weight=1.0)
+            stats.merge(step_stats)
+            approx_kl = torch.tensor(step_stats.values("approx_kl"), device=accelerator.device).mean()
             if cfg.target_kl_stop is not None and accelerator.reduce(approx_kl, "mean") > cfg.target_kl_stop:
                 stop = True  # the mean over processes: every process stops at the same minibatch
                 break
         epochs_run += 1
         if stop:
             break
-    return {**{k: sum(v) / len(v) for k, v in stats.items()}, "ppo_epochs": epochs_run, "early_stop": float(stop)}
+    return {**stats.local_means(), "ppo_epochs": epochs_run, "early_stop": float(stop)}
 
 
-def _add(stats: dict[str, list[float]], values: dict) -> None:
-    for k, v in values.items():
-        stats.setdefault(k, []).append(float(v.detach() if isinstance(v, Tensor) else v))
+def _surrogate_loss(algo, cfg, module, accelerator, rollout, prompts, advantages, returns, beta, units):
+    """A micro-batch of :func:`ppo_update`: the policy (and value) loss of ``prompts``' samples, summed
+    over samples and divided by the minibatch's samples over all processes."""
+    def forward():
+        loss, stats = minibatch_loss(algo, cfg, module, accelerator, rollout, prompts, advantages, returns, beta)
+        return global_mean(loss.sum(), units, accelerator.num_processes), stats, 1.0
+    return forward
+
+
+def _ptx_loss(cfg, module, accelerator, ptx, index: int):
+    """A micro-batch of :func:`ppo_update`: ``ptx_coef`` x the per-token NLL of pretraining batch ``index``."""
+    def forward():
+        with accelerator.autocast():
+            out = module(ptx(index), values=False, entropy=False)
+        nll = -masked_sum(out.logprobs, out.mask) / out.mask.sum().clamp(min=1)
+        return cfg.ptx_coef * nll, {"loss/ptx": nll}, 1.0
+    return forward
 
 
 # ---------------------------------------------------------------- the trainer
@@ -288,7 +282,7 @@ def check_config(cfg) -> None:
 
 def _refuse_unsupported_engine(accelerator, method: str) -> None:
     """ZeRO-3 was seen to break on-policy RL (one H100, 2026-11): refused before any work."""
-    if _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3:
+    if is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3:
         raise ConfigError(f"{method} does not run under DeepSpeed ZeRO-3 yet: the reference model's forward fails "
                           "once the policy is partitioned; launch with configs/accelerate/deepspeed_zero2.yaml, "
                           "configs/accelerate/fsdp.yaml or configs/accelerate/ddp.yaml")
@@ -310,49 +304,32 @@ def train_rl(cfg) -> Path:
     """Run PPO, RLOO or GRPO (``cfg.method``) per ``cfg``; returns the run folder."""
     check_config(cfg)
     algo, ppo, tcfg = ALGORITHMS[cfg.method], cfg.ppo, cfg.train
-    accelerator = make_accelerator(tcfg)
-    _refuse_unsupported_engine(accelerator, cfg.method)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    policy, tokenizer, train, held_out = _policy_and_data(cfg)
+    run = Run(tcfg, desc=cfg.method)
+    _refuse_unsupported_engine(run.accelerator, cfg.method)
+    accelerator, rank, world = run.accelerator, run.rank, run.world
+    policy, tokenizer, train, held_out = policy_and_data(cfg)
     module = build_actor_critic(policy, algo.critic, cfg, tokenizer.pad_token_id)
     disable_dropout(module)
     module.to(accelerator.device)
     reference = build_reference(cfg, policy, module.scorer, tokenizer.pad_token_id, []).to(accelerator.device)
     reward = build_reward(cfg.rewards)
     ptx = ptx_batches(cfg, tokenizer, rank, world) if ppo.ptx_coef > 0 else None
-
     prompts_per_step = tcfg.batch_size * tcfg.grad_accum * ppo.num_minibatches  # per process
-    steps = tcfg.max_steps or max(1, math.ceil(tcfg.num_epochs * max(len(train) // (prompts_per_step * world), 1)))
-    optimizer, scheduler = make_optimizer(module, tcfg, steps)  # the schedule counts PPO steps
-    _prepare_for_sharding(accelerator, tcfg, module)
-    module, optimizer = accelerator.prepare(module, optimizer)
+    # the schedule counts PPO steps (rollouts), not minibatch updates
+    module = run.prepare(module, total_steps(tcfg, len(train), world, batches_per_step=ppo.num_minibatches))
     sampler = sampler_for(cfg.sampling, accelerator.device, cfg.model.name_or_path)
-    accelerator.register_for_checkpointing(scheduler)
-    if tcfg.gradient_checkpointing:
-        _enable_gradient_checkpointing(module)
     kl_ctl = (FixedKLController(ppo.kl_coef) if ppo.target_kl is None
               else AdaptiveKLController(ppo.kl_coef, ppo.target_kl, ppo.kl_horizon))
     moments = RunningMoments()
-    output_dir, start = Path(tcfg.output_dir), 0
-    checkpoints = list_checkpoints(output_dir) if tcfg.resume else []
-    if checkpoints:
-        state = load_checkpoint(accelerator, checkpoints[-1])
-        start = state["step"]
-        kl_ctl.load_state_dict(state["kl_ctl"])
-        moments.load_state_dict(state["moments"])
-        accelerator.print(f"resuming from {checkpoints[-1]} (step {start})")
-    log = MetricsLog(accelerator, output_dir, resume_step=start)
+    run.track("kl_ctl", kl_ctl)
+    run.track("moments", moments)
     eval_prompts = [ex.prompt_ids for ex in held_out][rank::world]
     eval_sampling = replace(cfg.sampling, num_samples=ppo.eval_samples, seed=_seed(cfg.sampling.seed, tcfg.seed, rank))
+    if held_out:
+        run.evaluate = lambda: mean_over_processes(accelerator, evaluate_policy(
+            module, reference, reward, tokenizer, eval_prompts, eval_sampling))
 
-    def evaluate() -> dict[str, float]:
-        metrics = evaluate_policy(module, reference, reward, tokenizer, eval_prompts, eval_sampling)
-        return {f"eval/{k}": v for k, v in _mean_over_processes(accelerator, metrics).items()}
-
-    bar = _progress(tcfg, accelerator, steps, start, cfg.method)
-    module.train()
-    for step in range(start, steps):
-        t0 = time.perf_counter()
+    for step in run.steps():
         # 1. rollout: prompts chosen by (seed, step), samples seeded by (seed, step, process)
         indices = global_batch_indices(len(train), prompts_per_step * world, step, tcfg.seed)[rank::world]
         sampling = replace(cfg.sampling, seed=_seed(cfg.sampling.seed, tcfg.seed, step, rank))
@@ -363,35 +340,19 @@ def train_rl(cfg) -> Path:
         beta = kl_ctl.value
         moments.update(accelerator.gather(rollout.scores))
         scores, rewards, advantages, returns = rewards_and_advantages(algo, ppo, rollout, moments, beta)
-        # 4. update
-        update = ppo_update(algo, ppo, module, optimizer, accelerator, rollout, advantages, returns, beta,
+        # 4. update: num_ppo_epochs x num_minibatches optimizer steps, then one step of the schedule
+        update = ppo_update(algo, ppo, module, run.optimizer, accelerator, rollout, advantages, returns, beta,
                             step=step, seed=tcfg.seed, grad_accum=tcfg.grad_accum,
                             max_grad_norm=tcfg.max_grad_norm, ptx=ptx)
-        scheduler.step()
-
+        run.scheduler.step()
+        # 5. log, and adapt the KL coefficient to the KL just measured
         metrics = step_metrics(rollout, scores, rewards, returns)
-        record = {"step": step + 1, **_mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
-                  "lr": scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"],
-                  "step_time": time.perf_counter() - t0}
+        record = {"step": step + 1, **mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
+                  "lr": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"]}
         kl_ctl.update(record["kl"], n_steps=len(rollout.scores) * world)
-        if held_out and tcfg.eval_every > 0 and (step + 1) % tcfg.eval_every == 0:
-            record.update(evaluate())
-        if (step + 1) % max(tcfg.log_every, 1) == 0 or step + 1 == steps:
-            log.write(record)
-        bar.update(1)
-        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("reward", "kl", "kl_coef")})
-        if tcfg.save_every > 0 and (step + 1) % tcfg.save_every == 0 and step + 1 < steps:
-            save_checkpoint(accelerator, output_dir, step + 1,
-                            {"kl_ctl": kl_ctl.state_dict(), "moments": moments.state_dict()}, tcfg.keep_checkpoints)
-    bar.close()
-    if held_out:
-        log.write({"step": steps, **evaluate()})
-    accelerator.wait_for_everyone()
-    state = full_state_dict(accelerator, module)  # FSDP / ZeRO-3: gathered, a collective on every process
-    if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(module), tokenizer, output_dir / "final", state)
-    accelerator.wait_for_everyone()
-    return output_dir
+        run.end_step(record, show=("reward", "kl", "kl_coef"))
+    run.finish(lambda unwrapped, out_dir, state: save_final(unwrapped, tokenizer, out_dir, state))
+    return run.output_dir
 
 
 def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Tensor | None) -> dict[str, Tensor]:
@@ -421,14 +382,6 @@ def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], Respon
         return collate([examples[i] for i in indices[rank::world]])
 
     return batch
-
-
-def _mean_over_processes(accelerator, metrics: dict) -> dict[str, float]:
-    keys = sorted(metrics)
-    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
-    if accelerator.num_processes > 1:
-        values = accelerator.reduce(values, reduction="mean")
-    return dict(zip(keys, values.tolist()))
 
 
 def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None) -> None:

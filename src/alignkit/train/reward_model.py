@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from alignkit.data.schema import Example
-from alignkit.train.distributed import barrier, is_main
+from alignkit.distributed import barrier, is_main
 from alignkit.train.run import register_trainer
 
 log = logging.getLogger("alignkit")
@@ -94,7 +94,8 @@ def train_reward_model(cfg) -> Path:
         store_center,
     )
     from alignkit.rewards.base import as_text
-    from alignkit.train.loop import make_accelerator, train_loop
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.loop import train_loop
 
     rm_cfg = cfg.reward_model
     check_hyperparameters(rm_cfg.loss, cfg.loss)

@@ -80,83 +80,31 @@ def _load_plugins() -> None:
                 raise
 
 
-def _policy_and_data(cfg: Config):
-    from alignkit.data.pipeline import load_tokenized
-    from alignkit.models.loading import load_causal_lm
-
-    model, tokenizer = load_causal_lm(cfg.model)
-    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed)
-    log.info("loaded %d training and %d held-out examples", len(train), len(held_out))
-    return model, tokenizer, train, held_out
-
-
-def _save_final(tokenizer):
-    from alignkit.models.loading import save_pretrained, sub_state_dict
-
-    def on_save(module, out_dir: Path, state_dict=None) -> None:
-        # Under FSDP / ZeRO-3 the loop passes the gathered weights of the SequenceScorer.
-        save_pretrained(module.lm, tokenizer, out_dir, state_dict=sub_state_dict(state_dict, "lm."))
-
-    return on_save
-
-
 @register_trainer("sft")
 def train_sft(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer
+    from alignkit.train.build import policy_and_data, policy_saver
     from alignkit.train.loop import train_loop
     from alignkit.train.sft import SFTMethod, best_response_only
 
-    model, tokenizer, train, held_out = _policy_and_data(cfg)
+    model, tokenizer, train, held_out = policy_and_data(cfg)
     train = [best_response_only(ex) for ex in train]
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
-    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=_save_final(tokenizer), desc="sft")
+    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=policy_saver(tokenizer), desc="sft")
     return Path(cfg.train.output_dir)
-
-
-def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
-    """The reference named by ``cfg.reference`` (see :mod:`alignkit.models.reference`)."""
-    from alignkit.models.loading import load_causal_lm
-    from alignkit.models.reference import (
-        AdapterReference,
-        CachedReference,
-        FrozenReference,
-        cache_key,
-        copy_of,
-    )
-
-    mode = cfg.reference.mode
-    if mode == "none":
-        raise ConfigError(f"reference.mode: method {cfg.method!r} needs a reference; use auto, copy, adapter or precomputed")
-    lora = cfg.model.lora.enabled
-    if mode == "adapter" and not lora:
-        raise ConfigError("reference.mode: adapter needs model.lora.enabled: true")
-    share = cfg.engine.share_prompt
-    if cfg.reference.path:
-        ref_cfg = type(cfg.model)(name_or_path=cfg.reference.path, trust_remote_code=cfg.model.trust_remote_code,
-                                  dtype=cfg.model.dtype)
-        source = FrozenReference(load_causal_lm(ref_cfg)[0], pad_id, share, cfg.engine.chunk_size)
-    elif lora and mode in ("auto", "adapter", "precomputed"):
-        source = AdapterReference(scorer, pad_id, share)
-    else:
-        source = FrozenReference(copy_of(policy), pad_id, share, cfg.engine.chunk_size)
-    if mode != "precomputed":
-        return source
-    cache_dir = Path(cfg.reference.cache_dir or Path(cfg.train.output_dir) / "ref_cache")
-    key = cache_key(cfg.reference.path or cfg.model.name_or_path, examples,
-                    {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length})
-    return CachedReference.build(source, examples, cfg.train.batch_size, cache_dir / f"{key}.pt",
-                                 progress=cfg.train.progress)
 
 
 def train_preference(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer
     from alignkit.losses import get_loss
-    from alignkit.train.loop import make_accelerator, train_loop
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.build import build_reference, policy_and_data, policy_saver
+    from alignkit.train.loop import train_loop
     from alignkit.train.preference import PreferenceMethod
 
-    model, tokenizer, train, held_out = _policy_and_data(cfg)
+    model, tokenizer, train, held_out = policy_and_data(cfg)
     _check_preference_data(cfg, train)
     accelerator = make_accelerator(cfg.train)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
@@ -167,7 +115,7 @@ def train_preference(cfg: Config) -> Path:
         reference.to(accelerator.device)
     method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
     train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,
-               on_save=_save_final(tokenizer), desc=cfg.method)
+               on_save=policy_saver(tokenizer), desc=cfg.method)
     return Path(cfg.train.output_dir)
 
 

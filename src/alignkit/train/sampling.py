@@ -40,8 +40,7 @@ from typing import Any
 import torch
 
 from alignkit.config import Config
-from alignkit.errors import AlignkitError, ConfigError, DataError
-from alignkit.train.distributed import (
+from alignkit.distributed import (
     full_weights,
     gather_objects,
     lockstep_batches,
@@ -49,6 +48,7 @@ from alignkit.train.distributed import (
     shard,
     sharded_across_processes,
 )
+from alignkit.errors import AlignkitError, ConfigError, DataError
 from alignkit.train.run import StepShape, register_trainer
 from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
 
@@ -287,9 +287,11 @@ def train_sampling(cfg: Config) -> Path:
     from alignkit.losses import get_loss
     from alignkit.models.reference import FrozenReference, copy_of
     from alignkit.rewards import build_reward
-    from alignkit.train.loop import make_accelerator, train_loop
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.build import policy_saver
+    from alignkit.train.loop import train_loop
     from alignkit.train.preference import PreferenceMethod
-    from alignkit.train.run import _save_final
+    from alignkit.train.runtime import save_final
     from alignkit.train.sft import SFTMethod
 
     loss, filter_fn = check_config(cfg)
@@ -340,31 +342,18 @@ def train_sampling(cfg: Config) -> Path:
         if examples:
             stage_cfg = replace(cfg.train, output_dir=str(sdir), seed=cfg.train.seed + stage)
             result = train_loop(stage_cfg, method, scorer, examples, accelerator=accelerator,
-                                on_save=_save_final(tokenizer), desc=f"{cfg.method} {stage + 1}/{o.stages}")
+                                on_save=policy_saver(tokenizer), desc=f"{cfg.method} {stage + 1}/{o.stages}")
             record["train/loss"] = result.history[-1].get("loss") if result.history else None
             accelerator.free_memory()  # drop this stage's optimizer
         else:
             log.warning("stage %d: nothing selected (all candidates tied or filtered); the policy is unchanged", stage)
-            save_policy(accelerator, scorer, tokenizer, sdir / "final")
+            save_final(accelerator, scorer, sdir / "final", policy_saver(tokenizer))
         log.info("stage %d: %s", stage, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
-    accelerator.wait_for_everyone()
-    save_policy(accelerator, scorer, tokenizer, out / "final")
+    save_final(accelerator, scorer, out / "final", policy_saver(tokenizer))
     return out
-
-
-def save_policy(accelerator, scorer, tokenizer, out_dir: Path) -> None:
-    """The scorer's policy in HF format, its state dict gathered first when FSDP / ZeRO-3 shards it
-    (a collective: every process calls this; the main process writes)."""
-    from alignkit.train.loop import full_state_dict
-    from alignkit.train.run import _save_final
-
-    state = full_state_dict(accelerator, scorer)
-    if accelerator.is_main_process:
-        _save_final(tokenizer)(scorer, out_dir, state)
-    accelerator.wait_for_everyone()
 
 
 def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, progress: bool, lockstep: bool = False):

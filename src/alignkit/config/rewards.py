@@ -1,9 +1,5 @@
-"""One reward as written in a config: an entry of the ``rewards:`` list.
-
-Kept apart from the reward classes (and free of torch) so that :mod:`alignkit.config`
-can type-check it when a config is loaded. :func:`alignkit.rewards.build_reward`
-turns specs into a :class:`~alignkit.rewards.base.Reward`.
-"""
+"""Reward settings: an entry of the ``rewards:`` list (turned into a reward by
+:func:`alignkit.rewards.build_reward`) and the ``reward_model:`` section (``method: reward_model``)."""
 
 from __future__ import annotations
 
@@ -28,3 +24,11 @@ class RewardSpec:
     max_length: int | None = (
         None  # kind=model: prompt + response tokens; None: the length saved with the model
     )
+
+
+@dataclass
+class RewardModelConfig:
+    loss: Literal["kwise", "bradley_terry"] = "kwise"  # InstructGPT K-wise (all pairs) or pairwise Bradley-Terry
+    kind: Literal["auto", "classifier", "causal"] = "auto"  # sequence classifier or causal LM + scalar head
+    max_length: int = 512  # tokens of prompt + response seen by the model
+    center_examples: int = 512  # training examples whose responses set the stored mean (0: no centering)

@@ -1,5 +1,7 @@
 """Data-parallel helpers for work done outside the training step: sampling, rollouts, reference caches.
 
+A leaf module (torch.distributed only), so that ``engine/``, ``models/`` and ``train/`` can all use it.
+
 The pattern is always the same three lines::
 
     mine = shard(prompts)                       # this process's contiguous block

@@ -1,0 +1,122 @@
+"""Accelerate set-up for a :class:`~alignkit.train.runtime.Run`: the accelerator, the optimizer and its
+schedule, what FSDP and DeepSpeed need before ``prepare``, and the gathered weights of a sharded model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from alignkit.config import TrainConfig
+
+
+def make_accelerator(cfg: TrainConfig):
+    """The run's Accelerator; launched processes without a GPU run data-parallel on CPU (gloo).
+
+    ``accelerate launch --multi_gpu`` (or ``configs/accelerate/cpu_2proc.yaml``) starts the processes
+    with torchrun; on a machine without CUDA they would otherwise each train alone.
+    """
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from alignkit.errors import AlignkitError
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        log_with=None if cfg.tracker == "none" else cfg.tracker,
+        project_dir=cfg.output_dir,
+        cpu=launched > 1 and not _has_gpu(),
+        # the schedule counts optimizer steps of the global batch; by default Accelerate would
+        # step it once per process at each optimizer step
+        step_scheduler_with_optimizer=False,
+    )
+    if accelerator.num_processes != launched:
+        raise AlignkitError(
+            f"{launched} processes were launched but Accelerate sees {accelerator.num_processes}; "
+            "launch with `accelerate launch --config_file configs/accelerate/<ddp|fsdp|...>.yaml`"
+        )
+    set_seed(cfg.seed)
+    return accelerator
+
+
+def _has_gpu() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
+
+
+def make_optimizer(module: nn.Module, cfg: TrainConfig, total_steps: int):
+    """AdamW over the trainable parameters and the schedule of ``cfg.schedule`` over ``total_steps``."""
+    from transformers import get_scheduler
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas)
+    )
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.schedule]
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def is_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def full_state_dict(accelerator, module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole state dict of the unwrapped ``module`` when its weights are sharded (FSDP, ZeRO-3),
+    gathered with every process taking part (complete on the main process); ``None`` otherwise,
+    when every process already holds all the weights."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type == DistributedType.FSDP or (
+        is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+    return accelerator.get_state_dict(module) if sharded else None
+
+
+def prepare_for_sharding(accelerator, cfg: TrainConfig, module: nn.Module) -> None:
+    """What FSDP and DeepSpeed need before ``accelerator.prepare``, taken from the alignkit config.
+
+    1. FSDP's transformer-based auto-wrap looks for ``_no_split_modules`` on the prepared module;
+       the scorer wrapping the LM borrows the LM's (e.g. ``["LlamaDecoderLayer"]``).
+    2. DeepSpeed sizes its batch from the config: micro-batch = ``batch_size``, accumulation =
+       ``grad_accum`` (its backward divides the loss by it, which :func:`optimizer_step` undoes),
+       clipping = ``max_grad_norm``. No dataloader is prepared, so "auto" could not be filled otherwise.
+    3. ZeRO-3 gathers a module's partitioned weights when that module's forward starts; the engine
+       reads the LM head's weight directly (it never calls the head's forward), so each
+       :class:`~alignkit.engine.SequenceScorer` declares the weight as its own external parameter,
+       also for forwards outside the DeepSpeed engine (sampling, evaluation).
+    """
+    from accelerate.utils import DistributedType
+
+    from alignkit.engine.logprobs import unwrap_causal_lm
+
+    if accelerator.distributed_type == DistributedType.FSDP and not hasattr(module, "_no_split_modules"):
+        module._no_split_modules = list(getattr(unwrap_causal_lm(module), "_no_split_modules", None) or [])
+    if is_deepspeed(accelerator):
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+        ds["gradient_accumulation_steps"] = cfg.grad_accum
+        ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+        ds["gradient_clipping"] = cfg.max_grad_norm
+        if accelerator.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed  # deepspeed.zero is an attribute, not an importable submodule
+
+            from alignkit.engine import SequenceScorer
+
+            for scorer in [m for m in module.modules() if isinstance(m, SequenceScorer)]:
+                head = unwrap_causal_lm(scorer.lm).get_output_embeddings().weight
+                deepspeed.zero.register_external_parameter(scorer, head)
+
+
+def enable_gradient_checkpointing(module: nn.Module) -> None:
+    from alignkit.engine.logprobs import unwrap_causal_lm
+
+    for sub in module.modules():
+        lm = unwrap_causal_lm(sub)
+        if hasattr(lm, "gradient_checkpointing_enable"):
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return

@@ -1,0 +1,68 @@
+"""What the trainers build from a config: the policy and its data, the reference, the final save."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alignkit.config import Config
+from alignkit.errors import ConfigError
+
+log = logging.getLogger("alignkit")
+
+
+def policy_and_data(cfg: Config):
+    """The policy and its tokenizer (``cfg.model``), and the tokenized training and held-out data (``cfg.data``)."""
+    from alignkit.data.pipeline import load_tokenized
+    from alignkit.models.loading import load_causal_lm
+
+    model, tokenizer = load_causal_lm(cfg.model)
+    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed)
+    log.info("loaded %d training and %d held-out examples", len(train), len(held_out))
+    return model, tokenizer, train, held_out
+
+
+def policy_saver(tokenizer):
+    """The final save of a :class:`~alignkit.engine.SequenceScorer`'s policy in HF format (see
+    :func:`alignkit.train.runtime.save_final`; under FSDP / ZeRO-3 ``state_dict`` is the scorer's, gathered)."""
+    from alignkit.models.loading import save_pretrained, sub_state_dict
+
+    def save(scorer, out_dir: Path, state_dict=None) -> None:
+        save_pretrained(scorer.lm, tokenizer, out_dir, state_dict=sub_state_dict(state_dict, "lm."))
+
+    return save
+
+
+def build_reference(cfg: Config, policy, scorer, pad_id: int, examples):
+    """The reference named by ``cfg.reference`` (see :mod:`alignkit.models.reference`)."""
+    from alignkit.models.loading import load_causal_lm
+    from alignkit.models.reference import (
+        AdapterReference,
+        CachedReference,
+        FrozenReference,
+        cache_key,
+        copy_of,
+    )
+
+    mode = cfg.reference.mode
+    if mode == "none":
+        raise ConfigError(f"reference.mode: method {cfg.method!r} needs a reference; use auto, copy, adapter or precomputed")
+    lora = cfg.model.lora.enabled
+    if mode == "adapter" and not lora:
+        raise ConfigError("reference.mode: adapter needs model.lora.enabled: true")
+    share = cfg.engine.share_prompt
+    if cfg.reference.path:
+        ref_cfg = type(cfg.model)(name_or_path=cfg.reference.path, trust_remote_code=cfg.model.trust_remote_code,
+                                  dtype=cfg.model.dtype)
+        source = FrozenReference(load_causal_lm(ref_cfg)[0], pad_id, share, cfg.engine.chunk_size)
+    elif lora and mode in ("auto", "adapter", "precomputed"):
+        source = AdapterReference(scorer, pad_id, share)
+    else:
+        source = FrozenReference(copy_of(policy), pad_id, share, cfg.engine.chunk_size)
+    if mode != "precomputed":
+        return source
+    cache_dir = Path(cfg.reference.cache_dir or Path(cfg.train.output_dir) / "ref_cache")
+    key = cache_key(cfg.reference.path or cfg.model.name_or_path, examples,
+                    {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length})
+    return CachedReference.build(source, examples, cfg.train.batch_size, cache_dir / f"{key}.pt",
+                                 progress=cfg.train.progress)
