@@ -61,3 +61,18 @@ def test_missing_model_fails_with_one_message(tmp_path, monkeypatch):
     code = main(["demo", "--model", "no-such-org/no-such-model", "--cache-dir", str(tmp_path),
                  "--output-dir", str(tmp_path / "out"), "--no-progress"])
     assert code == 2
+
+
+def test_every_pairwise_loss_gets_the_pairs_file(tmp_path):
+    """The defect: the demo's own list named `slic`, `hinge` and `rdpo` (none registered), so
+    `slic_hf` and `r_dpo` were trained on ranked rows. The data shape now comes from the registry."""
+    from alignkit.demo.pipeline import method_entry
+    from alignkit.losses import LOSSES
+
+    for name in ("slic_hf", "r_dpo", "dpo", "simpo"):
+        assert method_entry(name, tmp_path)["overrides"]["data.train"] == str(tmp_path / "pairs.jsonl"), name
+    for name in ("listwise_dpo", "pro", "rrhf"):
+        assert "data.train" not in method_entry(name, tmp_path)["overrides"], name  # base: ranked.jsonl
+    for name, fn in LOSSES.items():
+        uses_pairs = method_entry(name, tmp_path)["overrides"].get("data.train") == str(tmp_path / "pairs.jsonl")
+        assert uses_pairs == (fn.data_shape == "pairs"), name

@@ -196,3 +196,13 @@ def test_compare_every_method_from_the_cli(tmp_path, capsys):
     page = (tmp_path / "report/report.html").read_text()
     for name in ("sft", "dpo_beta0.1", "rrhf", "pro", "listwise_dpo", "raft", "ppo"):
         assert f"<td>{name}</td>" in page
+
+
+def test_length_normalised_methods_are_evaluated_with_mean_logp():
+    """The defect: compare scored SimPO, ORPO and PRO with summed log-probs. It now asks the registry."""
+    from alignkit.eval.compare import implicit_reward_of
+
+    assert [implicit_reward_of(m) for m in ("simpo", "orpo", "pro", "rrhf")] == ["mean_logp"] * 4
+    assert [implicit_reward_of(m) for m in ("dpo", "listwise_dpo", "cpo", "sft", "raft")] == [
+        "ratio", "ratio", "logp", "logp", "logp"
+    ]

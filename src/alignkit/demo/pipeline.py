@@ -43,7 +43,6 @@ from alignkit.errors import AlignkitError
 log = logging.getLogger("alignkit")
 
 DEFAULT_METHODS = ["sft", "dpo", "simpo", "rrhf", "pro", "listwise_dpo", "raft", "ppo"]
-PAIR_METHODS = ("dpo", "ipo", "simpo", "slic", "cpo", "orpo", "hinge", "rdpo")  # trained on best-vs-worst pairs
 PROMPT_METHODS = ("raft", "rso", "online", "iterative_dpo", "ppo", "rloo", "grpo")  # sample their own data
 
 
@@ -263,11 +262,18 @@ def train_reward(cfg: DemoConfig, model_dir: Path, folder: Path) -> float:
 # ---------------------------------------------------------------- 5. compare
 
 
+def trained_on_pairs(name: str) -> bool:
+    """Whether ``name``'s loss declared pairwise training rows (best-vs-worst pairs) when it registered."""
+    from alignkit.losses import LOSSES
+
+    return name in LOSSES and LOSSES[name].data_shape == "pairs"
+
+
 def method_entry(name: str, folder: Path) -> dict[str, Any]:
     """One ``methods:`` entry of the compare config: the method's data and its demo hyper-parameters."""
     if name == "sft":
         return {"name": "sft", "method": "sft", "overrides": {"data.train": str(folder / "best.jsonl")}}
-    if name in PAIR_METHODS:
+    if trained_on_pairs(name):
         return {"name": name, "method": name, "overrides": {"data.train": str(folder / "pairs.jsonl")}}
     if name in ("raft", "rso", "online", "iterative_dpo"):
         return {"name": name, "method": name, "overrides": {

@@ -170,11 +170,13 @@ def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str) ->
 
 
 def implicit_reward_of(method: str) -> str:
-    """The policy's implicit reward for preference accuracy: log ratio if its loss uses a reference."""
+    """The policy's implicit reward for preference accuracy, as its loss declares it when registering
+    (``ratio``, ``logp``, or ``mean_logp`` for the length-normalised SimPO, ORPO, PRO, RRHF);
+    ``logp`` for methods without a loss (sft, raft, ppo)."""
     from alignkit.losses import LOSSES
 
     fn = LOSSES.get(method)
-    return "ratio" if fn is not None and fn.needs_reference else "logp"
+    return fn.implicit_reward if fn is not None else "logp"
 
 
 # ---------------------------------------------------------------- running

@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from alignkit.errors import ConfigError
+
+ImplicitReward = Literal["ratio", "logp", "mean_logp"]
+DataShape = Literal["pairs", "ranked"]
 
 LossFn = Callable[..., tuple[Any, dict]]
 
 LOSSES: dict[str, LossFn] = {}
 
 
-def register_loss(name: str, *, needs_reference: bool) -> Callable[[LossFn], LossFn]:
+def register_loss(
+    name: str,
+    *,
+    needs_reference: bool,
+    implicit_reward: ImplicitReward | None = None,
+    data: DataShape = "ranked",
+) -> Callable[[LossFn], LossFn]:
     """Add ``fn`` to :data:`LOSSES` under ``name``.
 
     ``needs_reference`` tells the trainer whether ``RankedBatch.ref_logps`` must be
     filled (a frozen copy, the adapter-disabled base, or cached log-probs).
+    ``implicit_reward`` is the score the loss ranks responses by, which evaluation uses for
+    preference accuracy: ``ratio`` (log pi/pi_ref), ``logp`` (summed log pi) or ``mean_logp``
+    (log pi per token, the length-normalised losses); by default ``ratio`` when the loss
+    needs a reference, else ``logp``. ``data`` is the training rows it is meant for:
+    ``pairs`` (one chosen, one rejected: the pairwise losses) or ``ranked`` (K scored responses).
     """
 
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} registered twice")
         fn.needs_reference = needs_reference  # type: ignore[attr-defined]
+        fn.implicit_reward = implicit_reward or ("ratio" if needs_reference else "logp")  # type: ignore[attr-defined]
+        fn.data_shape = data  # type: ignore[attr-defined]
         fn.method_name = name  # type: ignore[attr-defined]
         LOSSES[name] = fn
         return fn
