@@ -23,9 +23,11 @@ REDUCED = dict(num_reviews=2000, hidden_size=96, num_layers=3, pretrain_steps=60
 
 
 def _check_report(result):
-    for name in ("table.md", "table.csv", "report.html", "reward_vs_kl.png", "learning_curves.png"):
+    for name in ("table.md", "matched_kl.md", "table.csv", "report.html", "reward_vs_kl.png", "learning_curves.png"):
         path = result.report_dir / name
         assert path.is_file() and path.stat().st_size > 0, path
+    assert result.table.startswith("Reward (vader) at matched KL") and "95% interval" in result.table
+    assert "Matched KL" in (result.report_dir / "report.html").read_text()
 
 
 def test_reduced_demo_aligns(tmp_path, monkeypatch):
@@ -76,3 +78,14 @@ def test_every_pairwise_loss_gets_the_pairs_file(tmp_path):
     for name, fn in LOSSES.items():
         uses_pairs = method_entry(name, tmp_path)["overrides"].get("data.train") == str(tmp_path / "pairs.jsonl")
         assert uses_pairs == (fn.data_shape == "pairs"), name
+
+
+def test_frontier_config_points_at_the_default_demo_cache():
+    """configs/frontier_sentiment.yaml reuses `alignkit demo --cache-dir runs/demo_task`: its paths name the
+    cache key of the default settings, which changes when a cached stage's setting does."""
+    from pathlib import Path
+
+    from alignkit.demo.pipeline import cache_key
+
+    text = (Path(__file__).resolve().parents[2] / "configs/frontier_sentiment.yaml").read_text()
+    assert f"runs/demo_task/{cache_key(DemoConfig())}/pretrain/final" in text

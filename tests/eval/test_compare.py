@@ -138,9 +138,11 @@ def test_compare_end_to_end_with_a_failure_and_resume(tmp_path, capsys, monkeypa
         "table.csv",
         "reward_vs_kl.png",
         "reward_vs_perplexity.png",
+        "reward_vs_msttr.png",
         "learning_curves.png",
         "best_of_k.png",
         "report.html",
+        "matched_kl.md",
     ):
         assert (report / name).is_file(), name
     md = (report / "table.md").read_text()
@@ -171,7 +173,9 @@ def test_compare_end_to_end_with_a_failure_and_resume(tmp_path, capsys, monkeypa
         == "mean_logp"
     )
     page = (report / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "Failed runs" in page
+    assert page.count("data:image/png;base64,") == 6 and "Failed runs" in page  # KL, PPL, MSTTR, distinct-2, ...
+    matched = (report / "matched_kl.md").read_text()
+    assert "at matched KL" in matched and all(f"| {m} |" in matched for m in ("sft", "dpo", "rrhf", "pro"))
 
     # Run again: finished methods are neither trained nor evaluated again; the failed one is retried.
     def no_training(cfg):
