@@ -69,6 +69,9 @@ def test_a_sweep_expands_into_one_run_per_value_and_seed(tmp_path):
         (0.05, 5, 5), (0.05, 6, 6), (0.5, 5, 5), (0.5, 6, 6)]  # the knob wins over the entry's overrides
     assert runs[2][1].train.output_dir == str(tmp_path / "runs/dpo-beta0.5-s5")
     assert runs[2][0].setting == "beta=0.5" and runs[4][0].setting == ""
+    cfg.seed = 0
+    cfg.methods = [MethodEntry("dpo", "dpo", knob="loss.beta", values=[0.05, 0.5])]
+    assert [r.name for r, _ in check_compare(cfg)][:2] == ["dpo-beta0.05", "dpo-beta0.05-s1"]  # seed 0: no suffix
     cfg.methods = [MethodEntry("dpo", "dpo", knob="loss.beta")]
     with pytest.raises(ConfigError, match="knob.*values"):
         check_compare(cfg)

@@ -18,8 +18,8 @@ errors (unknown keys, wrong types) stop the command before anything is trained.
 Sweeps and seeds: an entry with ``knob`` (a dotted train-config key: ``loss.beta``,
 ``ppo.kl_coef``, ``online.stages``, ``train.learning_rate``) and ``values`` runs once per value,
 and every setting runs with ``seeds`` seeds (``seed``, ``seed + 1``, ...), each in its own
-folder ``runs/NAME-<knob><value>-s<seed>`` (the knob's last part; ``-s<seed>`` only when
-``seeds > 1``). Rows are grouped by entry into a frontier and the matched-KL table (see
+folder ``runs/NAME-<knob><value>-s<seed>`` (the knob's last part; no ``-s0``, so that raising
+``seeds`` of a finished sweep reuses its seed-0 runs). Rows are grouped by entry into a frontier and the matched-KL table (see
 :mod:`alignkit.eval.frontier`) at ``kl_budget`` (0: the largest KL every entry reaches).
 
 Budget: ``budget.max_steps`` is the number of optimizer steps of every method;
@@ -139,7 +139,7 @@ def expand_runs(cfg: CompareConfig, entry: MethodEntry) -> list[RunSpec]:
     runs = []
     for value in entry.values or [None]:
         for seed in range(cfg.seed, cfg.seed + max(cfg.seeds, 1)):
-            name = entry.name + (f"-{leaf}{value}" if entry.values else "") + (f"-s{seed}" if cfg.seeds > 1 else "")
+            name = entry.name + (f"-{leaf}{value}" if entry.values else "") + (f"-s{seed}" if seed else "")
             setting = f"{leaf}={value}" if entry.values else ""
             runs.append(RunSpec(entry, name, setting, seed, value))
     return runs
