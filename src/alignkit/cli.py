@@ -48,16 +48,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
-    from alignkit.losses import LOSSES, hyperparameters
-    from alignkit.train.run import TRAINERS, _load_plugins
+    from alignkit.losses import hyperparameters
+    from alignkit.train.methods import all_methods
 
-    _load_plugins()
-    for name in sorted(TRAINERS):
-        print(f"{name:14s} trainer")
-    for name, fn in sorted(LOSSES.items()):
-        hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(name).items())
-        ref = "reference" if fn.needs_reference else "reference-free"
-        print(f"{name:14s} loss ({ref}) {hp}")
+    for name, spec in sorted(all_methods().items()):
+        ref = "reference" if spec.needs_reference else "reference-free"
+        hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(spec.uses).items()) if spec.family == "preference" else ""
+        update = f"update={spec.default_update}" if spec.default_update else ""
+        print(f"{name:14s} {spec.family:12s} {spec.data:8s} {ref:14s} {hp or update}".rstrip())
     return 0
 
 

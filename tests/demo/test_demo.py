@@ -76,8 +76,10 @@ def test_every_pairwise_loss_gets_the_pairs_file(tmp_path):
     for name in ("listwise_dpo", "pro", "rrhf"):
         assert "data.train" not in method_entry(name, tmp_path)["overrides"], name  # base: ranked.jsonl
     for name, fn in LOSSES.items():
+        if fn.trains != "policy":
+            continue
         uses_pairs = method_entry(name, tmp_path)["overrides"].get("data.train") == str(tmp_path / "pairs.jsonl")
-        assert uses_pairs == (fn.data_shape == "pairs"), name
+        assert uses_pairs == (fn.data == "pairs"), name
 
 
 def test_frontier_config_points_at_the_default_demo_cache():

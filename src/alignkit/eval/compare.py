@@ -49,7 +49,7 @@ from alignkit.config import Config, from_dict, to_dict
 from alignkit.config.rewards import RewardSpec
 from alignkit.errors import ConfigError
 from alignkit.eval.runner import EvalConfig, json_safe
-from alignkit.train.run import step_shape
+from alignkit.train.methods import method_spec
 
 log = logging.getLogger("alignkit")
 
@@ -130,7 +130,7 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 
 
 def prompts_per_step(cfg: Config) -> int:
-    return cfg.train.batch_size * cfg.train.grad_accum * step_shape(cfg.method).batches_per_step(cfg)
+    return cfg.train.batch_size * cfg.train.grad_accum * method_spec(cfg.method).step_shape.batches_per_step(cfg)
 
 
 def expand_runs(cfg: CompareConfig, entry: MethodEntry) -> list[RunSpec]:
@@ -164,7 +164,7 @@ def method_config(cfg: CompareConfig, entry: MethodEntry, run: RunSpec | None = 
     if cfg.budget.samples > 0:
         steps = math.ceil(cfg.budget.samples / prompts_per_step(train_cfg))
     if steps > 0:
-        train_cfg.train.max_steps = math.ceil(steps / step_shape(train_cfg.method).stages(train_cfg))
+        train_cfg.train.max_steps = math.ceil(steps / method_spec(train_cfg.method).step_shape.stages(train_cfg))
     return train_cfg
 
 
@@ -197,7 +197,10 @@ def check_compare(cfg: CompareConfig) -> list[tuple[RunSpec, Config]]:
             raise ConfigError(f"methods[{i}].values: run name {odd[0]!r} would use characters other than "
                               "letters, digits, '.', '_' and '-'; give plain numbers or words")
         try:
-            out += [(run, method_config(cfg, entry, run)) for run in runs]
+            for run in runs:
+                train_cfg = method_config(cfg, entry, run)
+                method_spec(train_cfg.method).check(train_cfg)
+                out.append((run, train_cfg))
         except ConfigError as err:
             raise ConfigError(f"methods[{i}] ({entry.name}): {err}") from None
     return out
@@ -218,13 +221,9 @@ def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str, se
 
 
 def implicit_reward_of(method: str) -> str:
-    """The policy's implicit reward for preference accuracy, as its loss declares it when registering
-    (``ratio``, ``logp``, or ``mean_logp`` for the length-normalised SimPO, ORPO, PRO, RRHF);
-    ``logp`` for methods without a loss (sft, raft, ppo)."""
-    from alignkit.losses import LOSSES
-
-    fn = LOSSES.get(method)
-    return fn.implicit_reward if fn is not None else "logp"
+    """The policy's implicit reward for preference accuracy, from its spec: ``ratio``, ``logp``, or ``mean_logp``
+    for the length-normalised losses (SimPO, ORPO, PRO, RRHF), as each loss declares when it registers."""
+    return method_spec(method).implicit_reward
 
 
 # ---------------------------------------------------------------- running

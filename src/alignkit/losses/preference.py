@@ -34,7 +34,7 @@ from alignkit.losses.common import (
 from alignkit.losses.registry import register_loss
 
 
-@register_loss("dpo", needs_reference=True, data="pairs")
+@register_loss("dpo", needs_reference=True)
 def dpo(batch: RankedBatch, *, beta: float = 0.1, label_smoothing: float = 0.0):
     """DPO, Rafailov et al. 2023, arXiv 2305.18290, eq. 7.
 
@@ -51,7 +51,7 @@ def dpo(batch: RankedBatch, *, beta: float = 0.1, label_smoothing: float = 0.0):
     return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, rewards)
 
 
-@register_loss("ipo", needs_reference=True, data="pairs")
+@register_loss("ipo", needs_reference=True)
 def ipo(batch: RankedBatch, *, beta: float = 0.1):
     """IPO, Azar et al. 2023, arXiv 2310.12036, eq. 17.
 
@@ -65,7 +65,7 @@ def ipo(batch: RankedBatch, *, beta: float = 0.1):
     return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, beta * ratios)
 
 
-@register_loss("r_dpo", needs_reference=True, data="pairs")
+@register_loss("r_dpo", needs_reference=True)
 def r_dpo(batch: RankedBatch, *, beta: float = 0.1, alpha: float = 0.01):
     """R-DPO, Park et al. 2024 "Disentangling Length from Quality in DPO", arXiv 2403.19159, eq. 9.
 
@@ -83,7 +83,7 @@ def r_dpo(batch: RankedBatch, *, beta: float = 0.1, alpha: float = 0.01):
     return pair_mean(F.softplus(-h), better_pairs(batch.scores, batch.mask)), preference_metrics(batch, rewards)
 
 
-@register_loss("simpo", needs_reference=False, implicit_reward="mean_logp", data="pairs")
+@register_loss("simpo", needs_reference=False, implicit_reward="mean_logp")
 def simpo(batch: RankedBatch, *, beta: float = 2.0, gamma: float = 0.5):
     """SimPO, Meng et al. 2024, arXiv 2405.14734, eq. 6.
 
@@ -98,7 +98,7 @@ def simpo(batch: RankedBatch, *, beta: float = 2.0, gamma: float = 0.5):
     return pair_mean(F.softplus(-h), better_pairs(batch.scores, batch.mask)), preference_metrics(batch, mean_logps)
 
 
-@register_loss("cpo", needs_reference=False, data="pairs")
+@register_loss("cpo", needs_reference=False)
 def cpo(batch: RankedBatch, *, beta: float = 0.1, nll_weight: float = 1.0):
     """CPO, Xu et al. 2024, arXiv 2401.08417, eq. 7 (L_prefer + L_NLL).
 
@@ -118,7 +118,7 @@ def _log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
     return logp - log1mexp(logp)
 
 
-@register_loss("orpo", needs_reference=False, implicit_reward="mean_logp", data="pairs")
+@register_loss("orpo", needs_reference=False, implicit_reward="mean_logp")
 def orpo(batch: RankedBatch, *, lam: float = 0.1):
     """ORPO, Hong et al. 2024, arXiv 2403.07691, eq. 6-7.
 
@@ -134,7 +134,7 @@ def orpo(batch: RankedBatch, *, lam: float = 0.1):
     return loss, preference_metrics(batch, mean_logps)
 
 
-@register_loss("slic_hf", needs_reference=False, data="pairs")
+@register_loss("slic_hf", needs_reference=False)
 def slic_hf(batch: RankedBatch, *, delta: float = 1.0, lam: float = 0.1):
     """SLiC-HF, Zhao et al. 2023, arXiv 2305.10425, eq. 4 (rank calibration + cross-entropy).
 
@@ -151,7 +151,7 @@ def slic_hf(batch: RankedBatch, *, delta: float = 1.0, lam: float = 0.1):
     return loss, preference_metrics(batch, logps)
 
 
-@register_loss("kto", needs_reference=True)
+@register_loss("kto", needs_reference=True, data="unpaired")
 def kto(batch: RankedBatch, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
     """KTO, Ethayarajh et al. 2024, arXiv 2402.01306, eq. 8.
 

@@ -4,43 +4,46 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from alignkit.errors import ConfigError
-
-ImplicitReward = Literal["ratio", "logp", "mean_logp"]
-DataShape = Literal["pairs", "ranked"]
 
 LossFn = Callable[..., tuple[Any, dict]]
 
 LOSSES: dict[str, LossFn] = {}
 
 
-def register_loss(
-    name: str,
-    *,
-    needs_reference: bool,
-    implicit_reward: ImplicitReward | None = None,
-    data: DataShape = "ranked",
-) -> Callable[[LossFn], LossFn]:
+DATA_SHAPES = ("pairs", "ranked", "unpaired")
+IMPLICIT_REWARDS = ("ratio", "logp", "mean_logp")
+
+
+def register_loss(name: str, *, needs_reference: bool, data: str = "pairs", trains: str = "policy",
+                  implicit_reward: str = "") -> Callable[[LossFn], LossFn]:
     """Add ``fn`` to :data:`LOSSES` under ``name``.
 
     ``needs_reference`` tells the trainer whether ``RankedBatch.ref_logps`` must be
-    filled (a frozen copy, the adapter-disabled base, or cached log-probs).
-    ``implicit_reward`` is the score the loss ranks responses by, which evaluation uses for
-    preference accuracy: ``ratio`` (log pi/pi_ref), ``logp`` (summed log pi) or ``mean_logp``
-    (log pi per token, the length-normalised losses); by default ``ratio`` when the loss
-    needs a reference, else ``logp``. ``data`` is the training rows it is meant for:
-    ``pairs`` (one chosen, one rejected: the pairwise losses) or ``ranked`` (K scored responses).
+    filled (a frozen copy, the adapter-disabled base, or cached log-probs). ``data``: the
+    rows it is made for, ``pairs`` (chosen vs rejected), ``ranked`` (K scored responses)
+    or ``unpaired`` (responses marked desirable or not, KTO). ``trains``: ``policy`` (a
+    training method of its own, see :mod:`alignkit.train.methods`) or ``reward_model``
+    (a loss of ``method: reward_model``). ``implicit_reward``: the score the loss ranks responses
+    by, which evaluation uses for preference accuracy: ``ratio`` (log pi/pi_ref), ``logp`` (summed
+    log pi) or ``mean_logp`` (log pi per token: the length-normalised SimPO, ORPO, PRO, RRHF);
+    empty: ``ratio`` when the loss needs a reference, else ``logp``.
     """
+    implicit_reward = implicit_reward or ("ratio" if needs_reference else "logp")
+    if implicit_reward not in IMPLICIT_REWARDS:
+        raise ValueError(f"loss {name!r}: implicit_reward must be one of {IMPLICIT_REWARDS}")
+    if data not in DATA_SHAPES or trains not in ("policy", "reward_model"):
+        raise ValueError(f"loss {name!r}: data must be one of {DATA_SHAPES} and trains policy or reward_model")
 
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} registered twice")
         fn.needs_reference = needs_reference  # type: ignore[attr-defined]
-        fn.implicit_reward = implicit_reward or ("ratio" if needs_reference else "logp")  # type: ignore[attr-defined]
-        fn.data_shape = data  # type: ignore[attr-defined]
         fn.method_name = name  # type: ignore[attr-defined]
+        fn.data, fn.trains = data, trains  # type: ignore[attr-defined]
+        fn.implicit_reward = implicit_reward  # type: ignore[attr-defined]
         LOSSES[name] = fn
         return fn
 
