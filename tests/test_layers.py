@@ -8,7 +8,7 @@ Layers, lowest first (a module may import its own layer and the ones below it):
 3. ``models``: loading, references, heads;
 4. ``rewards``, and the pure metrics of ``eval.metrics``;
 5. ``train``: the runtime and the trainers;
-6. ``eval``, ``demo`` and every ``cli.py``: what a user runs.
+6. ``eval``, ``demo``, ``label`` and every ``cli.py``: what a user runs.
 
 Every import is read, also those inside functions (alignkit imports heavy modules lazily),
 so a lazy import cannot hide a cycle either.
@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
     {"alignkit.models"},
     {"alignkit.rewards", "alignkit.eval.metrics"},
     {"alignkit.train"},
-    {"alignkit.eval", "alignkit.demo", "alignkit.cli"},
+    {"alignkit.eval", "alignkit.demo", "alignkit.label", "alignkit.cli"},
 ]
 TOP = len(LAYERS) - 1
 
