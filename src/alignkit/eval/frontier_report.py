@@ -113,8 +113,8 @@ def setting_summary(rows: Sequence, reward: str, x_key: str) -> dict[str, list[d
             if x_key == "kl":
                 x, x_se = mean_and_se(runs.kl[setting])
             else:
-                values = [r.result.get(x_key) if x_key != "perplexity" else (r.result.get("perplexity") or {}).get(
-                    "perplexity") for r in rows if r.group == group and r.setting == setting and r.result]
+                values = [_run_number(r.result, x_key) for r in rows
+                          if r.group == group and r.setting == setting and r.result]
                 values = [v for v in values if v is not None]
                 if not values:
                     continue
@@ -122,6 +122,12 @@ def setting_summary(rows: Sequence, reward: str, x_key: str) -> dict[str, list[d
                 x_se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
             out.setdefault(group, []).append({"x": x, "x_se": x_se, "y": y, "y_se": y_se, "setting": setting})
     return out
+
+
+def _run_number(result: dict, key: str) -> float | None:
+    """A per-run number of an eval result: ``perplexity`` sits in its own section, the others at the top."""
+    value = (result.get("perplexity") or {}).get("perplexity") if key == "perplexity" else result.get(key)
+    return value if isinstance(value, (int, float)) else None
 
 
 def plot_frontiers(
