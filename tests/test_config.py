@@ -23,7 +23,7 @@ def test_yaml_and_overrides(tmp_path):
 
 def test_unknown_key_names_the_key_and_suggests(tmp_path):
     with pytest.raises(
-        ConfigError, match=r"train\.learning_rat: unknown key \(did you mean 'learning_rate'\?\)"
+        ConfigError, match=r"train\.learning_rat: unknown key \(did you mean `train.learning_rate`\?\)"
     ):
         load_config(write(tmp_path, "train:\n  learning_rat: 1\n"))
 

@@ -2,13 +2,16 @@
 
 Layers, lowest first (a module may import its own layer and the ones below it):
 
-0. ``errors``, ``config``: typed settings, no torch;
+0. ``errors``, ``config``, ``in_memory``: typed settings, no torch;
 1. ``distributed``, ``losses``, ``data``: leaf helpers, pure math, data loading;
 2. ``engine``: log-probs and generation;
 3. ``models``: loading, references, heads;
 4. ``rewards``, and the pure metrics of ``eval.metrics``;
 5. ``train``: the runtime and the trainers;
-6. ``eval``, ``demo``, ``label`` and every ``cli.py``: what a user runs.
+6. ``eval``, ``demo``, ``label``, the Python API (``api``) and every ``cli.py``: what a user runs.
+
+``alignkit.train(...)`` and ``alignkit.evaluate`` etc. are the API reached through the
+packages' facades, resolved on first use by name (``importlib``), not dependencies of them.
 
 Every import is read, also those inside functions (alignkit imports heavy modules lazily),
 so a lazy import cannot hide a cycle either.
@@ -28,13 +31,13 @@ import alignkit
 PACKAGE = Path(alignkit.__file__).parent
 
 LAYERS: list[set[str]] = [
-    {"alignkit", "alignkit.errors", "alignkit.config"},
+    {"alignkit", "alignkit.errors", "alignkit.config", "alignkit.in_memory"},
     {"alignkit.distributed", "alignkit.losses", "alignkit.data"},
     {"alignkit.engine"},
     {"alignkit.models"},
     {"alignkit.rewards", "alignkit.eval.metrics"},
     {"alignkit.train"},
-    {"alignkit.eval", "alignkit.demo", "alignkit.label", "alignkit.cli"},
+    {"alignkit.eval", "alignkit.demo", "alignkit.label", "alignkit.cli", "alignkit.api"},
 ]
 TOP = len(LAYERS) - 1
 

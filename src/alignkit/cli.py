@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from alignkit import __version__
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, disk_full
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -26,6 +26,17 @@ def command(name: str, help_text: str, add_args: Callable[[argparse.ArgumentPars
     return wrap
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """The config file, overrides, and every key in the help (from the config's field docs)."""
+    from alignkit.config import Config
+    from alignkit.config.help import format_keys, keys
+
+    _config_args(p)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("every config key (`alignkit config show METHOD` lists those one method reads, "
+                "with its loss's hyper-parameters):\n\n" + format_keys(keys(Config)))
+
+
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("config", nargs=None if required else "?", help="YAML config file")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override any config key")
@@ -35,15 +46,14 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     "train",
     "train a model: SFT, a reward model, any preference loss, RAFT/RSO/online methods, PPO/RLOO/GRPO "
     "(the config's `method` picks one)",
-    _config_args,
+    _train_args,
 )
 def _train(args: argparse.Namespace) -> int:
+    from alignkit.api import train
     from alignkit.config import load_config
-    from alignkit.train.run import run_train
 
-    cfg = load_config(args.config, args.overrides)
-    out = run_train(cfg)
-    print(f"done: {out / 'final'}")
+    run = train(config=load_config(args.config, args.overrides))
+    print(f"done: {run.final}")
     return 0
 
 
@@ -85,7 +95,7 @@ def _import_commands() -> None:
     import importlib
 
     for name in ("alignkit.rewards.cli", "alignkit.engine.cli", "alignkit.eval.cli", "alignkit.demo.cli",
-                 "alignkit.label.cli"):
+                 "alignkit.label.cli", "alignkit.config.cli"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -108,11 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"alignkit {args.command}: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)  # 2, or 128 + N after signal N asked the run to stop
+    except Exception as err:
+        if args.verbose or not disk_full(err):
+            raise
+        print(f"alignkit {args.command}: error: no space left on device ({type(err).__name__}: "
+              f"{_first_line(err)}); free space or point train.output_dir elsewhere, then run again "
+              "(with train.resume=true to continue from the last checkpoint)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alignkit {args.command}: interrupted; checkpoints already written are kept "
               "(run again with train.resume=true to continue)", file=sys.stderr)
         return 130
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 if __name__ == "__main__":

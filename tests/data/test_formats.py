@@ -47,7 +47,7 @@ def bad_reason(tmp_path, row, format="auto"):
 
 
 def test_registry_names():
-    assert set(FORMATS) == {"pairwise", "hh_rlhf", "ranked", "qa_feedback", "unpaired", "prompt", "sft"}
+    assert set(FORMATS) == {"pairwise", "hh_rlhf", "ranked", "qa_feedback", "span_feedback", "unpaired", "prompt", "sft"}
 
 
 def test_pairwise_strings(tmp_path):
@@ -487,27 +487,24 @@ def test_split_train_eval_rejects_bad_sizes(kw):
 # 5. The real data ----------------------------------------------------------------------
 
 
-def test_real_hh_rlhf_reports_its_five_mis_split_rows(shared_data):
+def test_real_hh_rlhf_reports_its_empty_answers_and_mis_split_rows(shared_data):
     path = shared_data / "hh-rlhf-harmless" / "test.jsonl.gz"
     with pytest.raises(DataError) as err:
         load_examples(path)
     lines = str(err.value).splitlines()
-    reason = "chosen and rejected prompts differ (the dialogues differ before the last Assistant turn)"
-    assert lines[:5] == [f"{path}:{n}: {reason}" for n in (1255, 1689, 1951, 1953, 2037)]
-    assert (
-        lines[5]
-        == f"5 bad rows of 2312 in {path} (format hh_rlhf); set data.skip_bad_rows: true to skip them"
-    )
+    # 4 chosen answers are a lone space (nothing after "Assistant:"): empty responses
+    empty = [f"{path}:{n}: chosen response is empty" for n in (87, 517, 926, 1104)]
+    split = "chosen and rejected prompts differ (the dialogues differ before the last Assistant turn)"
+    assert lines[:5] == empty + [f"{path}:1255: {split}"]
+    assert lines[5] == "... and 4 more"
+    assert lines[6] == f"9 bad rows of 2312 in {path} (format hh_rlhf); set data.skip_bad_rows: true to skip them"
 
     logs = []
     exs = load_examples(path, skip_bad_rows=True, log=logs.append)
-    assert len(exs) == 2307
-    assert logs[0].startswith(f"skipped 5 bad rows of 2312 in {path}")
+    assert len(exs) == 2303
+    assert logs[0].startswith(f"skipped 9 bad rows of 2312 in {path}")
     assert all(ex.prompt.endswith("\n\nAssistant:") and ex.scores == [1.0, 0.0] for ex in exs)
-    assert all(r.startswith(" ") for ex in exs for r in ex.responses)
-    # A lone space is a real chosen answer (silence over a harmful reply), kept, not "empty".
-    (line87,) = [ex for ex in exs if ex.source == f"{path}:87"]
-    assert line87.responses[0] == " "
+    assert all(r.startswith(" ") and r.strip() for ex in exs for r in ex.responses)
 
 
 def test_real_qa_feedback(shared_data):
@@ -540,3 +537,46 @@ def test_real_qa_feedback(shared_data):
     span = first.meta["feedback"]["errors"][0]
     assert (span["error type"], span["start"], span["end"]) == ("Irrelevant", 283, 401)
     assert first.responses[0][283:401].startswith("The lead single")
+
+
+# 6. Whitespace-only responses and per-row format checks ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"prompt": "p", "chosen": " \n", "rejected": "b"}, "chosen is empty"),
+        ({"chosen": "\n\nHuman: x\n\nAssistant: ", "rejected": "\n\nHuman: x\n\nAssistant: b"},
+         "chosen response is empty"),
+        ({"prompt": "p", "responses": ["a", "\t"], "scores": [1, 0]}, "response 2 is empty"),
+        ({"prompt": "p", "completion": "  ", "label": True}, "completion is empty"),
+        ({"prompt": "p", "completion": "  "}, "completion is empty"),
+        ({"messages": [user("x"), bot("  ")]}, "the last assistant message is empty"),
+        ({"prompt": [user("x")], "chosen": [bot(" ")], "rejected": [bot("b")]}, "chosen is empty"),
+    ],
+)
+def test_whitespace_only_responses_are_empty(tmp_path, row, reason):
+    path = write_jsonl(tmp_path, [row])
+    with pytest.raises(DataError, match=rf"^{path}:1: {reason}"):
+        load_examples(path)
+
+
+def test_qa_feedback_whitespace_prediction_is_empty(tmp_path):
+    row = qa_row()
+    row["prediction 2"] = "   "
+    path = write_jsonl(tmp_path, [row])
+    with pytest.raises(DataError, match=rf"^{path}:1: prediction 2 is empty"):
+        load_examples(path)
+
+
+def test_the_format_most_rows_have_wins_and_other_rows_are_bad(tmp_path):
+    rows = [{"prompt": "p"}, {"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]
+    path = write_jsonl(tmp_path, rows)
+    with pytest.raises(DataError) as err:
+        load_examples(path)
+    assert str(err.value).splitlines()[0] == (
+        f"{path}:1: has the columns of format prompt but the file is format sft (like {path}:2); "
+        "fix the row, or set data.format"
+    )
+    exs = load_examples(path, skip_bad_rows=True, log=lambda msg: None)
+    assert [ex.responses for ex in exs] == [["b"], ["d"]]

@@ -130,10 +130,29 @@ def test_no_rows(tmp_path, name, content):
         rows_of(path)
 
 
-def test_not_utf8(tmp_path):
+def test_not_utf8_names_the_line(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_bytes(b'{"prompt": "\xff\xfe"}\n')
-    with pytest.raises(DataError, match="not UTF-8"):
+    path.write_bytes(b'{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "\xff\xfe"}\n')
+    with pytest.raises(DataError, match=rf"^{path}:3: not UTF-8 text \(invalid start byte at byte 44\)"):
+        rows_of(path)
+
+
+def test_damaged_parquet_is_a_data_error_not_an_os_error(tmp_path):
+    """4 KB overwritten in the middle of the file: the footer reads, a page does not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": f"{i} " + "p" * 60, "chosen": "a" * 40, "rejected": "b" * 40} for i in range(2000)]
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=500)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = b"Z" * 4096
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"^{path}:\[\d+\]: damaged parquet data at or after row \d+ \("):
+        rows_of(path)
+    path.write_bytes(bytes(data[:-12]) + b"garbled!PAR1")  # a damaged footer
+    with pytest.raises(DataError, match=rf"^{path}: cannot read parquet \("):
         rows_of(path)
 
 

@@ -205,17 +205,43 @@ def test_cut_response_loses_eos(tok):
     assert out.response_ids == [_enc(tok, long)[:3], _enc(tok, " ok") + [eos]]
 
 
-def test_prompt_leaving_no_room_is_a_bad_row(tok):
-    cfg = TokenizeConfig(max_prompt_length=100, max_length=5)
-    n = len(tok(HH_PROMPT).input_ids)
-    expected = f"hh:4: prompt of {n} tokens leaves no room for a response within max_length 5"
-    with pytest.raises(DataError, match=expected):
-        tokenize_example(Example(HH_PROMPT, [" fine"], source="hh:4"), tok, cfg)
-
-
-def test_config_is_validated():
+def test_max_prompt_length_defaults_to_half_and_must_leave_room():
+    assert TokenizeConfig(max_length=192).max_prompt_length == 96  # TRL's 512 would exceed a max_length of 192
+    with pytest.raises(ConfigError, match=r"data.max_prompt_length \(100\) must be below data.max_length \(5\)"):
+        TokenizeConfig(max_prompt_length=100, max_length=5)
     with pytest.raises(ConfigError):
-        TokenizeConfig(max_prompt_length=0)
+        TokenizeConfig(max_prompt_length=-1)
+
+
+def test_a_long_prompt_is_truncated_by_rule_and_reported_once(tok, caplog):
+    """A 40-word prompt with max_prompt_length 10: keep_end keeps BOS + its last 9 tokens, keep_start its
+    first 10; the response gets the room left, max_length - 10 = 22 tokens."""
+    prompt = " ".join(f"word{i}" for i in range(40))
+    full = tok(prompt).input_ids
+    rows = [Example(prompt, [" ok"], source=f"f:{i}") for i in range(3)] + [Example("Q:", [" ok"])]
+    with caplog.at_level("INFO", logger="alignkit.data.tokenize"):
+        end = tokenize_examples(rows, tok, TokenizeConfig(max_prompt_length=10, max_length=32))
+    assert [ex.prompt_ids for ex in end[:3]] == [[tok.bos_token_id] + full[-9:]] * 3
+    assert [r.message for r in caplog.records] == [
+        "truncated 3 of 4 prompts to max_prompt_length 10 tokens (kept their end; data.truncation chooses)"
+    ]
+    start = tokenize_examples(rows, tok, TokenizeConfig(max_prompt_length=10, max_length=32, truncation="keep_start"))
+    assert start[0].prompt_ids == full[:10] and len(start) == 4
+    dropped = tokenize_examples(rows, tok, TokenizeConfig(max_prompt_length=10, max_length=32, drop_long_prompts=True))
+    assert len(dropped) == 1 and dropped[0].prompt_ids == tok("Q:").input_ids
+
+
+def test_a_response_cut_under_half_its_length_is_warned_about(tok, caplog):
+    long = " the movie was great and the acting was wonderful"
+    n = len(_enc(tok, long)) + 1  # with its EOS
+    prompt_len = len(tok("Q:").input_ids)
+    cfg = TokenizeConfig(max_prompt_length=prompt_len, max_length=prompt_len + n // 2 - 1)
+    with caplog.at_level("INFO", logger="alignkit.data.tokenize"):
+        out = tokenize_examples([Example("Q:", [long, " ok"], source="f:7")], tok, cfg)
+    assert len(out[0].response_ids[0]) == n // 2 - 1
+    warning = next(r.message for r in caplog.records if r.levelname == "WARNING")
+    assert warning.startswith(f"1 responses kept under 50% of their tokens within max_length {cfg.max_length} "
+                              f"(first: f:7 response 0: {n // 2 - 1} of {n} tokens)")
 
 
 # ---- whole text, K, bad rows -------------------------------------------------------------------

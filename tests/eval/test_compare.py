@@ -160,7 +160,8 @@ def test_compare_end_to_end_with_a_failure_and_resume(tmp_path, capsys, monkeypa
         "pro",
         "broken",
     ]
-    assert "failed: ConfigError: data.train: method 'dpo' needs preferences" in rows["broken"]
+    assert "failed: DataError: " in rows["broken"] and "tiny_sft.jsonl:1: has no preference" in rows["broken"]
+    assert "method 'dpo' needs pairwise" in rows["broken"]
     for name in ("sft", "dpo", "rrhf", "pro"):
         assert rows[name].endswith("| ok |"), rows[name]
         run = tmp_path / "runs" / name

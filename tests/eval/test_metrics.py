@@ -142,3 +142,15 @@ def test_simplex_grid():
     }
     assert len(simplex_grid(4, 5)) == math.comb(5 + 3, 3)
     assert all(sum(w) == pytest.approx(1.0) for w in simplex_grid(4, 5))
+
+
+def test_error_class_metrics_by_hand():
+    """predicted 1 1 0 0 0 vs gold 1 0 1 0 0: tp 1, 2 predicted, 2 labelled errors ->
+    precision 1/2, recall 1/2, F1 1/2, accuracy 3/5; predicting no error everywhere: F1 0, accuracy 3/5."""
+    from alignkit.eval.metrics import error_class_metrics
+
+    out = error_class_metrics([1, 1, 0, 0, 0], [1, 0, 1, 0, 0])
+    assert out == {"accuracy": 0.6, "precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert error_class_metrics([0] * 5, [1, 0, 1, 0, 0]) == {"accuracy": 0.6, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    with pytest.raises(ValueError):
+        error_class_metrics([1], [1, 0])

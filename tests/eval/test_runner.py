@@ -347,3 +347,22 @@ def test_shipped_eval_config_loads():
     assert cfg.rewards and cfg.best_of_k == 8 and cfg.judge.kind == "vader"
     with pytest.raises(ConfigError, match="prompts"):
         evaluate_model(EvalConfig(model="tiny-llama"))
+
+
+def test_score_all_adds_each_rewards_details_as_name_slash_detail():
+    from alignkit.eval.runner import score_all
+    from alignkit.rewards.base import Reward
+
+    class Halves(Reward):
+        name = "halves"
+
+        def score(self, prompts, responses):
+            return torch.tensor([float(len(r)) for r in responses])
+
+        def score_with_details(self, prompts, responses):
+            return self.score(prompts, responses), {"error_rate": torch.tensor([0.5] * len(responses))}
+
+    out = score_all({"halves": Halves(), "length": LengthReward(unit="chars")}, ["p", "q"], [["ab", "c"], ["d", "ef"]])
+    assert sorted(out) == ["halves", "halves/error_rate", "length"]
+    torch.testing.assert_close(out["halves"], torch.tensor([[2.0, 1.0], [1.0, 2.0]]))
+    torch.testing.assert_close(out["halves/error_rate"], torch.full((2, 2), 0.5))

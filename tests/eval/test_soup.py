@@ -9,13 +9,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from alignkit.cli import main
-from alignkit.config import LoraConfig, load_config
+from alignkit.config import LoraConfig, ModelConfig, load_config
 from alignkit.data.pipeline import resolve_data_path
 from alignkit.errors import AlignkitError, ConfigError
 from alignkit.eval.metrics import best_for_preference, pareto_front
 from alignkit.eval.runner import EvalConfig
 from alignkit.eval.soup import AdapterSoup, SoupConfig, WeightSoup, check_soup, mix, run_soup
-from alignkit.models.loading import apply_lora, save_pretrained
+from alignkit.models.loading import apply_lora, load_causal_lm, save_pretrained
 from alignkit.models.tiny import build_tiny_model, build_tiny_tokenizer, tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +40,9 @@ def two_models(tmp_path_factory):
 
 
 def lora_run(path: Path, seed: int, r: int = 4) -> Path:
-    """A run folder whose final/ holds a merged LoRA model and final/adapter the adapter."""
+    """A run folder whose final/ holds a LoRA adapter of the tiny model."""
     tokenizer = build_tiny_tokenizer()
-    model = apply_lora(build_tiny_model(tokenizer), LoraConfig(enabled=True, r=r, alpha=8))
+    model = apply_lora(build_tiny_model(tokenizer), LoraConfig(enabled=True, r=r, alpha=8), "tiny-llama")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -91,14 +91,14 @@ def test_adapter_soup(tmp_path):
     soup = AdapterSoup([str(r) for r in runs], "tiny-llama", EvalConfig())
     ids = torch.tensor([[0, 5, 6, 7, 8]])
     for lambdas, run in (((1.0, 0.0), runs[0]), ((0.0, 1.0), runs[1])):
-        merged = AutoModelForCausalLM.from_pretrained(run / "final").eval()
+        merged = load_causal_lm(ModelConfig(name_or_path=str(run / "final")))[0].eval()
         with torch.no_grad():
             torch.testing.assert_close(
                 soup.set(lambdas)(ids).logits, merged(ids).logits, atol=1e-4, rtol=1e-4
             )
     from safetensors.torch import load_file
 
-    a, b = (load_file(str(r / "final/adapter/adapter_model.safetensors")) for r in runs)
+    a, b = (load_file(str(r / "final/adapter_model.safetensors")) for r in runs)
     soup.set((0.5, 0.5))
     lora = {k: v for k, v in soup.model.state_dict().items() if "lora_A" in k}
     key_a = next(k for k in a if "lora_A" in k)

@@ -53,7 +53,7 @@ def test_pro_by_hand():
     assert losses.item() == pytest.approx(math.log(3) + 0.05 * math.log(2), abs=1e-6)
     assert metrics["rewards/chosen"].item() == pytest.approx(math.log(1 / 2))
     assert metrics["rewards/rejected"].item() == pytest.approx(math.log(1 / 6))
-    assert metrics["rewards/accuracy"].item() == 1.0
+    assert metrics["rewards/accuracies"].item() == 1.0
     # temperature 1/2 doubles the scores: exp(2 s) = [1/4, 1/9, 1/36]
     a, c, d = 1 / 4, 1 / 9, 1 / 36
     expected = -math.log(a / (a + c + d)) - math.log(c / (c + d)) + 0.05 * math.log(2)

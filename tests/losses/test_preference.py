@@ -35,8 +35,8 @@ def test_dpo_by_hand():
     assert losses.item() == pytest.approx(0.598139, abs=1e-6)
     assert metrics["rewards/chosen"].item() == pytest.approx(0.1)
     assert metrics["rewards/rejected"].item() == pytest.approx(-0.1)
-    assert metrics["rewards/margin"].item() == pytest.approx(0.2)
-    assert metrics["rewards/accuracy"].item() == 1.0
+    assert metrics["rewards/margins"].item() == pytest.approx(0.2)
+    assert metrics["rewards/accuracies"].item() == 1.0
     assert metrics["logps/chosen"].item() == -1.0 and metrics["logps/rejected"].item() == -3.0
 
 
@@ -64,6 +64,14 @@ def test_ipo_by_hand():
     assert ipo(batch([[-1.0, -3.0]], ref=[[-2.0, -2.0]]), beta=0.1)[0].item() == pytest.approx(9.0)
     # tau = 0.25 -> target 2 = h: loss 0 (IPO stops at the target margin, unlike DPO)
     assert ipo(batch([[-1.0, -3.0]], ref=[[-2.0, -2.0]]), beta=0.25)[0].item() == 0.0
+
+
+def test_ipo_length_normalised_by_hand():
+    """Log-ratios +4 over 4 tokens and -2 over 2 tokens: per token +1 and -1, h = 2.
+    Summed: h = 6, (6 - 5)^2 = 1; length-normalised: (2 - 5)^2 = 9 (TRL's and HALOs' convention)."""
+    b = batch([[2.0, -4.0]], ref=[[-2.0, -2.0]], lengths=[[4.0, 2.0]])
+    assert ipo(b, beta=0.1)[0].item() == pytest.approx(1.0)
+    assert ipo(b, beta=0.1, length_normalise=True)[0].item() == pytest.approx(9.0)
 
 
 def test_r_dpo_by_hand():
@@ -151,6 +159,18 @@ def test_kto_by_hand():
     assert losses.item() == pytest.approx(2 - 1 / (1 + math.exp(0.1)) - 1 / (1 + math.exp(-0.3)), abs=1e-6)
 
 
+def test_kto_reference_point_from_mismatched_pairs():
+    """Own ratios [3, 1] (mean 2) but mismatched pairs [0.5, 1.5, -1, 3]: z0 = max(0, 4/4) = 1.
+    desirable r = 3: 1 - sigma(0.1 (3 - 1)); undesirable r = 1: 1 - sigma(0.1 (1 - 1)) = 0.5."""
+    b = batch([[1.0, -1.0]], ref=[[-2.0, -2.0]])
+    b.mismatched_log_ratios = torch.tensor([0.5, 1.5, -1.0, 3.0])
+    losses, metrics = kto(b)
+    assert metrics["kl"].item() == 1.0
+    assert losses.item() == pytest.approx(1 - sigmoid(0.2) + 0.5, abs=1e-6)
+    b.mismatched_log_ratios = torch.tensor([-1.0, -3.0])  # a negative estimate clamps at 0
+    assert kto(b)[1]["kl"].item() == 0.0
+
+
 def test_kto_reference_point_ignores_padding():
     """Ratios [3, 1] plus a padded slot: z0 = (3 + 1) / 2 = 2 (not / 3), so the loss is the
     2 * (1 - sigma(0.1)) of the unpadded case."""
@@ -177,9 +197,9 @@ def test_metrics_over_a_ranking():
     """dpo, beta = 1, ratios [0, 2, -1] with scores [2, 1, 0]: pairs (0,1) wrong, (0,2) right,
     (1,2) right -> accuracy 2/3; chosen = response 0 (0), rejected = response 2 (-1)."""
     losses, m = dpo(batch([[0.0, 2.0, -1.0]], ref=[[0.0, 0.0, 0.0]]), beta=1.0)
-    assert m["rewards/accuracy"].item() == pytest.approx(2 / 3)
+    assert m["rewards/accuracies"].item() == pytest.approx(2 / 3)
     assert m["rewards/chosen"].item() == 0.0 and m["rewards/rejected"].item() == -1.0
-    assert m["rewards/margin"].item() == 1.0
+    assert m["rewards/margins"].item() == 1.0
     assert all(not torch.as_tensor(v).requires_grad for v in m.values())
     # padding never counts, even with a real score: a masked 4th response scored -1 (lowest)
     # and 5 (highest) leaves every metric unchanged
@@ -389,7 +409,7 @@ def ranked_batches(draw):
 
 
 @settings(max_examples=40, deadline=None, database=None)
-@given(b=ranked_batches(), name=st.sampled_from(PAIRWISE))
+@given(b=ranked_batches(), name=st.sampled_from(WITH_A_LOOP))  # checked against the loops
 def test_random_shapes(b, name):
     losses, metrics = LOSSES[name](b)
     assert losses.shape == (b.batch_size,) and losses.dtype == torch.float32
@@ -400,3 +420,22 @@ def test_random_shapes(b, name):
     losses.sum().backward()
     assert torch.isfinite(b.policy_logps.grad).all() and (b.policy_logps.grad[~b.mask] == 0).all()
     assert all(torch.isfinite(torch.as_tensor(v)) for v in metrics.values())
+
+
+def test_hinge_by_hand():
+    """pi = [-4, -6], pi_ref = [-5, -5]: log-ratios [1, -1], h = 2.
+    beta 0.1: L = max(0, 1 - 0.1 * 2) = 0.8, and dL/dpi_w = -0.1, dL/dpi_l = +0.1.
+    beta 1: 1 - 2 < 0, so L = 0 and no gradient (the margin is met)."""
+    def pair():
+        return RankedBatch(torch.tensor([[-4.0, -6.0]], requires_grad=True), torch.tensor([[-5.0, -5.0]]),
+                           torch.tensor([[2.0, 2.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[True, True]]))
+    b = pair()
+    loss, metrics = LOSSES["hinge"](b, beta=0.1)
+    loss.sum().backward()
+    assert loss.tolist() == pytest.approx([0.8])
+    assert b.policy_logps.grad[0].tolist() == pytest.approx([-0.1, 0.1])
+    assert float(metrics["rewards/margins"]) == pytest.approx(0.2)
+    b = pair()
+    loss, _ = LOSSES["hinge"](b, beta=1.0)
+    loss.sum().backward()
+    assert loss.tolist() == [0.0] and b.policy_logps.grad.abs().sum() == 0

@@ -13,12 +13,13 @@ from alignkit.losses import LOSSES, RankedBatch, check_hyperparameters, get_loss
 REFERENCE = {"dpo", "ipo", "r_dpo", "listwise_dpo", "kto"}
 REFERENCE_FREE = {"simpo", "cpo", "orpo", "slic_hf", "rrhf", "pro", "bradley_terry", "kwise"}
 EXPECTED = REFERENCE | REFERENCE_FREE
-METRICS = {"rewards/accuracy", "rewards/chosen", "rewards/rejected", "rewards/margin", "logps/chosen", "logps/rejected"}
+METRICS = {"rewards/accuracies", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"}
+REWARD_MODEL_METRICS = {"accuracy", "margin", "mean_reward"}  # a reward model's losses: TRL's RewardTrainer names
 
 # The paper defaults (sources in each function's docstring).
 DEFAULTS = {
     "dpo": {"beta": 0.1, "label_smoothing": 0.0},
-    "ipo": {"beta": 0.1},
+    "ipo": {"beta": 0.1, "length_normalise": False},
     "r_dpo": {"beta": 0.1, "alpha": 0.01},
     "simpo": {"beta": 2.0, "gamma": 0.5},
     "cpo": {"beta": 0.1, "nll_weight": 1.0},
@@ -77,7 +78,7 @@ def test_the_contract(name):
     losses, metrics = fn(example_batch(with_ref=fn.needs_reference))
     assert losses.shape == (2,) and losses.dtype == torch.float32 and torch.isfinite(losses).all()
     assert losses.requires_grad
-    assert METRICS <= set(metrics)
+    assert (REWARD_MODEL_METRICS if fn.trains == "reward_model" else METRICS) <= set(metrics)
     for key, value in metrics.items():
         value = torch.as_tensor(value)
         assert value.ndim == 0 and not value.requires_grad and torch.isfinite(value), key
@@ -107,14 +108,15 @@ def test_declared_implicit_reward_is_the_score_the_loss_ranks_by(name):
     ORPO and PRO were scored with summed log-probs). Two batches separate the three kinds:
     A: policy [-10, -6], lengths [20, 4], ref [-14, -4]: logp 0, mean_logp 1 (-0.5 > -1.5), ratio 1 (4 > -2);
     B: the same with ref [-6, -10]: logp 0, mean_logp 1, ratio 0 (-4 < 4).
-    The loss's own ``rewards/accuracy`` must agree with the declared kind on both."""
+    The loss's own accuracy metric must agree with the declared kind on both."""
     fn = LOSSES[name]
     assert fn.implicit_reward in ("ratio", "logp", "mean_logp")
     for ref in ([-14.0, -4.0], [-6.0, -10.0]):
         b = batch([[-10.0, -6.0]], ref=[ref], lengths=[[20.0, 4.0]], scores=[[1.0, 0.0]], desirable=[[True, False]])
         _, metrics = fn(b)
         expected = _accuracy_by_kind(fn.implicit_reward, [-10.0, -6.0], ref, [20.0, 4.0])
-        assert float(metrics["rewards/accuracy"]) == expected, (name, ref)
+        key = "accuracy" if fn.trains == "reward_model" else "rewards/accuracies"  # TRL's names
+        assert float(metrics[key]) == expected, (name, ref)
 
 
 def test_length_normalised_losses_declare_mean_logp_and_pairwise_losses_pairs():
@@ -123,5 +125,34 @@ def test_length_normalised_losses_declare_mean_logp_and_pairwise_losses_pairs():
     assert method_spec("simpo").implicit_reward == "mean_logp"  # the spec reads the loss's declaration
     assert {n for n, f in LOSSES.items() if f.implicit_reward == "mean_logp"} == {"simpo", "orpo", "pro", "rrhf"}
     assert {n for n, f in LOSSES.items() if f.data == "pairs" and f.trains == "policy"} == {
-        "dpo", "ipo", "r_dpo", "simpo", "cpo", "orpo", "slic_hf"
+        "dpo", "ipo", "r_dpo", "simpo", "cpo", "orpo", "slic_hf", "hinge"
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"beta": "high"}, "loss.beta: expected a number, got 'high'"),
+        ({"beta": 0}, "loss.beta: must be > 0, got 0.0"),
+        ({"beta": -1}, "loss.beta: must be > 0, got -1.0"),
+        ({"beta": float("inf")}, "loss.beta: must be a finite number, got inf"),
+        ({"label_smoothing": 0.5}, r"loss.label_smoothing: must be in \[0, 0.5\), got 0.5"),
+        ({"beta": True}, "loss.beta: expected a number, got True"),
+    ],
+)
+def test_hyperparameters_are_type_checked_and_ranged(given, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        check_hyperparameters("dpo", given)
+
+
+def test_yaml_strings_that_are_numbers_become_floats():
+    given = {"beta": "1e-30"}  # YAML 1.1 reads 1e-30 (no dot) as a string
+    check_hyperparameters("ipo", given)
+    assert given == {"beta": 1e-30}
+    with pytest.raises(ConfigError, match="^loss.length_normalise: expected true or false, got 'yes'$"):
+        check_hyperparameters("ipo", {"length_normalise": "yes"})
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_default_is_in_its_range(name):
+    check_hyperparameters(name, dict(hyperparameters(name)))

@@ -31,9 +31,9 @@ def test_kwise_averages_all_k_choose_2_pairs():
     L = (2 log(1 + e^-1) + log(1 + e^-2)) / 3 = 0.251192."""
     losses, metrics = kwise(batch([[2.0, 1.0, 0.0]]))
     assert losses.item() == pytest.approx((2 * math.log1p(math.exp(-1)) + math.log1p(math.exp(-2))) / 3, abs=1e-6)
-    assert metrics["rewards/accuracy"].item() == 1.0
-    assert metrics["rewards/chosen"].item() == 2.0 and metrics["rewards/rejected"].item() == 0.0
-    assert metrics["rewards/margin"].item() == 2.0
+    assert metrics["accuracy"].item() == 1.0
+    assert metrics["margin"].item() == 2.0  # best (r=2) minus worst (r=0)
+    assert metrics["mean_reward"].item() == 1.0  # (2 + 1 + 0) / 3
 
 
 def test_kwise_skips_ties_and_averages_over_the_rest():
@@ -83,7 +83,7 @@ def test_gradients_point_the_right_way(name):
     assert (b.policy_logps.grad[:, 0] < 0).all() and (b.policy_logps.grad[:, 2] > 0).all()
     # r = [0.3, 0.9, -0.2]: pairs (0,1) wrong, (0,2) and (1,2) right; [2, -1, 0]: (1,2) wrong
     _, metrics = LOSSES[name](b)
-    assert metrics["rewards/accuracy"].item() == pytest.approx(4 / 6)
+    assert metrics["accuracy"].item() == pytest.approx(4 / 6)
 
 
 @pytest.mark.parametrize("name", REWARD)
@@ -127,4 +127,23 @@ def test_random_shapes(b, name):
     torch.testing.assert_close(losses, reference_losses(b), rtol=1e-5, atol=1e-6)
     losses.sum().backward()
     assert torch.isfinite(b.policy_logps.grad).all() and (b.policy_logps.grad[~b.mask] == 0).all()
-    assert 0.0 <= metrics["rewards/accuracy"].item() <= 1.0
+    assert 0.0 <= metrics["accuracy"].item() <= 1.0
+
+
+def test_segment_error_loss_is_cross_entropy_at_each_segment_end():
+    """Row 1: logits (0, 0), label 1: log(e^0 + e^0) - 0 = log 2 = 0.6931.
+    Row 2: logits (2, 0), label 0: log(e^2 + e^0) - 2 = log(1 + e^-2) = 0.1269.
+    The gradient raises the labelled class: d/dz_label = softmax_label - 1 < 0."""
+    import math
+
+    import torch
+
+    from alignkit.losses.reward import segment_error_loss
+
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]], requires_grad=True)
+    losses = segment_error_loss(logits, torch.tensor([1, 0]))
+    torch.testing.assert_close(losses, torch.tensor([math.log(2), math.log(1 + math.exp(-2))]))
+    losses.sum().backward()
+    assert logits.grad[0, 1] < 0 and logits.grad[1, 0] < 0
+    extreme = segment_error_loss(torch.tensor([[1e4, -1e4]]), torch.tensor([1]))
+    assert torch.isfinite(extreme).all() and float(extreme) == pytest.approx(2e4)

@@ -15,7 +15,7 @@ from alignkit.train.run import register_trainer, run_train
 
 METHOD_NAMES = sorted(all_methods())
 FAMILIES = {"sft", "reward_model", "preference", "sampling", "rl"}
-DATA_SHAPES = {"sft", "pairs", "ranked", "unpaired", "prompts"}
+DATA_SHAPES = {"sft", "pairs", "ranked", "unpaired", "prompts", "spans"}
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)

@@ -230,7 +230,7 @@ def test_lora_shared_base_mode_trains(tmp_path):
                               "train.learning_rate=1e-3"))
     last = rows(out)[-1]
     assert last["step"] == 2 and last["kl"] != 0  # the adapter moved away from the reference (the base)
-    assert (out / "final" / "adapter").is_dir() and (out / "final" / "value_model.safetensors").is_file()
+    assert (out / "final" / "adapter_config.json").is_file() and (out / "final" / "value_model.safetensors").is_file()
 
 
 # ---------------------------------------------------------------- trainers end to end

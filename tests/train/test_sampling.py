@@ -231,6 +231,29 @@ def test_an_interrupted_stage_resumes_without_sampling_again(tmp_path, monkeypat
     assert calls["gather"] == 4
 
 
+def test_lora_stages_keep_their_adapters_and_resume_from_them(tmp_path):
+    """With LoRA a stage keeps its adapter (kilobytes), not a merged copy of the model; a later stage,
+    the run's final/ and a resumed run all start from the adapter on the recorded base."""
+    lora = ["model.lora.enabled=true", "online.stages=2", "train.max_steps=2", "train.learning_rate=1e-3"]
+    out = run_train(cfg_for(tmp_path, "lora", *lora))
+    for folder in (stage_dir(out, 0) / "final", stage_dir(out, 1) / "final", out / "final"):
+        assert (folder / "adapter_config.json").is_file() and not (folder / "model.safetensors").exists()
+        assert not (folder / "merged").exists()
+    size = sum(f.stat().st_size for f in (stage_dir(out, 0) / "final").iterdir())
+    assert size < 1_000_000, size
+    final, _ = load_causal_lm(load_config(None, [f"model.name_or_path={out / 'final'}"]).model)
+    assert not hasattr(final, "peft_config")  # loaded merged onto its base
+    resumed = run_train(cfg_for(tmp_path, "lora", *lora, "online.stages=3", "train.resume=true"))
+    assert [r["stage"] for r in read(resumed / "metrics.jsonl")] == [0, 1, 2]
+
+
+def test_keep_stage_models_keeps_the_weights_of_the_last_n_stages(tmp_path):
+    out = run_train(cfg_for(tmp_path, "keep", "online.stages=3", "online.keep_stage_models=1", "train.max_steps=1"))
+    kept = [(stage_dir(out, n) / "final" / "model.safetensors").is_file() for n in range(3)]
+    assert kept == [False, False, True] and (stage_dir(out, 0) / "samples.jsonl").is_file()
+    assert (out / "final" / "model.safetensors").is_file()
+
+
 def test_each_process_samples_scores_and_returns_its_own_block_of_the_prompts(monkeypatch):
     """Data parallel sampling, simulated in one process: process i of 2 generates for its contiguous block of
     the stage's draw only, with its own seed, and what the processes gather is the draw in order."""

@@ -166,3 +166,19 @@ def test_every_selector_is_a_sampling_method():
         assert methods[name].family == "sampling" and methods[name].default_update == spec.default_update
     assert Item(0, [1]).scores is None
 
+
+def test_spin_pairs_the_data_response_against_the_policy_sample():
+    """SPIN reads the candidates' sources, not their scores: prompt 0 has policy samples 0, 1 and the data's
+    responses 2, 3 (2 filtered out): chosen 3, rejected 0. Prompt 1 has no data response: skipped."""
+    from alignkit.errors import ConfigError
+
+    cands = Candidates.new(["p0", "p1"], [[0], [1]], [["a", "b", "c", "d"], ["e", "f"]],
+                           [[[5], [6], [7], [8]], [[9], [10]]],
+                           [["policy", "policy", "dataset", "dataset"], ["policy", "policy"]])
+    cands.set_values("scores", [[0.9, 0.8, 0.1, 0.2], [0.5, 0.4]])  # ignored: the data's response wins
+    cands.mask[0, 2] = False
+    items = SELECTORS["spin"].select(cands, OnlineConfig(sources=["policy", "dataset"]), None)
+    assert [(it.row, it.indices, it.scores) for it in items] == [(0, [3, 0], [1.0, 0.0])]
+    assert SELECTORS["spin"].reference == "previous" and SELECTORS["spin"].default_update == "dpo"
+    with pytest.raises(ConfigError, match="online.sources: spin"):
+        SELECTORS["spin"].check(OnlineConfig(sources=["policy"]), "dpo")

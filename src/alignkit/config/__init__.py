@@ -17,7 +17,7 @@ from alignkit.config.loading import (
     save_config,
     to_dict,
 )
-from alignkit.config.rewards import RewardModelConfig, RewardSpec
+from alignkit.config.rewards import RewardModelConfig, RewardSpec, SpanRewardModelConfig
 from alignkit.config.rl import PPOConfig
 from alignkit.config.sampling import OnlineConfig, SamplingConfig
 from alignkit.config.sections import (
@@ -32,6 +32,6 @@ from alignkit.config.sections import (
 
 __all__ = [
     "Config", "DataConfig", "EngineConfig", "LoraConfig", "ModelConfig", "OnlineConfig", "PPOConfig",
-    "ReferenceConfig", "RewardModelConfig", "RewardSpec", "SamplingConfig", "TrainConfig",
+    "ReferenceConfig", "RewardModelConfig", "RewardSpec", "SamplingConfig", "SpanRewardModelConfig", "TrainConfig",
     "apply_overrides", "from_dict", "load_config", "save_config", "to_dict",
 ]

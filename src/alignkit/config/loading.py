@@ -8,12 +8,12 @@ any model is loaded.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
+from alignkit.config.ranges import check_config_ranges
 from alignkit.config.sections import Config
 from alignkit.errors import ConfigError
 
@@ -92,11 +92,25 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in hints:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            from alignkit.config.help import did_you_mean
+
+            hint = did_you_mean(str(key), full, names, _root_of(cls, prefix))
             raise ConfigError(f"{full}: unknown key{hint}; allowed: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], full)
     return cls(**kwargs)
+
+
+def _root_of(cls: type, prefix: str) -> type | None:
+    """``Config`` when ``cls`` is it or one of its sections (reached at ``prefix``); else None."""
+    if cls is Config:
+        return Config
+    node: Any = Config
+    for part in prefix.split(".") if prefix else ["?"]:
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        node = hints.get(part.split("[", 1)[0])
+        if typing.get_origin(node) is list:
+            node = typing.get_args(node)[0]
+    return Config if node is cls else None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -150,12 +164,19 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, cls
         data = loaded
     data = apply_overrides(data, overrides or [])
     try:
-        return from_dict(cls, data)
+        cfg = from_dict(cls, data)
+        if cls is Config:  # the run config; other configs (eval, compare) check their own
+            check_config_ranges(cfg)
+        return cfg
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 
 
-def save_config(cfg: Any, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path, sections: tuple[str, ...] | None = None) -> None:
+    """Write ``cfg`` as YAML; ``sections``: only these top-level keys (those the method reads)."""
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    data = to_dict(cfg)
+    if sections is not None:
+        data = {k: v for k, v in data.items() if k in sections}
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

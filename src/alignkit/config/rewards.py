@@ -3,24 +3,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
 @dataclass
 class RewardSpec:
-    kind: str = ""  # which reward: vader, length, function or model (the keys of alignkit.rewards.REWARDS)
+    kind: str = ""  # which reward: vader, length, function, model or span_model (the keys of alignkit.rewards.REWARDS)
     name: str = (
         ""  # display name in metrics; defaults to the kind (the function's name, the model folder's name)
     )
     weight: float = 1.0  # multiplier of this reward in the sum when several rewards are mixed
-    path: str = ""  # kind=model: a folder saved by alignkit, a reward checkpoint, a Hub id, or 'minilm'
+    path: str = ""  # kind=model: a folder saved by alignkit, a reward checkpoint, a Hub id, or 'minilm';
+    # kind=span_model: a folder saved by method span_reward_model (dense: its own segments, granularity unused)
     function: str = ""  # kind=function: 'module:function' called as fn(prompts, responses)
     granularity: Literal["sequence", "sentence"] = (
         "sequence"  # 'sentence': dense per-sentence segments (vader)
     )
     unit: Literal["words", "chars"] = "words"  # kind=length: count whitespace-separated words or characters
-    batch_size: int = 32  # kind=model: pairs per forward pass
+    batch_size: int = 32  # kind=model, span_model: pairs per forward pass
     max_length: int | None = (
         None  # kind=model: prompt + response tokens; None: the length saved with the model
     )
@@ -32,3 +33,16 @@ class RewardModelConfig:
     kind: Literal["auto", "classifier", "causal"] = "auto"  # sequence classifier or causal LM + scalar head
     max_length: int = 512  # tokens of prompt + response seen by the model
     center_examples: int = 512  # training examples whose responses set the stored mean (0: no centering)
+
+
+@dataclass
+class SpanRewardModelConfig:
+    """Settings of ``method: span_reward_model``, a fine-grained reward model (Wu et al. 2023, sec. 4.1)."""
+
+    level: Literal["sentence", "sub_sentence"] = "sub_sentence"  # segments labelled and rewarded
+    categories: list[str] = field(default_factory=list)  # error types counted as this model's errors
+    min_span_words: int = 0  # drop error spans shorter than this many words (the paper: 5 for relevance)
+    ignore_other_errors: bool = False  # leave out segments whose only errors are of other types (factuality)
+    max_length: int = 512  # context + answer tokens (the context's end is cut first)
+    error_reward: float = -1.0  # reward of a segment predicted to have an error
+    ok_reward: float = 1.0  # reward of a segment predicted to have none

@@ -41,4 +41,5 @@ class OnlineConfig:
     rso_num_accepted: int = 8  # rso: samples accepted per prompt, then paired at random and labelled by the reward
     loss: str = ""  # the update: 'sft' or a loss in alignkit.losses.LOSSES; empty: raft sft, rso dpo, online rrhf, iterative_dpo dpo
     loss_args: dict[str, Any] = field(default_factory=dict)  # that loss's hyper-parameters (empty: paper defaults)
+    keep_stage_models: int = 0  # full-weight stage models kept in stages/ (the last N, at least 1; 0: all); a LoRA stage keeps its adapter, which is small
     reference: Literal["auto", "initial", "previous"] = "auto"  # pi_ref of the loss and eq. 5: the starting policy, or the policy at the start of each stage (auto: previous for iterative_dpo, else initial)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alignkit.config.rewards import RewardModelConfig, RewardSpec
+from alignkit.config.rewards import RewardModelConfig, RewardSpec, SpanRewardModelConfig
 from alignkit.config.rl import PPOConfig
 from alignkit.config.sampling import OnlineConfig, SamplingConfig
 
@@ -22,6 +22,7 @@ class LoraConfig:
     alpha: int = 16  # scaling numerator: the update is scaled by alpha / r
     dropout: float = 0.0  # dropout on the adapter input
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # peft target modules
+    save_merged: bool = False  # also save the adapter merged into the base weights, as final/merged
 
 
 @dataclass
@@ -37,14 +38,16 @@ class ModelConfig:
 class DataConfig:
     train: str = ""  # training data: a file (jsonl/json/parquet, optionally .gz), a saved dataset folder, or a Hub id
     eval: str = ""  # held-out data in the same forms; empty means carve eval_size rows off the training data
-    format: str = "auto"  # auto, pairwise, hh_rlhf, ranked, qa_feedback, unpaired, prompt, sft
+    format: str = "auto"  # auto, pairwise, hh_rlhf, ranked, qa_feedback, span_feedback, unpaired, prompt, sft
     split: str = "train"  # split of a dataset folder or Hub dataset
     eval_split: str = "test"  # split used for `eval` when it names a dataset with splits
     eval_size: float = 0.0  # rows held out from `train` when `eval` is empty (a fraction if < 1)
     skip_bad_rows: bool = False  # skip unparseable rows (counted in the log) instead of stopping
     max_rows: int = 0  # use only the first max_rows training rows (0: all)
-    max_prompt_length: int = 512  # prompt tokens kept (the end of the prompt is kept)
+    max_prompt_length: int = 0  # prompt tokens kept, below max_length (0: half of max_length); longer prompts are truncated
     max_length: int = 1024  # prompt + response tokens; responses are cut to fit
+    truncation: Literal["keep_end", "keep_start"] = "keep_end"  # which part of a long prompt is kept
+    drop_long_prompts: bool = False  # drop rows whose prompt is longer than max_prompt_length instead
 
 
 @dataclass
@@ -67,7 +70,10 @@ class TrainConfig:
     eval_every: int = 0  # optimizer steps between evaluations (0: only at the end)
     save_every: int = 0  # optimizer steps between checkpoints (0: only the final model)
     keep_checkpoints: int = 2  # checkpoints kept on disk (oldest removed)
-    resume: bool = False  # continue from the last checkpoint in output_dir
+    resume: bool = False  # continue from the last good checkpoint in output_dir
+    overwrite: bool = False  # a fresh run (resume false) deletes an earlier run's checkpoints and stages in output_dir
+    max_nonfinite_steps: int = 0  # optimizer steps with a non-finite loss or grad norm skipped before the run stops
+    save_on_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])  # save and exit on these
     tracker: Literal["none", "tensorboard", "wandb"] = "none"  # extra metric sink through Accelerate
     progress: bool = True  # show a progress bar
 
@@ -101,4 +107,5 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # generation for sampling methods and PPO
     ppo: PPOConfig = field(default_factory=PPOConfig)  # on-policy RL: ppo, rloo, grpo
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)  # method: reward_model
+    span_reward_model: SpanRewardModelConfig = field(default_factory=SpanRewardModelConfig)  # method: span_reward_model
     online: OnlineConfig = field(default_factory=OnlineConfig)  # sampling methods: raft, rso, online, iterative_dpo

@@ -18,14 +18,17 @@ Formats (a "text" is a string or a list of ``{"role", "content"}`` chat messages
 - ``ranked``: ``{prompt, responses, scores}`` (higher is better, ties allowed) or
   ``{prompt, ranking: [best, ..., worst]}`` -> scores ``[K-1, ..., 0]``.
 - ``qa_feedback``: the Fine-Grained RLHF qa-feedback rows (see :func:`qa_feedback`).
+- ``span_feedback``: ``{prompt, response, spans: [{start, end, category}]}``, error spans over
+  the response (``docs/fine_grained.md``) -> K=1, the spans in ``meta["feedback"]["errors"]``
+  as qa-feedback has them (see :func:`span_feedback`).
 - ``unpaired``: ``{prompt, completion, label}`` -> K=1, ``desirable=[label]``.
 - ``prompt``: ``{prompt}`` -> K=0.
 - ``sft``: ``{prompt, completion}``, ``{text}`` (whole text, empty prompt) or
   ``{messages}`` (the last message, an assistant turn, is the response).
 
 Validation rules shared by all formats: a prompt must be non-blank; a response
-string must be non-empty (whitespace alone is kept: in HH a lone space is a real
-chosen answer to a harmful request); chat messages need string ``role`` and
+must be non-blank (whitespace alone is an empty response: nothing to learn from,
+and an empty chosen answer would teach silence); chat messages need string ``role`` and
 ``content``; a chat response starts with an assistant message; under a chat
 prompt a response string becomes one assistant message (TRL allows both), while
 a string prompt with chat responses is a bad row.
@@ -40,8 +43,9 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
-from itertools import combinations
+from collections import Counter
+from collections.abc import Callable, Iterator
+from itertools import chain, combinations
 from numbers import Real
 from typing import Any
 
@@ -123,14 +127,14 @@ def _response_text(value: Any, what: str) -> Text:
     if value is None:
         raise BadRow(f"{what} is missing")
     if isinstance(value, str):
-        if value == "":
+        if not value.strip():
             raise BadRow(f"{what} is empty")
         return value
     if isinstance(value, list):
         messages = _chat(value, what)
         if messages[0]["role"] != "assistant":
             raise BadRow(f"{what} must start with an assistant message, got role {messages[0]['role']!r}")
-        if all(m["content"] == "" for m in messages):
+        if all(not m["content"].strip() for m in messages):
             raise BadRow(f"{what} is empty")
         return messages
     raise BadRow(f"{what} must be a string or a list of chat messages, got {type(value).__name__}")
@@ -235,7 +239,7 @@ def _split_hh(dialogue: str, name: str) -> tuple[str, str]:
         raise BadRow(f"{name} has no '\\n\\nAssistant:' turn")
     cut += len(HH_ASSISTANT)
     prompt, response = dialogue[:cut], dialogue[cut:]
-    if response == "":
+    if not response.strip():
         raise BadRow(f"{name} response is empty")
     return prompt, response
 
@@ -342,6 +346,30 @@ def _checked_feedback(feedback: Any, prediction: str) -> dict:
     return feedback
 
 
+@register_format("span_feedback")
+def span_feedback(row: Row, location: str) -> Example:
+    """``{prompt, response, spans}``: character spans ``[start, end)`` of the response with a ``category``.
+
+    Becomes one response whose ``meta["feedback"]["errors"]`` holds the spans in qa-feedback's
+    keys (``start``, ``end``, ``error type``), so :func:`alignkit.data.spans.span_examples`
+    reads both formats alike. ``spans`` may be empty (an answer without errors).
+    """
+    prompt = _prompt_text(_field(row, "prompt"))
+    response = _string(row, "response")
+    if response == "":
+        raise BadRow("response is empty")
+    errors = []
+    for n, span in enumerate(_list(row, "spans"), start=1):
+        if not isinstance(span, dict) or not isinstance(span.get("category"), str) or not span["category"]:
+            raise BadRow(f"span {n} must be an object with start, end and a non-empty category")
+        start, end = span.get("start"), span.get("end")
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end))
+        if not (ok and 0 <= start < end <= len(response)):
+            raise BadRow(f"span {n} needs integers 0 <= start < end <= {len(response)} (the response's length)")
+        errors.append({"start": start, "end": end, "error type": span["category"]})
+    return Example(prompt, [response], source=location, meta={"feedback": {"errors": errors}})
+
+
 @register_format("unpaired")
 def unpaired(row: Row, location: str) -> Example:
     prompt = _prompt_text(_field(row, "prompt"))
@@ -392,7 +420,8 @@ def sft(row: Row, location: str) -> Example:
 def detect_format(row: Row) -> str | None:
     """The format of a row from its (non-null) columns; the first rule that matches wins.
 
-    1. ``prediction 1`` and ``preference``          -> qa_feedback
+    1. ``prediction 1`` and ``preference``          -> qa_feedback;
+       ``response`` and ``spans``                   -> span_feedback
     2. ``responses`` or ``ranking``                 -> ranked
     3. ``chosen`` and ``rejected``: with ``prompt``, or chat lists -> pairwise;
        strings without ``prompt``                   -> hh_rlhf
@@ -403,6 +432,8 @@ def detect_format(row: Row) -> str | None:
     cols = {k for k, v in row.items() if v is not None}
     if {"prediction 1", "preference"} <= cols:
         return "qa_feedback"
+    if {"response", "spans"} <= cols:
+        return "span_feedback"
     if cols & {"responses", "ranking"}:
         return "ranked"
     if {"chosen", "rejected"} <= cols:
@@ -429,7 +460,10 @@ def load_examples(
 
     Args:
         format: a name in :data:`FORMATS`, or ``"auto"`` to detect it from the
-            columns of the first readable row (:func:`detect_format`).
+            columns of every row (:func:`detect_format`): the format most of the
+            first :data:`DETECT_WINDOW` readable rows have wins, and a row of another
+            format is a bad row naming both (so one odd first line cannot turn an
+            SFT file into prompts).
         split: the split of a saved ``DatasetDict`` or a Hub dataset.
         skip_bad_rows: drop rows that cannot be used and log how many; by default
             any bad row raises a :class:`DataError` listing the first few.
@@ -443,18 +477,20 @@ def load_examples(
     if max_rows is not None and max_rows < 1:
         raise ConfigError(f"data.max_rows must be at least 1, got {max_rows}")
     log = log or _logger.warning
-    convert = FORMATS.get(format)
+    rows = read_rows(path, split)
+    check_row = _any_row
+    if format == "auto":
+        format, rows, check_row = _detect_by_majority(rows)
+    convert = FORMATS.get(format)  # None only when no row is readable
     examples: list[Example] = []
     bad: list[str] = []  # the first MAX_REPORTED "LOCATION: reason" lines
     n_rows = n_bad = 0
-    for row, location in read_rows(path, split):
+    for row, location in rows:
         n_rows += 1
         try:
             if isinstance(row, BadRow):
                 raise row
-            if convert is None:
-                format = _detect_or_raise(row, location)
-                convert = FORMATS[format]
+            check_row(row, location)
             examples.append(convert(row, location))
         except BadRow as e:
             n_bad += 1
@@ -470,15 +506,50 @@ def load_examples(
     return examples
 
 
-def _detect_or_raise(row: Row, location: str) -> str:
-    name = detect_format(row)
-    if name is None:
-        raise DataError(
-            f"{location}: cannot tell the format from the columns {sorted(row)}; set data.format to one "
-            f"of {', '.join(FORMATS)} (see alignkit.data.formats for the columns each expects)"
-        )
-    _logger.info("%s: detected format %s", location, name)
-    return name
+DETECT_WINDOW = 1000  # readable rows whose formats vote on the format of a file
+
+
+def _any_row(row: Row, location: str) -> None:
+    """The row check of a named format: its converter alone decides."""
+
+
+def _detect_by_majority(rows: Iterator[tuple[Row | BadRow, str]]):
+    """``(format, rows, check_row)``: the format most of the first :data:`DETECT_WINDOW` readable rows
+    have (the earliest on a tie), the rows again (those read to vote included), and a check that
+    makes a row of another detected format a :class:`BadRow` naming both."""
+    window: list[tuple[Row | BadRow, str]] = []
+    votes: Counter[str] = Counter()
+    first_of: dict[str, str] = {}
+    for row, location in rows:
+        window.append((row, location))
+        if isinstance(row, BadRow):
+            continue
+        name = detect_format(row)
+        if name is None and not votes:
+            raise DataError(
+                f"{location}: cannot tell the format from the columns {sorted(row)}; set data.format to one "
+                f"of {', '.join(FORMATS)} (see alignkit.data.formats for the columns each expects)"
+            )
+        if name is not None:
+            votes[name] += 1
+            first_of.setdefault(name, location)
+        if sum(votes.values()) >= DETECT_WINDOW:
+            break
+    if not votes:  # only unreadable rows: the bad-row policy reports them
+        return "auto", iter(window), _any_row
+    chosen = max(votes, key=lambda name: (votes[name], -list(first_of).index(name)))
+    _logger.info("%s: detected format %s (%d of %d rows)", first_of[chosen], chosen, votes[chosen],
+                 sum(votes.values()))
+
+    def check_row(row: Row, location: str) -> None:
+        name = detect_format(row)
+        if name is not None and name != chosen:
+            raise BadRow(
+                f"has the columns of format {name} but the file is format {chosen} "
+                f"(like {first_of[chosen]}); fix the row, or set data.format"
+            )
+
+    return chosen, chain(window, rows), check_row
 
 
 def _apply_bad_row_policy(

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union
 
+from alignkit import in_memory
 from alignkit.errors import DataError
 
 Row = dict[str, Any]
@@ -63,7 +64,9 @@ def read_rows(path_or_id: PathLike, split: str = "train") -> Iterator[tuple[Row 
     """
     name = str(path_or_id)
     path = Path(path_or_id).expanduser()
-    if path.is_dir():
+    if in_memory.is_name(name):
+        rows = _read_in_memory(name, split)
+    elif path.is_dir():
         rows = _read_saved_dataset(path, split)
     elif path.is_file():
         rows = _read_file(path)
@@ -124,7 +127,8 @@ def _read_text(path: Path, gzipped: bool) -> str:
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; EOFError: truncated
         raise DataError(f"{path}: cannot read {'gzip data' if gzipped else 'file'} ({e})") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8") from None
 
 
 def _single_list(doc: dict) -> list | None:
@@ -180,9 +184,16 @@ def _read_parquet(path: Path) -> Iterator[tuple[Row | BadRow, str]]:
     try:
         table = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid and friends
-        raise DataError(f"{path}: cannot read parquet ({e})") from None
+        raise DataError(f"{path}: cannot read parquet ({_first_line(e)})") from None
     i = 0
-    for batch in table.iter_batches():
+    batches = table.iter_batches()
+    while True:
+        try:  # a damaged page shows only when its row group is read
+            batch = next(batches, None)
+        except Exception as e:  # OSError, ArrowInvalid: the file is damaged after its footer
+            raise DataError(f"{path}:[{i}]: damaged parquet data at or after row {i} ({_first_line(e)})") from None
+        if batch is None:
+            return
         for row in batch.to_pylist():
             yield row, f"{path}:[{i}]"
             i += 1
@@ -207,6 +218,19 @@ def _read_saved_dataset(path: Path, split: str) -> Iterator[tuple[Row | BadRow, 
         ds = ds[split]
     for i, row in enumerate(ds):
         yield row, f"{path}:[{i}]"
+
+
+def _read_in_memory(name: str, split: str) -> Iterator[tuple[Row | BadRow, str]]:
+    """A ``datasets.Dataset`` (or ``DatasetDict``, by ``split``) or a list of dicts given to the Python API."""
+    data = in_memory.lookup(name)
+    if data is None:
+        raise DataError(f"{name}: not held in this session; give a file, a saved dataset folder or a Hub id")
+    if hasattr(data, "keys") and not isinstance(data, dict):  # a DatasetDict
+        if split not in data:
+            raise DataError(f"{name}: no split {split!r}; it has {', '.join(data)} (set data.split)")
+        data = data[split]
+    for i, row in enumerate(data):
+        yield _as_row(row), f"{name}[{i}]"
 
 
 def _read_hub(dataset_id: str, split: str) -> Iterator[tuple[Row | BadRow, str]]:

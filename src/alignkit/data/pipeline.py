@@ -23,10 +23,22 @@ def resolve_data_path(path: str) -> str:
     return path
 
 
-def load_split(data_cfg, *, seed: int = 0) -> tuple[list, list]:
+def tokenize_config(data_cfg):
+    """The tokenizer's length budgets and truncation rule from a ``DataConfig``."""
+    from alignkit.data.tokenize import TokenizeConfig
+
+    return TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length,
+                          truncation=data_cfg.truncation, drop_long_prompts=data_cfg.drop_long_prompts)
+
+
+def load_split(data_cfg, *, seed: int = 0, need: str = "", method: str = "") -> tuple[list, list]:
     """Load and validate ``data.train`` and the held-out set (``data.eval``, or ``eval_size`` rows of
-    ``data.train`` split off with ``seed``), as :class:`~alignkit.data.schema.Example` rows."""
+    ``data.train`` split off with ``seed``), as :class:`~alignkit.data.schema.Example` rows.
+
+    ``need`` (a key of :data:`alignkit.data.requirements.NEEDS`) is checked on every row of both
+    sets, naming ``method`` and the first row that lacks it."""
     from alignkit.data.formats import load_examples, split_train_eval
+    from alignkit.data.requirements import check_examples
     from alignkit.errors import ConfigError
 
     if not data_cfg.train:
@@ -41,17 +53,19 @@ def load_split(data_cfg, *, seed: int = 0) -> tuple[list, list]:
         train, held_out = split_train_eval(train, seed=seed, **kwargs)
     else:
         held_out = []
+    if need:
+        check_examples(train, need, method=method)
+        check_examples(held_out, need, method=method, key="data.eval")
     return train, held_out
 
 
-def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ...] = ()) -> tuple[
-    list[TokenizedExample], list[TokenizedExample]
-]:
-    """Load, validate and tokenize ``data.train`` (and ``data.eval`` or a held-out slice)."""
-    from alignkit.data.tokenize import TokenizeConfig, tokenize_examples
+def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ...] = (), need: str = "",
+                   method: str = "") -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    """Load, validate (see :func:`load_split`) and tokenize ``data.train`` and the held-out set."""
+    from alignkit.data.tokenize import tokenize_examples
 
-    train, held_out = load_split(data_cfg, seed=seed)
-    tok_cfg = TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length)
+    train, held_out = load_split(data_cfg, seed=seed, need=need, method=method)
+    tok_cfg = tokenize_config(data_cfg)
     skip = data_cfg.skip_bad_rows
     return (
         tokenize_examples(train, tokenizer, tok_cfg, skip_bad_rows=skip),

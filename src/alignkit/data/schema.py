@@ -79,3 +79,10 @@ class TokenizedExample:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + sum(len(r) for r in self.response_ids)
+
+
+def as_text(text: str | list[dict[str, str]]) -> str:
+    """A plain-text rendering for rewards: a string as is, chat messages as ``role: content`` lines."""
+    if isinstance(text, str):
+        return text
+    return "\n".join(f"{m['role']}: {m['content']}" for m in text)

@@ -32,15 +32,19 @@ End of a response: with ``add_eos`` a response that ended carries exactly ONE
 already is EOS (a chat template whose end-of-turn is the EOS token, or a string
 response that ends with the EOS text): appending a second one is a known TRL bug.
 
-Truncation (lengths in tokens):
+Truncation (lengths in tokens), by rule, never by stopping the run:
 
-1. The prompt keeps its END: it is left-truncated to ``max_prompt_length``
-   (a leading BOS is kept). A chat prompt's generation prompt is at its end, so
-   it survives.
+1. A prompt longer than ``max_prompt_length`` (default: half of ``max_length``; it must be
+   below ``max_length``) is truncated: ``keep_end`` (default) keeps its END, left-truncating
+   (a leading BOS is kept; a chat prompt's generation prompt is at its end, so it survives);
+   ``keep_start`` keeps its start, as TRL's ``truncation_mode="keep_start"``. With
+   ``drop_long_prompts`` such a row is dropped instead.
 2. Each response is cut at the right to ``max_length - len(prompt_ids)``. A cut
    response carries NO EOS: it did not end.
-3. A prompt that leaves no room for a response (``max_length - len(prompt) < 1``)
-   and an empty response (no token before the EOS) make a bad row:
+3. :func:`tokenize_examples` reports once how many prompts were truncated (or rows dropped)
+   and how many responses were cut, with a warning when any response kept under
+   ``warn_response_fraction`` (one half) of its tokens.
+4. An empty response (no token before the EOS) makes a bad row:
    :class:`~alignkit.errors.DataError` ``"FILE:LINE: reason"``, which
    :func:`tokenize_examples` skips and counts when ``skip_bad_rows=True``.
 """
@@ -49,7 +53,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from alignkit.data.schema import Example, Message, Text, TokenizedExample
 from alignkit.errors import AlignkitError, ConfigError, DataError
@@ -63,19 +68,64 @@ _CHUNK = 1024  # rows batch-encoded together by tokenize_examples
 class TokenizeConfig:
     """Length budgets and the end-of-sequence policy."""
 
-    max_prompt_length: int = 512
-    """Prompt budget in tokens; a longer prompt keeps its end."""
+    max_prompt_length: int = 0
+    """Prompt budget in tokens (0: half of ``max_length``); below ``max_length``."""
     max_length: int = 1024
     """Budget of the prompt plus ONE response, in tokens; a longer response is cut and loses its EOS."""
     add_eos: bool = True
     """End every complete response with exactly one EOS token."""
+    truncation: Literal["keep_end", "keep_start"] = "keep_end"
+    """Which part of a long prompt is kept."""
+    drop_long_prompts: bool = False
+    """Drop the rows whose prompt is longer than the budget instead of truncating it."""
+    warn_response_fraction: float = 0.5
+    """Warn when a response is cut to under this fraction of its tokens."""
 
     def __post_init__(self) -> None:
+        if self.max_prompt_length == 0:
+            self.max_prompt_length = self.max_length // 2
         if self.max_prompt_length < 1 or self.max_length < 2:
             raise ConfigError(
-                f"max_prompt_length must be >= 1 and max_length >= 2, got "
+                f"data.max_prompt_length must be >= 1 (0: half of max_length) and data.max_length >= 2, got "
                 f"{self.max_prompt_length} and {self.max_length}"
             )
+        if self.max_prompt_length >= self.max_length:
+            raise ConfigError(
+                f"data.max_prompt_length ({self.max_prompt_length}) must be below data.max_length "
+                f"({self.max_length}) to leave room for a response; lower it, or set 0 for half of max_length"
+            )
+
+
+class LongPrompt(DataError):
+    """A row dropped because its prompt is over budget (``drop_long_prompts``)."""
+
+
+@dataclass
+class TruncationCounts:
+    """What truncation did to a set of rows, for one report."""
+
+    prompts_truncated: int = 0
+    rows_dropped: int = 0
+    responses: int = 0
+    responses_cut: int = 0
+    responses_cut_short: int = 0  # kept under warn_response_fraction of their tokens
+    first_short: list[str] = field(default_factory=list)
+
+    def report(self, cfg: TokenizeConfig, rows: int) -> None:
+        kept = "end" if cfg.truncation == "keep_end" else "start"
+        if self.prompts_truncated:
+            logger.info("truncated %d of %d prompts to max_prompt_length %d tokens (kept their %s; "
+                        "data.truncation chooses)", self.prompts_truncated, rows, cfg.max_prompt_length, kept)
+        if self.rows_dropped:
+            logger.warning("dropped %d of %d rows whose prompt is longer than max_prompt_length %d "
+                           "(data.drop_long_prompts)", self.rows_dropped, rows, cfg.max_prompt_length)
+        if self.responses_cut:
+            logger.info("cut %d of %d responses to fit max_length %d (a cut response has no EOS)",
+                        self.responses_cut, self.responses, cfg.max_length)
+        if self.responses_cut_short:
+            logger.warning("%d responses kept under %d%% of their tokens within max_length %d (first: %s); "
+                           "raise data.max_length or lower data.max_prompt_length", self.responses_cut_short,
+                           round(100 * cfg.warn_response_fraction), cfg.max_length, "; ".join(self.first_short))
 
 
 def tokenize_example(example: Example, tokenizer, cfg: TokenizeConfig | None = None) -> TokenizedExample:
@@ -101,19 +151,21 @@ def tokenize_examples(
     out: list[TokenizedExample] = []
     skipped: list[str] = []
     chunk: list[Example] = []
+    counts = TruncationCounts()
     start = 0
     for example in examples:
         chunk.append(example)
         if len(chunk) == _CHUNK:
-            _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped)
+            _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, counts)
             start, chunk = start + len(chunk), []
-    _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped)
+    _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, counts)
     if skipped:
         logger.warning("skipped %d bad rows; first: %s", len(skipped), "; ".join(skipped[:3]))
-    return out
+    counts.report(cfg, start + len(chunk))
+    return [ex for ex in out if ex is not None]
 
 
-def _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped) -> None:
+def _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, counts=None) -> None:
     """Batch-encode the plain rows of ``chunk`` in two calls, then finish every row."""
     plain = [i for i, ex in enumerate(chunk) if _is_plain(ex, tokenizer)]
     prompts = _encode(tokenizer, [chunk[i].prompt for i in plain], special=True)
@@ -127,7 +179,7 @@ def _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped) -
     for i, example in enumerate(chunk):
         where = example.source or f"example {start + i}"
         try:
-            out.append(_tokenize(example, tokenizer, cfg, where, pre.get(i)))
+            out.append(_tokenize(example, tokenizer, cfg, where, pre.get(i), counts))
         except DataError as err:
             if not skip_bad_rows:
                 raise
@@ -140,8 +192,10 @@ def _tokenize(
     cfg: TokenizeConfig,
     where: str,
     plain_ids: tuple[list[int], list[list[int]]] | None = None,
-) -> TokenizedExample:
-    """One row: raw ids by shape, then the EOS policy, the empty check and truncation."""
+    counts: TruncationCounts | None = None,
+) -> TokenizedExample | None:
+    """One row: raw ids by shape, then the EOS policy, the empty check and truncation (None: a row
+    dropped for its long prompt)."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise AlignkitError("the tokenizer has no eos_token; set tokenizer.eos_token before tokenizing")
@@ -163,7 +217,13 @@ def _tokenize(
     for i, ids in enumerate(responses):
         if len(ids) - (1 if ids and ids[-1] == eos else 0) < 1:
             raise DataError(f"{where}: response {i} is empty")
-    prompt_ids, responses = _truncate(prompt_ids, responses, tokenizer.bos_token_id, cfg, where)
+    if cfg.drop_long_prompts and len(prompt_ids) > cfg.max_prompt_length:
+        if counts is None:
+            raise LongPrompt(f"{where}: prompt of {len(prompt_ids)} tokens is longer than max_prompt_length "
+                            f"{cfg.max_prompt_length}")
+        counts.rows_dropped += 1
+        return None
+    prompt_ids, responses = _truncate(prompt_ids, responses, tokenizer.bos_token_id, cfg, where, counts)
     return TokenizedExample(
         prompt_ids=prompt_ids,
         response_ids=responses,
@@ -173,18 +233,27 @@ def _tokenize(
     )
 
 
-def _truncate(prompt_ids, responses, bos, cfg: TokenizeConfig, where: str):
-    """Keep the prompt's end (and a leading BOS); cut each response to the room left."""
+def _truncate(prompt_ids, responses, bos, cfg: TokenizeConfig, where: str, counts: TruncationCounts | None = None):
+    """Keep the prompt's end (and a leading BOS) or its start; cut each response to the room left
+    (at least ``max_length - max_prompt_length`` tokens)."""
+    counts = counts if counts is not None else TruncationCounts()
     n = cfg.max_prompt_length
     if len(prompt_ids) > n:
-        keep_bos = bos is not None and prompt_ids[0] == bos and n > 1
-        prompt_ids = [bos, *prompt_ids[-(n - 1) :]] if keep_bos else prompt_ids[-n:]
+        counts.prompts_truncated += 1
+        if cfg.truncation == "keep_start":
+            prompt_ids = prompt_ids[:n]
+        else:
+            keep_bos = bos is not None and prompt_ids[0] == bos and n > 1
+            prompt_ids = [bos, *prompt_ids[-(n - 1) :]] if keep_bos else prompt_ids[-n:]
     room = cfg.max_length - len(prompt_ids)
-    if room < 1:
-        raise DataError(
-            f"{where}: prompt of {len(prompt_ids)} tokens leaves no room for a response "
-            f"within max_length {cfg.max_length}"
-        )
+    counts.responses += len(responses)
+    for i, r in enumerate(responses):
+        if len(r) > room:
+            counts.responses_cut += 1
+            if room < cfg.warn_response_fraction * len(r):
+                counts.responses_cut_short += 1
+                if len(counts.first_short) < 3:
+                    counts.first_short.append(f"{where} response {i}: {room} of {len(r)} tokens")
     return list(prompt_ids), [list(r[:room]) for r in responses]
 
 

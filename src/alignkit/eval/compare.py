@@ -27,8 +27,8 @@ Budget: ``budget.max_steps`` is the number of optimizer steps of every method;
 where a step takes ``train.batch_size x train.grad_accum`` prompts, times
 ``ppo.num_minibatches`` for the on-policy methods (ppo, rloo, grpo). The staged sampling
 methods (raft, rso, online, iterative_dpo) fine-tune ``train.max_steps`` steps per stage, so
-they get ``ceil(budget / online.stages)`` steps per stage. Each trainer declares this shape
-when it registers (:class:`alignkit.train.run.StepShape`). Sampling budgets (samples per
+they get ``ceil(budget / online.stages)`` steps per stage. Each method's spec declares this shape
+(:class:`alignkit.train.methods.StepShape`). Sampling budgets (samples per
 prompt, stages, prompts per stage) stay the methods' own settings.
 """
 
@@ -258,11 +258,14 @@ def _free() -> None:
 def run_method(run: RunSpec, train_cfg: Config, ev: EvalConfig, reference) -> tuple[dict, str]:
     """Train (unless finished) and evaluate (unless evaluated) one run; returns (eval result, status)."""
     from alignkit.eval.runner import evaluate_model
-    from alignkit.train.run import run_train
+    from alignkit.train.guard import claim_output_dir
+    from alignkit.train.run import method_sections, run_train
 
     run_dir = Path(train_cfg.train.output_dir)
     final = run_dir / "final"
-    if final.is_dir() and not _same(_saved_yaml(run_dir / "config.yaml"), to_dict(train_cfg)):
+    sections = method_sections(train_cfg.method)  # config.yaml holds the sections the method reads
+    current = {k: v for k, v in to_dict(train_cfg).items() if k in sections}
+    if final.is_dir() and not _same(_saved_yaml(run_dir / "config.yaml"), current):
         log.info("%s: the config changed since the last run; training again", run.name)
         (run_dir / "eval.json").unlink(missing_ok=True)
     elif final.is_dir():
@@ -274,6 +277,8 @@ def run_method(run: RunSpec, train_cfg: Config, ev: EvalConfig, reference) -> tu
         return evaluate_model(ev, reference=reference), "ok (eval only)"
     log.info("%s: training %s", run.name, train_cfg.method)
     (run_dir / "eval.json").unlink(missing_ok=True)
+    if not train_cfg.train.resume:  # compare owns runs/NAME: training again replaces what an earlier run left
+        claim_output_dir(run_dir, resume=False, overwrite=True)
     run_train(train_cfg)
     _free()
     return evaluate_model(ev, reference=reference), "ok"

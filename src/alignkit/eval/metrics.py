@@ -166,6 +166,23 @@ def preference_accuracy(scores, targets, mask=None) -> float:
     return correct / pairs if pairs else float("nan")
 
 
+def error_class_metrics(predicted: Sequence[int], gold: Sequence[int]) -> dict[str, float]:
+    """Accuracy and the error class's precision, recall and F1 of per-segment predictions (1 = error).
+
+    As Fine-Grained RLHF reports its fine-grained reward models (Wu et al. 2023, table 6).
+    Precision (recall) is 0 when nothing is predicted (labelled) an error; F1 is 0 when both are 0.
+    """
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predictions but {len(gold)} labels")
+    tp = sum(1 for p, g in zip(predicted, gold) if p == 1 and g == 1)
+    n_pred, n_gold = sum(p == 1 for p in predicted), sum(g == 1 for g in gold)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    accuracy = sum(p == g for p, g in zip(predicted, gold)) / len(gold) if gold else float("nan")
+    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
+
+
 # ---------------------------------------------------------------- multi-objective
 
 

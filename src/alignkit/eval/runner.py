@@ -3,7 +3,8 @@
 What is measured, and how (``eval.json`` holds every number; ``samples.jsonl`` every sample):
 
 - **Reward**: each reward of ``rewards`` on ``sampling.num_samples`` samples per prompt at
-  ``sampling.temperature``. Mean over all samples; the standard error is taken over
+  ``sampling.temperature``, and its diagnostics (a fine-grained reward model's ``error_rate``,
+  Fine-Grained RLHF's per-category error rate, as ``NAME/error_rate``). Mean over all samples; the standard error is taken over
   prompts (the per-prompt mean rewards), since samples of one prompt are not independent.
 - **Best-of-k**, k = 1, 2, 4, ..., K (``best_of_k``): the expected reward of the sample that
   ``best_of_k_reward`` ranks first among k samples, estimated without bias from K samples
@@ -58,7 +59,7 @@ class EvalConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weight dtype of the policy and reference
     prompts: str = ""  # data file whose prompts are sampled on (any format; alignkit:NAME for built-ins)
     max_prompts: int = 0  # use the first max_prompts prompts (0: all)
-    max_prompt_length: int = 512  # prompt tokens kept (the end of the prompt)
+    max_prompt_length: int = 0  # prompt tokens kept (the end of the prompt), below max_length (0: half of it)
     max_length: int = 1024  # prompt + response tokens when scoring reference responses and preference data
     max_rows: int = 0  # use the first max_rows rows of reference_responses and preference_data (0: all)
     rewards: list[RewardSpec] = field(default_factory=list)  # each is reported separately
@@ -336,13 +337,17 @@ def build_rewards(specs: Sequence[RewardSpec]) -> dict:
 
 
 def score_all(rewards: dict, prompts: list[str], responses: list[list[str]]) -> dict[str, torch.Tensor]:
-    """Every reward on every response: ``{name: [P, K]}`` (K the same for every prompt)."""
+    """Every reward on every response: ``{name: [P, K]}`` (K the same for every prompt), plus each
+    reward's diagnostics as ``{name}/{detail}`` (a fine-grained model's ``error_rate``)."""
     K = len(responses[0]) if responses else 0
     flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
     flat_r = [r for rs in responses for r in rs]
-    return {
-        name: reward.score(flat_p, flat_r).float().view(len(prompts), K) for name, reward in rewards.items()
-    }
+    out = {}
+    for name, reward in rewards.items():
+        score, details = reward.score_with_details(flat_p, flat_r)
+        out[name] = score.float().view(len(prompts), K)
+        out.update({f"{name}/{k}": v.float().view(len(prompts), K) for k, v in details.items()})
+    return out
 
 
 def judge_win_rate(

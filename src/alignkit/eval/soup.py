@@ -11,11 +11,11 @@ point labelled with its lambda), and for a user preference ``mu`` the soup maxim
 What is interpolated (``soup.interpolate``):
 
 - ``weights`` (default): the full weights of each model folder. A LoRA run's ``final/``
-  holds the adapter merged into the base (``W0 + B_i A_i``), so this interpolates the
+  adapter is loaded merged into the base (``W0 + B_i A_i``), so this interpolates the
   merged weights: ``W0 + sum_i lambda_i B_i A_i``, exactly the interpolation of the
   weight updates. Holds the N models' weights in CPU memory.
 - ``adapter``: the LoRA matrices themselves, ``A = sum_i lambda_i A_i`` and
-  ``B = sum_i lambda_i B_i``, from ``final/adapter`` (as the rewarded-soups code does for
+  ``B = sum_i lambda_i B_i``, from the adapter in ``final/`` (as the rewarded-soups code does for
   LLaMA: ``WeightAverager`` in ``llama/utils/inference_utils.py``). Only the adapters are
   held in memory, but the update ``B A`` is then not linear in lambda (cross terms
   ``lambda_i lambda_j B_i A_j``). The base is ``base_model`` (default: the adapter's record).
@@ -85,11 +85,11 @@ def model_folder(path: str) -> str:
 
 
 def adapter_folder(path: str) -> Path:
-    for candidate in (Path(path), Path(path) / "adapter", Path(path) / "final" / "adapter"):
+    for candidate in (Path(path), Path(path) / "final", Path(path) / "adapter", Path(path) / "final" / "adapter"):
         if (candidate / "adapter_config.json").is_file():
             return candidate
     raise AlignkitError(
-        f"soup: model {path} has no LoRA adapter (adapter_config.json in it, adapter/ or "
+        f"soup: model {path} has no LoRA adapter (adapter_config.json in it, final/, adapter/ or "
         "final/adapter/); use soup.interpolate: weights"
     )
 
@@ -275,10 +275,10 @@ def run_soup(cfg: SoupConfig) -> Path:
 
 
 def save_soup(soup, lambdas: tuple[float, ...], folder: str) -> Path:
-    """The soup with ``lambdas`` in HF format (an adapter soup merged; its adapter kept under adapter/)."""
+    """The soup with ``lambdas`` in HF format (an adapter soup as its adapter, merged under merged/)."""
     from alignkit.models.loading import save_pretrained
 
-    path = save_pretrained(soup.set(lambdas), soup.tokenizer, folder)
+    path = save_pretrained(soup.set(lambdas), soup.tokenizer, folder, save_merged=True)
     (path / "soup.json").write_text(json.dumps({"lambda": list(lambdas)}) + "\n")
     log.info("saved the soup lambda = %s to %s", lambda_label(lambdas), path)
     return path

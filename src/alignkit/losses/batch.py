@@ -22,6 +22,10 @@ class RankedBatch:
         desirable: ``[B, K]`` bool for unpaired (KTO) data, else ``None``; when
             ``None``, KTO treats each prompt's top-scored response as desirable and
             the others as undesirable.
+        mismatched_log_ratios: ``[M]`` float32, log pi/pi_ref (y_{i-1} | x_i) of every
+            response of row i-1 put under prompt i (completions cycled by one within the
+            micro-batch), from every process: KTO's estimate of KL(pi || pi_ref). Filled
+            by the trainer for a loss registered with ``mismatched_pairs=True``; else ``None``.
     """
 
     policy_logps: torch.Tensor
@@ -30,6 +34,7 @@ class RankedBatch:
     scores: torch.Tensor
     mask: torch.Tensor
     desirable: torch.Tensor | None = None
+    mismatched_log_ratios: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -99,9 +99,9 @@ def _row_mean(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def preference_metrics(batch: RankedBatch, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
     """Detached metrics of the implicit ``rewards [B, K]`` (the method's score of a response).
 
-    ``rewards/accuracy``: fraction of the batch's strict pairs whose better response has
+    ``rewards/accuracies``: fraction of the batch's strict pairs whose better response has
     the strictly higher reward. ``rewards/chosen`` / ``rewards/rejected``: reward of each
-    row's best / worst valid response, ``rewards/margin`` their difference, and
+    row's best / worst valid response, ``rewards/margins`` their difference, and
     ``logps/chosen`` / ``logps/rejected`` the summed policy log-probs of the same two;
     all four averaged over the rows that hold a preference.
     """
@@ -115,10 +115,22 @@ def preference_metrics(batch: RankedBatch, rewards: torch.Tensor) -> dict[str, t
     chosen = _row_mean(rewards.gather(1, best).squeeze(1), rows)
     rejected = _row_mean(rewards.gather(1, worst).squeeze(1), rows)
     return {
-        "rewards/accuracy": correct.sum() / pairs.sum().clamp(min=1),
+        "rewards/accuracies": correct.sum() / pairs.sum().clamp(min=1),
         "rewards/chosen": chosen,
         "rewards/rejected": rejected,
-        "rewards/margin": chosen - rejected,
+        "rewards/margins": chosen - rejected,
         "logps/chosen": _row_mean(logps.gather(1, best).squeeze(1), rows),
         "logps/rejected": _row_mean(logps.gather(1, worst).squeeze(1), rows),
     }
+
+
+def reward_model_metrics(batch: RankedBatch, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Detached metrics of a reward model's scores ``rewards [B, K]``, named as TRL's RewardTrainer
+    names them: ``accuracy`` (as ``rewards/accuracies`` of :func:`preference_metrics`), ``margin``
+    (reward of each row's best response minus its worst's, over the rows holding a preference) and
+    ``mean_reward`` (over the valid responses)."""
+    m = preference_metrics(batch, rewards)
+    valid = batch.mask
+    r = torch.where(valid, rewards.detach().float(), torch.zeros_like(rewards, dtype=torch.float32))
+    return {"accuracy": m["rewards/accuracies"], "margin": m["rewards/margins"],
+            "mean_reward": r.sum() / valid.sum().clamp(min=1)}

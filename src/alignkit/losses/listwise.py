@@ -3,8 +3,8 @@
 Shapes: ``RankedBatch`` of ``[B, K]`` in, ``(losses [B], metrics)`` out. Ties never
 count as preferences: a response only competes against responses scored strictly
 lower, and rows without a strict preference give exactly 0. Metrics as in
-:mod:`alignkit.losses.preference` (``rewards/accuracy``, ``rewards/chosen``,
-``rewards/rejected``, ``rewards/margin``, ``logps/chosen``, ``logps/rejected``).
+:mod:`alignkit.losses.preference` (``rewards/accuracies``, ``rewards/chosen``,
+``rewards/rejected``, ``rewards/margins``, ``logps/chosen``, ``logps/rejected``).
 """
 
 from __future__ import annotations
@@ -85,9 +85,11 @@ def rrhf(batch: RankedBatch, *, lam: float = 1.0):
 
     p_i = log pi(y_i) / |y_i|; L_rank = sum over ALL pairs with r_i < r_j of max(0, p_i - p_j)
     (a sum, as in eq. 2, not a mean); L = L_rank + lam * L_ft, with L_ft the token-mean
-    cross-entropy of the top-scored response (eq. 3; the first on ties). The authors'
-    code indexed its pairwise matrix with ``[0]`` and so compared only the first response
-    with the others, an acknowledged bug; here every pair of the K responses counts.
+    cross-entropy of the top-scored response (eq. 3; the first on ties). Every pair of the
+    K responses counts, as in the authors' code: their collator builds one query's K
+    responses per batch, with policy scores of shape ``(K,)`` and reward scores ``(1, K)``,
+    so the pair mask broadcasts to ``(1, K, K)`` and its ``[0]`` drops that leading 1
+    (it does not pick the first response): they sum all K(K-1)/2 ordered pairs too.
 
     Shapes: ``[B, K]`` in, ``[B]`` out. Metrics: see the module; reward = p = log pi(y)/|y|.
     """

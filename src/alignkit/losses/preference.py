@@ -6,8 +6,8 @@ function trains on ranked data; K=2 is the ordinary chosen/rejected case. Rows
 without a strict preference (all tied, one response, all masked) give exactly 0.
 
 Shapes: every function takes a :class:`RankedBatch` of ``[B, K]`` tensors and returns
-``(losses [B], metrics)``. Metrics (:func:`preference_metrics`): ``rewards/accuracy``,
-``rewards/chosen``, ``rewards/rejected``, ``rewards/margin``, ``logps/chosen``,
+``(losses [B], metrics)``. Metrics (:func:`preference_metrics`): ``rewards/accuracies``,
+``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``logps/chosen``,
 ``logps/rejected``, where the "reward" of a response is beta * log pi/pi_ref for the
 reference-based methods and the policy's log-prob (per token where the method
 normalises by length) for the reference-free ones.
@@ -52,15 +52,23 @@ def dpo(batch: RankedBatch, *, beta: float = 0.1, label_smoothing: float = 0.0):
 
 
 @register_loss("ipo", needs_reference=True)
-def ipo(batch: RankedBatch, *, beta: float = 0.1):
+def ipo(batch: RankedBatch, *, beta: float = 0.1, length_normalise: bool = False):
     """IPO, Azar et al. 2023, arXiv 2310.12036, eq. 17.
 
-    L = (h - 1/(2 tau))^2 with h = log pi/pi_ref (y_w) - log pi/pi_ref (y_l) (summed
-    log-probs) and tau = ``beta``, the regularisation strength, as TRL names it.
+    L = (h - 1/(2 tau))^2 with h = log pi/pi_ref (y_w) - log pi/pi_ref (y_l) and tau =
+    ``beta``, the regularisation strength, as TRL names it.
+
+    Convention: by default the log-ratios are of summed log-probs, as in the paper's
+    equation. TRL and HALOs divide each by its response's token count first (TRL:
+    "confirmed with the IPO authors"); ``length_normalise: true`` does that. The target
+    margin 1/(2 tau) is then per token, so the same tau asks for a margin about |y| times
+    larger in the summed convention: a tau tuned on one does not carry over to the other.
 
     Shapes: ``[B, K]`` in, ``[B]`` out. Metrics: see the module; reward = beta * log-ratio.
     """
     ratios = log_ratio(batch)  # [B, K]
+    if length_normalise:
+        ratios = ratios / batch.lengths.clamp(min=1)  # per-token log-ratios [B, K]
     per_pair = (pairwise_diff(ratios) - 1 / (2 * beta)) ** 2
     return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, beta * ratios)
 
@@ -151,15 +159,39 @@ def slic_hf(batch: RankedBatch, *, delta: float = 1.0, lam: float = 0.1):
     return loss, preference_metrics(batch, logps)
 
 
-@register_loss("kto", needs_reference=True, data="unpaired")
+@register_loss("hinge", needs_reference=True)
+def hinge(batch: RankedBatch, *, beta: float = 0.1):
+    """Hinge on the log-ratio margin: SLiC-HF's rank calibration hinge (Zhao et al. 2023, arXiv 2305.10425,
+    eq. 4) on ``log pi / pi_ref`` instead of ``log pi``, RSO's "hinge-norm" loss (Liu et al. 2023, arXiv
+    2309.06657, sec. 3); TRL's ``loss_type="hinge"``.
+
+    L = max(0, 1 - beta * h), h = log pi/pi_ref (y_w) - log pi/pi_ref (y_l): no gradient once the scaled
+    margin passes 1 (DPO's logistic loss never stops pushing). beta = 0.1 follows TRL (unverified against
+    the paper).
+
+    Shapes: ``[B, K]`` in, ``[B]`` out. Metrics: see the module; reward = beta * log-ratio.
+    """
+    rewards = beta * log_ratio(batch)  # [B, K]
+    per_pair = F.relu(1 - pairwise_diff(rewards))  # [B, K, K]
+    return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, rewards)
+
+
+@register_loss("kto", needs_reference=True, data="unpaired", mismatched_pairs=True)
 def kto(batch: RankedBatch, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
     """KTO, Ethayarajh et al. 2024, arXiv 2402.01306, eq. 8.
 
-    With r = log pi/pi_ref (y) and the reference point z0 = max(0, mean r) over all valid
-    responses of the batch (detached; the batch estimate of KL(pi || pi_ref) of the
-    paper's Sec. 4.1), desirable y costs lambda_D (1 - sigma(beta (r - z0))) and
+    With r = log pi/pi_ref (y), desirable y costs lambda_D (1 - sigma(beta (r - z0))) and
     undesirable y lambda_U (1 - sigma(beta (z0 - r))). The loss of a prompt is the sum
     over its responses (a K=1 unpaired row is then exactly the paper's per-example loss).
+
+    The reference point z0 estimates KL(pi || pi_ref) (paper Sec. 4.1), detached:
+    z0 = max(0, mean of ``batch.mismatched_log_ratios``), the log-ratios of mismatched
+    pairs (x_i, y_{i-1}) over the micro-batches of every process, as the authors' code
+    (HALOs) and TRL compute it; the trainer always fills them. Without them (a direct
+    call) z0 = max(0, mean r) over the batch's own valid responses, a different and
+    biased estimate: it follows the pairs being trained, so pushing r up on desirable
+    responses also raises z0 and the gain partly cancels, while a mismatched y_{i-1} is
+    not a response to x_i and measures only how far pi has drifted from pi_ref.
 
     ``batch.desirable`` labels unpaired data; when it is None the top-scored responses of
     a row are desirable and the others undesirable, and rows without a strict preference
@@ -168,7 +200,10 @@ def kto(batch: RankedBatch, *, beta: float = 0.1, desirable_weight: float = 1.0,
     means over the batch's desirable/undesirable responses instead.
     """
     ratios = log_ratio(batch)  # [B, K]
-    z0 = (ratios.sum() / batch.mask.sum().clamp(min=1)).clamp(min=0).detach()
+    if batch.mismatched_log_ratios is not None and batch.mismatched_log_ratios.numel():
+        z0 = batch.mismatched_log_ratios.mean().clamp(min=0).detach()  # [M] -> scalar
+    else:
+        z0 = (ratios.sum() / batch.mask.sum().clamp(min=1)).clamp(min=0).detach()
     if batch.desirable is not None:
         desirable, valid = batch.desirable & batch.mask, batch.mask
     else:
@@ -198,7 +233,7 @@ def _unpaired_metrics(batch: RankedBatch, rewards: torch.Tensor, desirable: torc
     return {
         "rewards/chosen": chosen,
         "rewards/rejected": rejected,
-        "rewards/margin": chosen - rejected,
+        "rewards/margins": chosen - rejected,
         "logps/chosen": mean(logps, desirable),
         "logps/rejected": mean(logps, undesirable),
     }

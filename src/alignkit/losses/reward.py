@@ -4,10 +4,10 @@ These reuse :class:`RankedBatch` with ``policy_logps`` holding the reward model'
 scalar outputs r ``[B, K]`` (no log-probs are involved; ``ref_logps`` is None and
 ``lengths`` is ignored). ``scores`` and ``mask`` mean what they always do.
 
-Shapes: ``[B, K]`` in, ``(losses [B], metrics)`` out. Metrics (:func:`preference_metrics`
-with reward = r): ``rewards/accuracy`` (r of the better response strictly above the
-worse, over the batch's pairs), ``rewards/chosen``, ``rewards/rejected``,
-``rewards/margin``, and ``logps/chosen`` / ``logps/rejected``, which here repeat r.
+Shapes: ``[B, K]`` in, ``(losses [B], metrics)`` out. Metrics (:func:`reward_model_metrics`,
+TRL's RewardTrainer names): ``accuracy`` (r of the better response strictly above the worse,
+over the batch's pairs), ``margin`` (r of each row's best response minus its worst's) and
+``mean_reward``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from alignkit.losses.batch import RankedBatch
-from alignkit.losses.common import better_pairs, clean, pair_mean, pairwise_diff, preference_metrics
+from alignkit.losses.common import better_pairs, clean, pair_mean, pairwise_diff, reward_model_metrics
 from alignkit.losses.registry import register_loss
 
 
@@ -29,7 +29,7 @@ def bradley_terry(batch: RankedBatch, *, margin: float = 0.0):
     """
     r = clean(batch.policy_logps, batch.mask)  # [B, K]
     h = pairwise_diff(r) - margin  # [B, K, K]
-    return pair_mean(F.softplus(-h), better_pairs(batch.scores, batch.mask)), preference_metrics(batch, r)
+    return pair_mean(F.softplus(-h), better_pairs(batch.scores, batch.mask)), reward_model_metrics(batch, r)
 
 
 @register_loss("kwise", needs_reference=False, data="ranked", trains="reward_model")
@@ -44,4 +44,15 @@ def kwise(batch: RankedBatch):
     """
     r = clean(batch.policy_logps, batch.mask)  # [B, K]
     per_pair = F.softplus(-pairwise_diff(r))  # [B, K, K]
-    return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, r)
+    return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), reward_model_metrics(batch, r)
+
+
+def segment_error_loss(logits, labels):
+    """Per-segment cross-entropy of a fine-grained reward model (Wu et al. 2023, sec. 4.1).
+
+    ``logits`` ``[M, 2]`` at the M segment-end tokens (class 1: the segment has an error),
+    ``labels`` ``[M]`` in {0, 1}. Returns ``[M]``: ``-log softmax(logits)[label]``, i.e.
+    ``logsumexp(z) - z_label``, the token-classification loss read only at segment ends.
+    Not a ``[B, K]`` preference loss, so it is not in the ``LOSSES`` registry.
+    """
+    return F.cross_entropy(logits.float(), labels.long(), reduction="none")

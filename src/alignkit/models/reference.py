@@ -78,6 +78,8 @@ def sequence_key(prompt_ids: list[int], response_ids: list[int]) -> str:
 class CachedReference:
     """Reference log-probs looked up by the token ids of (prompt, response)."""
 
+    scores_any_pair = False  # only the (prompt, response) pairs of the data were cached
+
     def __init__(self, table: dict[str, float]):
         self.table = table
 

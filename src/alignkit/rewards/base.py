@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from alignkit.config.rewards import RewardSpec
+from alignkit.data.schema import as_text  # noqa: F401  (re-exported: rewards and eval import it from here)
 from alignkit.errors import ConfigError
 
 Segment = tuple[int, float]  # (exclusive character end in the response, reward value)
@@ -55,6 +56,11 @@ class Reward(ABC):
         scores = self.score(prompts, responses).tolist()
         return [[(len(response), float(s))] for response, s in zip(responses, scores)]
 
+    def score_with_details(self, prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The score ``[N]`` and named per-response diagnostics ``{name: [N]}`` (evaluation shows them
+        as ``<reward>/<name>``); none by default. A fine-grained model gives its ``error_rate``."""
+        return self.score(prompts, responses), {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -67,13 +73,6 @@ def check_batch(prompts: Sequence[str], responses: Sequence[str]) -> None:
 def sum_segments(segments: list[list[Segment]]) -> torch.Tensor:
     """The sequence score of dense rewards: the sum of each response's segment values, ``[N]``."""
     return torch.tensor([sum(v for _, v in segs) for segs in segments], dtype=torch.float32)
-
-
-def as_text(text: str | list[dict[str, str]]) -> str:
-    """A plain-text rendering for rewards: a string as is, chat messages as ``role: content`` lines."""
-    if isinstance(text, str):
-        return text
-    return "\n".join(f"{m['role']}: {m['content']}" for m in text)
 
 
 GRANULARITIES = ("sequence", "sentence")
@@ -91,7 +90,7 @@ def _sequence_only(spec: RewardSpec, where: str) -> None:
     if spec.granularity != "sequence":
         raise ConfigError(
             f"{where}.granularity: kind {spec.kind!r} has sequence rewards only; "
-            "dense ('sentence') rewards are vader and function"
+            "dense ('sentence') rewards are vader, function and span_model"
         )
 
 
@@ -129,11 +128,20 @@ def _model(spec: RewardSpec, where: str) -> Reward:
     )
 
 
+def _span_model(spec: RewardSpec, where: str) -> Reward:
+    """A fine-grained reward model: dense by nature, its segments are the level it was trained at."""
+    from alignkit.rewards.span_model import SpanModelReward
+
+    path = _need(spec, "path", where)
+    return SpanModelReward.from_path(path, name=spec.name or Path(path).name, batch_size=spec.batch_size)
+
+
 REWARDS: dict[str, Callable[[RewardSpec, str], Reward]] = {
     "vader": _vader,
     "length": _length,
     "function": _function,
     "model": _model,
+    "span_model": _span_model,
 }
 
 

@@ -38,7 +38,43 @@ def make_accelerator(cfg: TrainConfig):
             "launch with `accelerate launch --config_file configs/accelerate/<ddp|fsdp|...>.yaml`"
         )
     set_seed(cfg.seed)
+    if cfg.tracker != "none":
+        start_tracker(accelerator, cfg)
     return accelerator
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_tracker(name: str) -> None:
+    """A clear error, before any work, when the package of ``train.tracker`` is not installed."""
+    import importlib.util
+
+    from alignkit.errors import ConfigError
+
+    package = TRACKER_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"train.tracker: {name} needs the {package} package, which is not installed; "
+                          f"`pip install {package}` (or `pip install 'alignkit[tracking]'`), or set train.tracker: none")
+
+
+def start_tracker(accelerator, cfg: TrainConfig) -> None:
+    """Accelerate's tracker for ``cfg.tracker``, with the train settings as its hyper-parameters.
+
+    TensorBoard writes to ``output_dir/tensorboard``; W&B to the project ``alignkit``, the run named
+    after ``output_dir`` (``WANDB_MODE=offline`` keeps it on disk, in ``output_dir/wandb``)."""
+    import dataclasses
+    from pathlib import Path
+
+    check_tracker(cfg.tracker)
+    hparams = {k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
+    out = Path(cfg.output_dir)
+    if cfg.tracker == "tensorboard":
+        accelerator.init_trackers("tensorboard", config=hparams)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        accelerator.init_trackers("alignkit", config=hparams,
+                                  init_kwargs={"wandb": {"name": out.resolve().name, "dir": str(out)}})
 
 
 def _has_gpu() -> bool:

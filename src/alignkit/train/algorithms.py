@@ -121,3 +121,12 @@ def group_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPO
     """GRPO: ``A_i = (r_i - mean(r)) / std(r)`` over a prompt's K samples, the same on every token."""
     advantages = grpo_advantages(scores.view(-1, rollout.num_samples)).view(-1)  # (N,)
     return torch.where(rollout.mask, advantages[:, None], 0.0), None
+
+
+@register_algorithm("reinforce_pp", policy_loss=token_policy_loss)
+def global_return_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
+    """REINFORCE++ (Hu 2025, arXiv 2501.03262): no critic; the return-to-go of the shaped rewards,
+    ``A_t = sum_{s >= t} r_s = score - beta * sum_{s >= t} KL_s``, whitened over every token of the batch
+    (a global baseline instead of a per-prompt group), with PPO's clipped per-token surrogate."""
+    returns, _ = gae(rewards, torch.zeros_like(rewards), rollout.mask, 1.0, 1.0)  # no critic: the return-to-go
+    return whiten(returns, rollout.mask), None

@@ -11,24 +11,26 @@ from alignkit.errors import ConfigError
 log = logging.getLogger("alignkit")
 
 
-def policy_and_data(cfg: Config):
-    """The policy and its tokenizer (``cfg.model``), and the tokenized training and held-out data (``cfg.data``)."""
+def policy_and_data(cfg: Config, need: str = ""):
+    """The policy and its tokenizer (``cfg.model``), and the tokenized training and held-out data (``cfg.data``);
+    ``need`` is what every row must carry (see :mod:`alignkit.data.requirements`)."""
     from alignkit.data.pipeline import load_tokenized
     from alignkit.models.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm(cfg.model)
-    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed)
+    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed, need=need, method=cfg.method)
     log.info("loaded %d training and %d held-out examples", len(train), len(held_out))
     return model, tokenizer, train, held_out
 
 
-def policy_saver(tokenizer):
+def policy_saver(tokenizer, save_merged: bool = False):
     """The final save of a :class:`~alignkit.engine.SequenceScorer`'s policy in HF format (see
-    :func:`alignkit.train.runtime.save_final`; under FSDP / ZeRO-3 ``state_dict`` is the scorer's, gathered)."""
+    :func:`alignkit.train.runtime.save_final`; under FSDP / ZeRO-3 ``state_dict`` is the scorer's, gathered).
+    A LoRA policy saves its adapter, and with ``save_merged`` the merged model under ``merged/``."""
     from alignkit.models.loading import save_pretrained, sub_state_dict
 
     def save(scorer, out_dir: Path, state_dict=None) -> None:
-        save_pretrained(scorer.lm, tokenizer, out_dir, state_dict=sub_state_dict(state_dict, "lm."))
+        save_pretrained(scorer.lm, tokenizer, out_dir, save_merged, state_dict=sub_state_dict(state_dict, "lm."))
 
     return save
 

@@ -88,8 +88,16 @@ def train_loop(
     run.evaluate = run_eval if eval_examples or evaluate is not None else None
     module = run.prepare(module, total_steps(cfg, len(train_examples), world))
     global_batch = micro * cfg.grad_accum * world
+    steps_per_epoch = max(len(train_examples) // global_batch, 1)
+
+    def batch_at(step: int) -> list:
+        return [train_examples[i] for i in global_batch_indices(len(train_examples), global_batch, step, cfg.seed)]
+
+    seen_tokens = None
     for step in run.steps():
-        batch = [train_examples[i] for i in global_batch_indices(len(train_examples), global_batch, step, cfg.seed)]
+        if seen_tokens is None:  # on resume, the tokens of the steps already done
+            seen_tokens = sum(sequence_tokens(batch_at(s)) or 0 for s in range(step))
+        batch = batch_at(step)
         units = method.units(batch)
         mine = batch[run.rank :: world]
         # the same number of micro-batches on every process, even when a short batch leaves some empty
@@ -99,8 +107,15 @@ def train_loop(
             _micro_batch(run.accelerator, method, module, mine[i * micro : (i + 1) * micro], batch[:1], units, world)
             for i in range(n_micro)
         ])
-        record = {"step": step + 1, **metrics.reduced(run.accelerator), "lr": run.scheduler.get_last_lr()[0]}
-        run.end_step(record, show=("loss", "rewards/accuracy", "nll"))
+        record = {"step": step + 1, **metrics.reduced(run.accelerator),
+                  "learning_rate": run.scheduler.get_last_lr()[0], "epoch": (step + 1) / steps_per_epoch}
+        tokens = sequence_tokens(batch)  # of the global batch: the same on every process
+        if tokens is not None:
+            seen_tokens += tokens
+            record["num_tokens"] = seen_tokens
+            record["step_time"] = run.step_seconds()
+            record["tokens_per_second"] = tokens / max(record["step_time"], 1e-9)
+        run.end_step(record, show=("loss", "rewards/accuracies", "nll"))
     run.finish(on_save)
     return LoopResult(step=run.step, history=run.history)
 
@@ -117,6 +132,14 @@ def _micro_batch(accelerator, method: Method, module: nn.Module, examples: Seque
         return global_mean(loss_sum * weight, units, world), metrics, method.units(examples) if examples else 0.0
 
     return forward
+
+
+def sequence_tokens(examples: Sequence[Any]) -> int | None:
+    """Tokens of every prompt + response sequence of ``examples`` (a prompt counts once per response,
+    as TRL's ``num_tokens`` counts the input tokens), or None for examples that are not tokenized."""
+    if not examples or not hasattr(examples[0], "prompt_ids"):
+        return None
+    return sum(len(ex.prompt_ids) * len(ex.response_ids) + sum(map(len, ex.response_ids)) for ex in examples)
 
 
 @torch.no_grad()

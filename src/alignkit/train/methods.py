@@ -25,7 +25,7 @@ from alignkit.errors import ConfigError
 
 # The modules whose import registers methods and families (the ones beyond the loss registry).
 METHOD_MODULES = ("alignkit.train.sft", "alignkit.train.preference", "alignkit.train.reward_model",
-                  "alignkit.train.sampling", "alignkit.train.ppo")
+                  "alignkit.train.span_reward_model", "alignkit.train.sampling", "alignkit.train.ppo")
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,17 @@ class MethodSpec:
     name: str
     family: str  # sft, reward_model, preference, sampling, rl (or a plugin's own)
     trainer: Callable[[Any], Path]  # fn(Config) -> the run folder
-    data: str  # rows it trains on: sft, pairs, ranked, unpaired (KTO), prompts (it samples), or a plugin's own
+    data: str  # rows it trains on: sft, pairs, ranked, unpaired (KTO), prompts (it samples), spans (span feedback), or a plugin's own
     uses: str = ""  # the registry entry it runs: a loss, a selector or an algorithm ("" for its own trainer)
     needs_reference: bool = False  # the policy's loss reads a reference model
     implicit_reward: str = "logp"  # the policy's implicit reward for preference accuracy: ratio (vs the reference), logp or mean_logp (per token)
     step_shape: StepShape = field(default_factory=StepShape)
     default_update: str = ""  # sampling methods: the update when online.loss is empty (sft or a loss name)
     check: Callable[[Any], None] = _no_check  # fn(Config): raise ConfigError before any model loads
+    sections: tuple[str, ...] = ()  # config sections it reads beyond COMMON_SECTIONS (help, saved config.yaml)
 
 
+COMMON_SECTIONS = ("method", "model", "data", "train")  # every method reads these
 METHODS: dict[str, MethodSpec] = {}
 FAMILIES: list[Callable[[], dict[str, MethodSpec]]] = []
 
@@ -102,3 +104,16 @@ def method_spec(name: str) -> MethodSpec:
     if name not in methods:
         raise ConfigError(f"method: unknown method {name!r}; choose one of: {', '.join(sorted(methods))}")
     return methods[name]
+
+
+def method_sections(name: str) -> tuple[str, ...]:
+    """The config sections method ``name`` reads (what ``alignkit config show`` lists and the saved
+    ``config.yaml`` keeps); every section of the config for an unknown name."""
+    import dataclasses
+
+    from alignkit.config import Config
+
+    methods = all_methods()
+    if name not in methods:
+        return tuple(f.name for f in dataclasses.fields(Config))
+    return COMMON_SECTIONS + methods[name].sections

@@ -53,6 +53,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from alignkit.config.ranges import check_sampling_temperature
 from alignkit.data.pipeline import load_tokenized
 from alignkit.engine.backends import sampler_for
 from alignkit.engine.batch import ResponseBatch, collate
@@ -136,12 +137,13 @@ def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout
 
 def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, rollout: Rollout,
                advantages: Tensor, returns: Tensor | None, beta: float, *, step: int, seed: int,
-               grad_accum: int = 1, max_grad_norm: float = 0.0, ptx=None) -> dict[str, float]:
+               grad_accum: int = 1, max_grad_norm: float = 0.0, ptx=None, guard=None) -> dict[str, float]:
     """``num_ppo_epochs`` passes of ``num_minibatches`` optimizer steps over ``rollout``; mean metrics.
 
     A minibatch (whole prompts, in an order set by (seed, step, epoch)) is split into
     ``grad_accum`` forwards, one optimizer step (:func:`~alignkit.train.runtime.optimizer_step`).
-    ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None.
+    ``ptx``: ``fn(index) -> ResponseBatch`` of pretraining text, or None. ``guard`` (the run's
+    :class:`~alignkit.train.guard.StepGuard`) vets every update: a non-finite one is never applied.
     """
     stats = MetricSums()
     B, K, world = len(rollout.prompt_ids), rollout.num_samples, accelerator.num_processes
@@ -157,7 +159,7 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
                 micro_batches.append(_surrogate_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
                                                      advantages, returns, beta, len(prompts) * K * world))
             step_stats = optimizer_step(accelerator, module, optimizer, micro_batches, max_grad_norm=max_grad_norm,
-                                        grad_norm_weight=1.0)
+                                        grad_norm_weight=1.0, guard=guard, step=step + 1)
             stats.merge(step_stats)
             approx_kl = torch.tensor(step_stats.values("approx_kl"), device=accelerator.device).mean()
             if cfg.target_kl_stop is not None and accelerator.reduce(approx_kl, "mean") > cfg.target_kl_stop:
@@ -192,6 +194,7 @@ def _ptx_loss(cfg, module, accelerator, ptx, index: int):
 
 
 def check_config(cfg) -> None:
+    check_sampling_temperature(cfg)
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} needs a reward, e.g. rewards: [{{kind: vader}}]")
     if cfg.reference.mode in ("none", "precomputed"):
@@ -266,15 +269,16 @@ def train_rl(cfg) -> Path:
         # 4. update: num_ppo_epochs x num_minibatches optimizer steps, then one step of the schedule
         update = ppo_update(algo, ppo, module, run.optimizer, accelerator, rollout, advantages, returns, beta,
                             step=step, seed=tcfg.seed, grad_accum=tcfg.grad_accum,
-                            max_grad_norm=tcfg.max_grad_norm, ptx=ptx)
+                            max_grad_norm=tcfg.max_grad_norm, ptx=ptx, guard=run.guard)
         run.scheduler.step()
         # 5. log, and adapt the KL coefficient to the KL just measured
         metrics = step_metrics(rollout, scores, rewards, returns)
         record = {"step": step + 1, **mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
-                  "lr": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"]}
+                  "learning_rate": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"]}
         kl_ctl.update(record["kl"], n_steps=len(rollout.scores) * world)
         run.end_step(record, show=("reward", "kl", "kl_coef"))
-    run.finish(lambda unwrapped, out_dir, state: save_final(unwrapped, tokenizer, out_dir, state))
+    run.finish(lambda unwrapped, out_dir, state: save_final(unwrapped, tokenizer, out_dir, state,
+                                                            save_merged=cfg.model.lora.save_merged))
     return run.output_dir
 
 
@@ -298,7 +302,8 @@ def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Ten
 def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], ResponseBatch]:
     """PPO-ptx data: ``fn(index)`` gives this process's share of pretraining batch ``index``."""
     data = replace(cfg.data, train=cfg.ppo.ptx_data, eval="", eval_size=0.0, format="auto", max_rows=0)
-    examples = [best_response_only(ex) for ex in load_tokenized(data, tokenizer, seed=cfg.train.seed)[0]]
+    rows, _ = load_tokenized(data, tokenizer, seed=cfg.train.seed, need="responses", method=f"{cfg.method} ptx")
+    examples = [best_response_only(ex) for ex in rows]
 
     def batch(index: int) -> ResponseBatch:
         indices = global_batch_indices(len(examples), cfg.ppo.ptx_batch_size * world, index, cfg.train.seed + 1)
@@ -307,12 +312,13 @@ def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], Respon
     return batch
 
 
-def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None) -> None:
-    """The policy in HF format (LoRA merged; see ``save_pretrained``), the critic beside it.
+def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None = None,
+               save_merged: bool = False) -> None:
+    """The policy in HF format (a LoRA policy as its adapter; see ``save_pretrained``), the critic beside it.
 
     ``state``: the whole :class:`ActorCritic` state dict gathered from FSDP / ZeRO-3 shards, whose
     parameters the module itself then holds only in part."""
-    save_pretrained(module.policy, tokenizer, out_dir, state_dict=sub_state_dict(state, "scorer.lm."))
+    save_pretrained(module.policy, tokenizer, out_dir, save_merged, state_dict=sub_state_dict(state, "scorer.lm."))
     critic, prefix = (module.value_head, "value_head.") if module.value_head is not None else (module.critic, "critic.")
     if critic is not None:
         weights = sub_state_dict(state, prefix) or critic.state_dict()
@@ -324,4 +330,4 @@ def rl_methods() -> dict[str, MethodSpec]:
     """Every algorithm of :data:`ALGORITHMS` is a method; a step takes ``ppo.num_minibatches`` batches of prompts."""
     shape = StepShape(batches_per_step=lambda cfg: cfg.ppo.num_minibatches)
     return {name: MethodSpec(name, "rl", train_rl, data="prompts", uses=name, needs_reference=True, step_shape=shape,
-                             check=check_config) for name in ALGORITHMS}
+                             check=check_config, sections=("reference", "engine", "rewards", "sampling", "ppo")) for name in ALGORITHMS}

@@ -7,16 +7,20 @@ per prompt. Adding a method is adding a loss function; nothing here changes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from alignkit.data.requirements import NEED_OF_DATA
 from alignkit.data.schema import TokenizedExample
+from alignkit.distributed import gather_objects
 from alignkit.engine import collate, sequence_logps
-from alignkit.errors import ConfigError
 from alignkit.losses import LOSSES, RankedBatch, check_hyperparameters, get_loss
 from alignkit.train.methods import MethodSpec, method_family
+
+log = logging.getLogger("alignkit")
 
 
 class PreferenceMethod:
@@ -26,6 +30,11 @@ class PreferenceMethod:
         self.pad_id, self.reference, self.share_prompt = pad_id, reference, share_prompt
         if self.loss_fn.needs_reference and reference is None:
             raise ValueError(f"method {name!r} needs a reference model")
+        self.mismatched = self.loss_fn.mismatched_pairs and getattr(reference, "scores_any_pair", True)
+        if self.loss_fn.mismatched_pairs and not self.mismatched:
+            log.warning("%s: a precomputed reference cannot score mismatched (x_i, y_{i-1}) pairs, so the "
+                        "KL reference point is estimated from the batch's own pairs; use reference.mode: "
+                        "auto or copy for the mismatched estimate", name)
 
     def units(self, examples: Sequence[TokenizedExample]) -> float:
         return float(len(examples))
@@ -36,7 +45,23 @@ class PreferenceMethod:
         device = out.logps.device
         ref = self.reference.logps(batch).to(device) if self.loss_fn.needs_reference else None
         desirable = batch.desirable.to(device) if batch.desirable is not None else None
-        return RankedBatch(out.logps, ref, out.lengths, batch.scores.to(device), out.mask, desirable)
+        mismatched = self.mismatched_log_ratios(module, examples).to(device) if self.mismatched else None
+        return RankedBatch(out.logps, ref, out.lengths, batch.scores.to(device), out.mask, desirable, mismatched)
+
+    @torch.no_grad()
+    def mismatched_log_ratios(self, module, examples: Sequence[TokenizedExample]) -> torch.Tensor:
+        """``[M]`` log pi/pi_ref (y | x_i) for every response y of row i-1 (row B-1 for row 0), the
+        completions cycled by one as in TRL and HALOs, concatenated over every process.
+
+        Every process calls this once per micro-batch (the loop runs the same number on each), so
+        the gather and, under FSDP / ZeRO-3, the forward stay collective."""
+        rows = list(examples)
+        shifted = [TokenizedExample(ex.prompt_ids, prev.response_ids, source=ex.source)
+                   for ex, prev in zip(rows, rows[-1:] + rows[:-1])]
+        batch = collate(shifted)
+        out = sequence_logps(module, batch, pad_id=self.pad_id, share_prompt=self.share_prompt)
+        ratios = (out.logps.float() - self.reference.logps(batch).to(out.logps.device).float())[out.mask]
+        return torch.tensor(gather_objects(ratios.tolist()), dtype=torch.float32)
 
     def loss(self, module, examples: Sequence[TokenizedExample]) -> tuple[torch.Tensor, dict[str, float]]:
         losses, metrics = self.loss_fn(self.ranked_batch(module, examples), **self.hp)
@@ -50,10 +75,8 @@ def train_preference(cfg) -> Path:
     from alignkit.train.build import build_reference, policy_and_data, policy_saver
     from alignkit.train.loop import train_loop
 
-    model, tokenizer, train, held_out = policy_and_data(cfg)
     loss_fn = get_loss(cfg.method)
-    if loss_fn.data != "unpaired":
-        check_preferences(cfg, train)
+    model, tokenizer, train, held_out = policy_and_data(cfg, need=NEED_OF_DATA[loss_fn.data])
     accelerator = make_accelerator(cfg.train)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
     reference = None
@@ -63,17 +86,8 @@ def train_preference(cfg) -> Path:
         reference.to(accelerator.device)
     method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
     train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,
-               on_save=policy_saver(tokenizer), desc=cfg.method)
+               on_save=policy_saver(tokenizer, cfg.model.lora.save_merged), desc=cfg.method)
     return Path(cfg.train.output_dir)
-
-
-def check_preferences(cfg, examples) -> None:
-    """Rows with differing scores must exist: a preference loss learns nothing from SFT data."""
-    if not any(ex.scores is not None and len(set(ex.scores)) > 1 for ex in examples):
-        raise ConfigError(
-            f"data.train: method {cfg.method!r} needs preferences (pairwise or ranked rows with differing scores), "
-            f"but {cfg.data.train} has none; use method: sft for SFT data"
-        )
 
 
 def _check_hyperparameters(cfg) -> None:
@@ -86,6 +100,7 @@ def preference_methods() -> dict[str, MethodSpec]:
     return {
         name: MethodSpec(name, "preference", train_preference, data=fn.data, uses=name,
                          needs_reference=fn.needs_reference, implicit_reward=fn.implicit_reward,
-                         check=_check_hyperparameters)
+                         check=_check_hyperparameters,
+                         sections=("loss", "engine") + (("reference",) if fn.needs_reference else ()))
         for name, fn in LOSSES.items() if fn.trains == "policy"
     }

@@ -80,7 +80,6 @@ def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
 
 def train_reward_model(cfg) -> Path:
     from alignkit.data.pipeline import load_split
-    from alignkit.errors import ConfigError
     from alignkit.models.reward_model import (
         compute_center,
         load_reward_model,
@@ -95,10 +94,9 @@ def train_reward_model(cfg) -> Path:
     accelerator = make_accelerator(cfg.train)  # seeds every process first: a new head starts the same on each
     model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
                                          trust_remote_code=cfg.model.trust_remote_code)
-    train, held_out = load_split(cfg.data, seed=cfg.train.seed)  # text rows: the model tokenizes pairs itself
-    train = [ex for ex in train if ex.scores is not None and len(set(ex.scores)) > 1]
-    if not train:
-        raise ConfigError(f"data.train: {cfg.data.train} has no rows with a preference (pairwise or ranked data)")
+    # text rows: the model tokenizes pairs itself; every row must carry a preference
+    train, held_out = load_split(cfg.data, seed=cfg.train.seed, need="preferences", method=cfg.method)
+    train = [ex for ex in train if len(set(ex.scores)) > 1]  # all-tied rows have no pair to learn from
     model.max_length = rm_cfg.max_length  # stored with the model, used when it scores as a reward
     method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
     evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
@@ -128,4 +126,5 @@ def check_config(cfg) -> None:
     check_hyperparameters(cfg.reward_model.loss, cfg.loss)  # reward_model.loss picks one; loss: its arguments
 
 
-register_method(MethodSpec("reward_model", "reward_model", train_reward_model, data="pairs", check=check_config))
+register_method(MethodSpec("reward_model", "reward_model", train_reward_model, data="pairs", check=check_config,
+                           sections=("loss", "reward_model")))

@@ -152,7 +152,7 @@ def build_actor_critic(policy: nn.Module, critic: bool, cfg, pad_id: int) -> Act
 
 @torch.no_grad()
 def reference_logprobs(reference, batch: ResponseBatch) -> torch.Tensor:
-    """Per-token log-probs ``[N, T]`` under the reference from :func:`alignkit.train.run.build_reference`.
+    """Per-token log-probs ``[N, T]`` under the reference from :func:`alignkit.train.build.build_reference`.
 
     A :class:`~alignkit.models.reference.FrozenReference` runs its own copy; an
     :class:`~alignkit.models.reference.AdapterReference` runs the policy itself with its

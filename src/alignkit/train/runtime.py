@@ -19,7 +19,11 @@ stages (:mod:`alignkit.train.sampling`) all run on it::
     run.finish(save)                                 # final evaluation and the final weights
 
 Checkpoints are written and read here only (:meth:`Run.save_checkpoint`, the resume at
-the start of :meth:`Run.steps`), through the atomic files of :mod:`alignkit.train.checkpoint`.
+the start of :meth:`Run.steps`), through the atomic, checksummed folders of
+:mod:`alignkit.train.checkpoint` (a damaged checkpoint is skipped for the one before).
+The run's :class:`~alignkit.train.guard.StepGuard` vets every optimizer step (a
+non-finite loss or gradient norm is never applied), refuses to save non-finite weights,
+and turns SIGTERM / SIGUSR1 into a checkpoint at the step boundary and an exit.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from alignkit.train.accelerator import (
     make_optimizer,
     prepare_for_sharding,
 )
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.checkpoint import atomic_dir, load_latest_checkpoint, save_checkpoint
+from alignkit.train.guard import StepGuard, check_finite_weights
 
 # A micro-batch of an optimizer step: runs the forward and returns the loss to backpropagate (already
 # normalised by the global batch, see alignkit.losses.global_mean), its metrics and their weight.
@@ -83,9 +88,11 @@ def save_final(accelerator, module: nn.Module, out_dir: Path, save: SaveFn) -> N
     """``save(unwrapped module, out_dir, gathered state dict or None)`` on the main process, the weights
     gathered first when FSDP / ZeRO-3 shards them (a collective: every process calls this)."""
     accelerator.wait_for_everyone()
+    check_finite_weights(accelerator, module, out_dir)
     state_dict = full_state_dict(accelerator, module)
     if accelerator.is_main_process:
-        save(accelerator.unwrap_model(module), Path(out_dir), state_dict)
+        with atomic_dir(Path(out_dir)) as tmp:  # fsynced, then renamed: never half-written
+            save(accelerator.unwrap_model(module), tmp, state_dict)
     accelerator.wait_for_everyone()
 
 
@@ -166,15 +173,27 @@ class MetricsLog:
         if self.accelerator.is_main_process:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-        step = record.get("step")
-        self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+        if self.accelerator.trackers:
+            self.accelerator.log(tracker_scalars(record), step=record.get("step"))
+            for tracker in self.accelerator.trackers:  # TensorBoard buffers for minutes otherwise
+                flush = getattr(getattr(tracker, "writer", None), "flush", None)
+                if callable(flush):
+                    flush()
+
+
+def tracker_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics record as the trackers get it, named as transformers' TensorBoard and W&B callbacks
+    name TRL's metrics: ``train/<name>`` for training metrics, ``eval/<name>`` as it is."""
+    return {(k if k.startswith(("eval/", "train/")) else f"train/{k}"): v for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 # ---------------------------------------------------------------- one optimizer step
 
 
 def optimizer_step(accelerator, module: nn.Module, optimizer, micro_batches: Sequence[MicroBatch], *,
-                   max_grad_norm: float = 0.0, scheduler=None, grad_norm_weight: float | None = None) -> MetricSums:
+                   max_grad_norm: float = 0.0, scheduler=None, grad_norm_weight: float | None = None,
+                   guard: StepGuard | None = None, step: int = 0) -> MetricSums:
     """Accumulate the gradients of ``micro_batches`` and take one optimizer step; returns their metrics.
 
     Each micro-batch runs its forward inside the step, so that DDP all-reduces the accumulated
@@ -184,14 +203,15 @@ def optimizer_step(accelerator, module: nn.Module, optimizer, micro_batches: Seq
     are what the caller normalised them to. Then: clipping to ``max_grad_norm`` (DeepSpeed clips
     inside its step and may report no norm), ``optimizer.step()``, ``scheduler.step()`` when
     given, and the gradients dropped. ``grad_norm`` joins the metrics with ``grad_norm_weight``
-    (default: the micro-batches' summed weight).
+    (default: the micro-batches' summed weight). ``guard`` vets optimizer step ``step`` (1-based)
+    first: a non-finite loss or gradient norm is not applied (skipped or the run stopped).
     """
     deepspeed = is_deepspeed(accelerator)
     if deepspeed:
         scale = float(accelerator.state.deepspeed_plugin.deepspeed_config["gradient_accumulation_steps"])
     else:
         scale = float(accelerator.gradient_accumulation_steps)
-    metrics, weight_sum = MetricSums(), 0.0
+    metrics, weight_sum, loss_total = MetricSums(), 0.0, 0.0
     for i, micro_batch in enumerate(micro_batches):
         sync = i == len(micro_batches) - 1  # all-reduce the accumulated gradients on the last backward only
         if deepspeed:
@@ -199,15 +219,19 @@ def optimizer_step(accelerator, module: nn.Module, optimizer, micro_batches: Seq
         with nullcontext() if sync else accelerator.no_sync(module):
             loss, values, weight = micro_batch()
             accelerator.backward(loss * scale)
+        loss_total += float(loss.detach()) if weight else 0.0  # a zero-weight micro-batch's loss is 0 anyway
         metrics.add(values, weight)
         weight_sum += weight
     if deepspeed:
         accelerator.gradient_state._set_sync_gradients(True)
-    if max_grad_norm > 0:
-        grad_norm = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
-        if grad_norm is not None:
-            metrics.add({"grad_norm": grad_norm}, weight_sum if grad_norm_weight is None else grad_norm_weight)
-    optimizer.step()
+    # with max_grad_norm 0 a max norm of inf only measures the norm (DeepSpeed may report none)
+    grad_norm = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm or math.inf)
+    if max_grad_norm > 0 and grad_norm is not None:
+        metrics.add({"grad_norm": grad_norm}, weight_sum if grad_norm_weight is None else grad_norm_weight)
+    # under fp16 an overflowing gradient is routine: the loss scaler skips that step itself
+    checked_norm = None if grad_norm is None or accelerator.mixed_precision == "fp16" else float(grad_norm)
+    if guard is None or guard.check_step(step, loss_total, checked_norm):
+        optimizer.step()
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -235,6 +259,8 @@ class Run:
         self.history: list[dict[str, float]] = []
         self._tracked: dict[str, Stateful] = {}
         self._t0 = 0.0
+        self.guard = StepGuard(self.accelerator, cfg.max_nonfinite_steps)
+        self._running = 0  # the 1-based optimizer step in progress
 
     @property
     def world(self) -> int:
@@ -271,6 +297,7 @@ class Run:
         self.module.train()
         for step in range(self.start_step, self.total_steps):
             self._t0 = time.perf_counter()
+            self._running = step + 1
             yield step
         self.bar.close()
 
@@ -279,11 +306,18 @@ class Run:
         """:func:`optimizer_step` with this run's module, optimizer, clipping and (unless told not to) schedule."""
         return optimizer_step(self.accelerator, self.module, self.optimizer, micro_batches,
                               max_grad_norm=self.cfg.max_grad_norm,
-                              scheduler=self.scheduler if step_scheduler else None, grad_norm_weight=grad_norm_weight)
+                              scheduler=self.scheduler if step_scheduler else None, grad_norm_weight=grad_norm_weight,
+                              guard=self.guard, step=self._running)
+
+    def step_seconds(self) -> float:
+        """Seconds since the current step began."""
+        return time.perf_counter() - self._t0
 
     def end_step(self, record: dict[str, Any], show: Sequence[str] = ("loss",)) -> None:
         """Finish the step of ``record`` (its ``step`` is 1-based): time, evaluate when due, log when due,
-        progress, and a checkpoint every ``train.save_every`` steps (not after the last)."""
+        progress, and a checkpoint every ``train.save_every`` steps (not after the last). After a
+        termination signal (``train.save_on_signals``) it saves a checkpoint and raises
+        :class:`~alignkit.train.guard.Preempted`."""
         cfg, step = self.cfg, record["step"]
         record.setdefault("step_time", time.perf_counter() - self._t0)
         if self.evaluate is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0:
@@ -293,9 +327,14 @@ class Run:
         self.history.append(record)
         self.bar.update(1)
         self.bar.set_postfix({k: f"{record[k]:.4g}" for k in show if k in record})
+        saved = None
         if cfg.save_every > 0 and step % cfg.save_every == 0 and step < self.total_steps:
-            self.save_checkpoint(step)
+            saved = self.save_checkpoint(step)
         self.step = step
+        signum = self.guard.stop_requested() if step < self.total_steps else None
+        if signum:
+            self.bar.close()
+            raise self.guard.preempted(signum, step, saved or self.save_checkpoint(step))
 
     def finish(self, save: SaveFn | None = None) -> dict[str, float]:
         """The final evaluation (logged at the last step) and ``save`` of the final weights to
@@ -318,18 +357,19 @@ class Run:
 
     def save_checkpoint(self, step: int) -> Path | None:
         """Everything needed to resume after optimizer step ``step`` (see :mod:`alignkit.train.checkpoint`)."""
+        self.guard.check_weights(self.module, f"checkpoint step-{step}")
         state = {"total_steps": self.total_steps, **{k: obj.state_dict() for k, obj in self._tracked.items()}}
         return save_checkpoint(self.accelerator, self.output_dir, step, state, self.cfg.keep_checkpoints)
 
     def _resume(self) -> None:
-        checkpoints = list_checkpoints(self.output_dir) if self.cfg.resume else []
-        if not checkpoints:
+        loaded = load_latest_checkpoint(self.accelerator, self.output_dir) if self.cfg.resume else None
+        if loaded is None:
             return
-        state = load_checkpoint(self.accelerator, checkpoints[-1])
+        path, state = loaded
         self.start_step = state["step"]
         for name, obj in self._tracked.items():
             obj.load_state_dict(state[name])
-        self.accelerator.print(f"resuming from {checkpoints[-1]} (step {self.start_step})")
+        self.accelerator.print(f"resuming from {path} (step {self.start_step})")
 
 
 def _progress(cfg: TrainConfig, accelerator, total: int, initial: int, desc: str):

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from alignkit.config import Config
+from alignkit.config.ranges import check_sampling_temperature
 from alignkit.distributed import (
     full_weights,
     gather_objects,
@@ -70,27 +71,31 @@ class PromptRow:
 def load_prompts(cfg: Config, tokenizer, with_responses: bool = False) -> list[PromptRow]:
     """The prompts of ``data.train`` (whole-text rows have none and are skipped), tokenized by ``data``."""
     from alignkit.data.formats import load_examples
-    from alignkit.data.pipeline import resolve_data_path
-    from alignkit.data.tokenize import TokenizeConfig, tokenize_example
+    from alignkit.data.pipeline import resolve_data_path, tokenize_config
+    from alignkit.data.tokenize import LongPrompt, tokenize_example
 
     data = cfg.data
     if not data.train:
         raise ConfigError("data.train: no prompts given; set data.train to a file of prompts (any format)")
     examples = load_examples(resolve_data_path(data.train), format=data.format, split=data.split,
                              skip_bad_rows=data.skip_bad_rows, max_rows=data.max_rows or None, log=log.warning)
-    tok_cfg = TokenizeConfig(max_prompt_length=data.max_prompt_length, max_length=data.max_length)
-    rows = []
+    tok_cfg = tokenize_config(data)
+    rows, dropped = [], 0
     for ex in examples:
         if ex.meta.get("whole_text"):
             continue
         responses = list(ex.responses) if with_responses else []
         try:
             tok = tokenize_example(replace(ex, responses=responses, scores=None, desirable=None), tokenizer, tok_cfg)
-        except DataError:
-            if not data.skip_bad_rows:
+        except DataError as err:
+            dropped += isinstance(err, LongPrompt)
+            if not (data.skip_bad_rows or isinstance(err, LongPrompt)):
                 raise
             continue
         rows.append(PromptRow(ex.prompt, tok.prompt_ids, responses, tok.response_ids))
+    if dropped:
+        log.warning("dropped %d prompts longer than max_prompt_length %d (data.drop_long_prompts)", dropped,
+                    tok_cfg.max_prompt_length)
     if not rows:
         raise ConfigError(f"data.train: {data.train} has no prompts (whole-text rows carry none)")
     return rows
@@ -234,6 +239,7 @@ def stage_metrics(candidates: Candidates) -> dict[str, float]:
 def check_config(cfg: Config) -> tuple[Update, Any]:
     """The stage's update and the filter function; every config error before any model loads."""
     o = cfg.online
+    check_sampling_temperature(cfg)
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} scores its samples with a reward; add one, "
                           "e.g. `rewards: [{kind: vader}]`")
@@ -321,10 +327,12 @@ def train_sampling(cfg: Config) -> Path:
             log.warning("stage %d: nothing selected (all candidates tied or filtered); the policy is unchanged", stage)
             save_final(accelerator, scorer, sdir / "final", policy_saver(tokenizer))
         log.info("stage %d: %s", stage, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+        if main and o.keep_stage_models > 0:
+            drop_stage_weights(out, stage - max(o.keep_stage_models, 1))
         if main:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
-    save_final(accelerator, scorer, out / "final", policy_saver(tokenizer))
+    save_final(accelerator, scorer, out / "final", policy_saver(tokenizer, cfg.model.lora.save_merged))
     return out
 
 
@@ -362,6 +370,17 @@ def merge_generation_metrics(per_process: list[dict[str, float]]) -> dict[str, f
     responses = [t / max(m["gen/mean_length"], 1e-9) for m, t in zip(parts, tokens)]
     return {"gen/tokens_per_s": sum(m["gen/tokens_per_s"] for m in parts), "gen/seconds": max(seconds),
             "gen/mean_length": sum(tokens) / max(sum(responses), 1e-9), "gen/processes": float(len(parts))}
+
+
+def drop_stage_weights(out: Path, last: int) -> None:
+    """Remove the weights of the full models of stages ``0..last`` (``online.keep_stage_models``); their
+    samples, metrics and tokenizer stay, so the stages still count as done. Adapters are kept."""
+    for stage in range(last + 1):
+        final = stage_dir(out, stage) / "final"
+        if (final / "adapter_config.json").is_file():
+            continue
+        for weights in final.glob("*.safetensors"):
+            weights.unlink()
 
 
 def stage_dir(out: Path, stage: int) -> Path:
@@ -404,10 +423,10 @@ def load_model(cfg: Config, path: str = "", lora: bool = False):
 
 def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSource | None]:
     """The candidate sources of ``online.sources``: a model (policy, sampler or another one), or None (dataset)."""
-    from alignkit.data.tokenize import TokenizeConfig
+    from alignkit.data.pipeline import tokenize_config
     from alignkit.engine.backends import sampler_for
 
-    tok_cfg = TokenizeConfig(max_prompt_length=cfg.data.max_prompt_length, max_length=cfg.data.max_length)
+    tok_cfg = tokenize_config(cfg.data)
     out: list[ModelSource | None] = []
     for name in cfg.online.sources:
         if name == "dataset":
@@ -430,5 +449,6 @@ def sampling_methods() -> dict[str, MethodSpec]:
     updates = all_updates()
     return {name: MethodSpec(name, "sampling", train_sampling, data="prompts", uses=name, step_shape=shape,
                              needs_reference=updates[spec.default_update].needs_reference,
-                             default_update=spec.default_update, check=check_config)
+                             default_update=spec.default_update, check=check_config,
+                             sections=("reference", "engine", "rewards", "sampling", "online"))
             for name, spec in SELECTORS.items()}

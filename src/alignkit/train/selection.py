@@ -215,3 +215,24 @@ def select_best_worst(candidates: Candidates, cfg: OnlineConfig, rng) -> list[It
     best, worst, differ = best_and_worst(scores, mask)
     return [Item(b, [int(best[b]), int(worst[b])], [1.0, 0.0]) for b in differ.nonzero().flatten().tolist()]
 
+
+def _dataset_and_policy(cfg: OnlineConfig, update: str) -> None:
+    if "dataset" not in cfg.sources or "policy" not in cfg.sources:
+        raise ConfigError(f"online.sources: spin pairs the data's response with the policy's sample; "
+                          f"give both dataset and policy, got {cfg.sources}")
+
+
+@register_selector("spin", default_update="dpo", reference="previous", check=_dataset_and_policy)
+def select_spin(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
+    """SPIN (Chen et al. 2024, arXiv 2401.01335): the data's own response (chosen) against the current
+    policy's sample (rejected), with the previous iterate as the reference of the DPO-like update. Reads
+    the candidates' ``sources``, not their scores: the first valid dataset and policy candidate of each
+    prompt; a prompt missing either is skipped."""
+    items = []
+    for b, sources in enumerate(candidates.sources):
+        valid = [k for k in range(len(sources)) if candidates.mask[b, k]]
+        human = [k for k in valid if sources[k] == "dataset"]
+        sampled = [k for k in valid if sources[k] == "policy"]
+        if human and sampled:
+            items.append(Item(b, [human[0], sampled[0]], [1.0, 0.0]))
+    return items

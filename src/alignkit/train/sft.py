@@ -45,13 +45,14 @@ def train_sft(cfg) -> Path:
     from alignkit.train.build import policy_and_data, policy_saver
     from alignkit.train.loop import train_loop
 
-    model, tokenizer, train, held_out = policy_and_data(cfg)
+    model, tokenizer, train, held_out = policy_and_data(cfg, need="responses")
     train = [best_response_only(ex) for ex in train]
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
-    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=policy_saver(tokenizer), desc="sft")
+    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=policy_saver(tokenizer, cfg.model.lora.save_merged),
+               desc="sft")
     return Path(cfg.train.output_dir)
 
 
-register_method(MethodSpec("sft", "sft", train_sft, data="sft"))
+register_method(MethodSpec("sft", "sft", train_sft, data="sft", sections=("engine",)))

@@ -1,0 +1,141 @@
+"""``method: span_reward_model``: a fine-grained reward model trained on span feedback.
+
+Fine-Grained RLHF (Wu et al. 2023, sec. 4.1): the answers with span feedback are cut into
+segments (``span_reward_model.level``), each labelled error / no error for the model's
+``categories`` (:mod:`alignkit.data.spans`), and a token classifier
+(:mod:`alignkit.models.span_model`) learns the label at each segment's last token with
+cross-entropy (:func:`~alignkit.losses.reward.segment_error_loss`), every labelled segment
+weighing the same. The shared loop runs it (:func:`~alignkit.train.loop.train_loop`).
+
+Held-out evaluation as the paper reports it: the prompts (questions) are split so that no
+question of the held-out set is seen in training (``data.eval_size`` questions, or the
+``data.eval`` file), and on their segments the model's accuracy and error-class
+precision / recall / F1 are reported next to the majority-class baseline (the label most
+frequent among the training segments, predicted everywhere).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from alignkit.data.spans import SpanExample
+from alignkit.train.methods import MethodSpec, register_method
+
+log = logging.getLogger("alignkit")
+
+
+class SpanRewardModelMethod:
+    """The loss and held-out metrics of a :class:`~alignkit.models.span_model.SpanRewardModel`."""
+
+    def __init__(self, tokenizer, majority: int):
+        self.tokenizer, self.majority = tokenizer, majority
+
+    def units(self, examples: Sequence[SpanExample]) -> float:
+        return float(sum(len(ex.labelled) for ex in examples))
+
+    def predict(self, module, examples: Sequence[SpanExample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[M, 2]`` and labels ``[M]`` of the labelled segments that fit in the model."""
+        from alignkit.models.span_model import segment_logits
+
+        model = module.module if hasattr(module, "module") else module  # under DDP
+        ends = [[ex.segments[j][1] for j in ex.labelled] for ex in examples]
+        logits, index = segment_logits(model, self.tokenizer, [ex.prompt for ex in examples],
+                                       [ex.response for ex in examples], ends)
+        labels = [examples[i].labels[examples[i].labelled[j]] for i, j in index]
+        return logits, torch.tensor(labels, dtype=torch.long, device=logits.device)
+
+    def loss(self, module, examples: Sequence[SpanExample]):
+        from alignkit.losses.reward import segment_error_loss
+
+        logits, labels = self.predict(module, examples)
+        losses = segment_error_loss(logits, labels)  # (M,)
+        accuracy = (logits.argmax(-1) == labels).float().mean() if len(labels) else torch.tensor(0.0)
+        return losses.sum(), {"loss": float(losses.detach().mean()), "accuracy": float(accuracy)}
+
+    @torch.no_grad()
+    def evaluate(self, module, examples: Sequence[SpanExample], batch_size: int) -> dict[str, float]:
+        from alignkit.eval.metrics import error_class_metrics
+
+        module.eval()
+        predicted, gold, loss_sum = [], [], 0.0
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            loss_sum += float(self.loss(module, chunk)[0])
+            logits, labels = self.predict(module, chunk)
+            predicted += logits.argmax(-1).tolist()
+            gold += labels.tolist()
+        out = error_class_metrics(predicted, gold)
+        baseline = error_class_metrics([self.majority] * len(gold), gold)
+        out.update({f"majority_{k}": v for k, v in baseline.items()})
+        out.update(loss=loss_sum / max(len(gold), 1), segments=float(len(gold)),
+                   error_share=sum(gold) / max(len(gold), 1))
+        return out
+
+
+def majority_label(examples: Sequence[SpanExample]) -> int:
+    """The most frequent label of the labelled segments (0 on a tie: "no error")."""
+    counts = Counter(ex.labels[j] for ex in examples for j in ex.labelled)
+    return 1 if counts[1] > counts[0] else 0
+
+
+def load_span_data(cfg) -> tuple[list[SpanExample], list[SpanExample]]:
+    """Training and held-out span examples; the held-out questions are never trained on."""
+    from alignkit.data.formats import load_examples
+    from alignkit.data.pipeline import resolve_data_path
+    from alignkit.data.spans import span_examples, split_by_prompt
+    from alignkit.errors import ConfigError
+
+    common = dict(format=cfg.data.format, skip_bad_rows=cfg.data.skip_bad_rows, log=log.warning)
+    train = load_examples(resolve_data_path(cfg.data.train), split=cfg.data.split,
+                          max_rows=cfg.data.max_rows or None, **common)
+    if cfg.data.eval:
+        held_out = load_examples(resolve_data_path(cfg.data.eval), split=cfg.data.eval_split, **common)
+    elif cfg.data.eval_size > 0:
+        train, held_out = split_by_prompt(train, cfg.data.eval_size, cfg.train.seed)
+    else:
+        held_out = []
+    sr = cfg.span_reward_model
+    if not sr.categories:
+        raise ConfigError("span_reward_model.categories: required, e.g. [Irrelevant, Redundant, Incoherent]")
+    settings = dict(level=sr.level, categories=sr.categories, min_span_words=sr.min_span_words,
+                    ignore_other_errors=sr.ignore_other_errors)
+    train_spans, held_spans = span_examples(train, **settings), span_examples(held_out, **settings)
+    if not train_spans:
+        raise ConfigError(f"data.train: {cfg.data.train} has no answers with span feedback "
+                          "(formats qa_feedback and span_feedback carry it; see docs/fine_grained.md)")
+    return train_spans, held_spans
+
+
+def train_span_reward_model(cfg) -> Path:
+    from alignkit.models.span_model import SpanModelInfo, load_span_reward_model, save_span_reward_model
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.loop import train_loop
+
+    sr = cfg.span_reward_model
+    accelerator = make_accelerator(cfg.train)  # seeds every process first: the new head starts the same
+    train, held_out = load_span_data(cfg)
+    info = SpanModelInfo(level=sr.level, categories=list(sr.categories), max_length=sr.max_length,
+                         error_reward=sr.error_reward, ok_reward=sr.ok_reward)
+    model, tokenizer = load_span_reward_model(cfg.model.name_or_path, info, init_from_base=True)
+    model.info = info  # a folder saved earlier is retrained with this run's settings
+    majority = majority_label(train)
+    log.info("span reward model: %d training answers (%d segments), %d held-out answers; majority label %d",
+             len(train), sum(len(ex.labelled) for ex in train), len(held_out), majority)
+    method = SpanRewardModelMethod(tokenizer, majority)
+    evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
+
+    def on_save(module, out_dir: Path, state_dict=None) -> None:
+        save_span_reward_model(module, tokenizer, out_dir, state_dict=state_dict)
+
+    train_loop(cfg.train, method, model, train, evaluate=evaluate, on_save=on_save, desc="span reward model",
+               accelerator=accelerator)
+    return Path(cfg.train.output_dir)
+
+
+register_method(MethodSpec("span_reward_model", "reward_model", train_span_reward_model, data="spans",
+                           sections=("span_reward_model",)))
