@@ -29,7 +29,7 @@ def config_class(path):
     from alignkit.eval.runner import EvalConfig
     from alignkit.eval.soup import SoupConfig
 
-    classes = {"eval_": EvalConfig, "compare_": CompareConfig, "soup_": SoupConfig}
+    classes = {"eval_": EvalConfig, "compare_": CompareConfig, "frontier_": CompareConfig, "soup_": SoupConfig}
     return next((c for prefix, c in classes.items() if path.name.startswith(prefix)), None)
 
 

@@ -23,9 +23,11 @@ REDUCED = dict(num_reviews=2000, hidden_size=96, num_layers=3, pretrain_steps=60
 
 
 def _check_report(result):
-    for name in ("table.md", "table.csv", "report.html", "reward_vs_kl.png", "learning_curves.png"):
+    for name in ("table.md", "matched_kl.md", "table.csv", "report.html", "reward_vs_kl.png", "learning_curves.png"):
         path = result.report_dir / name
         assert path.is_file() and path.stat().st_size > 0, path
+    assert result.table.startswith("Reward (vader) at matched KL") and "95% interval" in result.table
+    assert "Matched KL" in (result.report_dir / "report.html").read_text()
 
 
 def test_reduced_demo_aligns(tmp_path, monkeypatch):
@@ -61,3 +63,31 @@ def test_missing_model_fails_with_one_message(tmp_path, monkeypatch):
     code = main(["demo", "--model", "no-such-org/no-such-model", "--cache-dir", str(tmp_path),
                  "--output-dir", str(tmp_path / "out"), "--no-progress"])
     assert code == 2
+
+
+def test_every_pairwise_loss_gets_the_pairs_file(tmp_path):
+    """The defect: the demo's own list named `slic`, `hinge` and `rdpo` (none registered), so
+    `slic_hf` and `r_dpo` were trained on ranked rows. The data shape now comes from the registry."""
+    from alignkit.demo.pipeline import method_entry
+    from alignkit.losses import LOSSES
+
+    for name in ("slic_hf", "r_dpo", "dpo", "simpo"):
+        assert method_entry(name, tmp_path)["overrides"]["data.train"] == str(tmp_path / "pairs.jsonl"), name
+    for name in ("listwise_dpo", "pro", "rrhf"):
+        assert "data.train" not in method_entry(name, tmp_path)["overrides"], name  # base: ranked.jsonl
+    for name, fn in LOSSES.items():
+        if fn.trains != "policy":
+            continue
+        uses_pairs = method_entry(name, tmp_path)["overrides"].get("data.train") == str(tmp_path / "pairs.jsonl")
+        assert uses_pairs == (fn.data == "pairs"), name
+
+
+def test_frontier_config_points_at_the_default_demo_cache():
+    """configs/frontier_sentiment.yaml reuses `alignkit demo --cache-dir runs/demo_task`: its paths name the
+    cache key of the default settings, which changes when a cached stage's setting does."""
+    from pathlib import Path
+
+    from alignkit.demo.pipeline import cache_key
+
+    text = (Path(__file__).resolve().parents[2] / "configs/frontier_sentiment.yaml").read_text()
+    assert f"runs/demo_task/{cache_key(DemoConfig())}/pretrain/final" in text

@@ -58,6 +58,28 @@ def test_method_config_applies_overrides_seed_budget_and_folder(tmp_path):
     assert raft.train.max_steps == 4
 
 
+def test_a_sweep_expands_into_one_run_per_value_and_seed(tmp_path):
+    cfg = config([f"output_dir={tmp_path}", "seeds=2", "seed=5"])
+    cfg.methods = [MethodEntry("dpo", "dpo", {"loss.beta": 0.3}, knob="loss.beta", values=[0.05, 0.5]),
+                   MethodEntry("sft", "sft", {"data.train": "alignkit:tiny_sft.jsonl"})]
+    runs = check_compare(cfg)
+    assert [r.name for r, _ in runs] == ["dpo-beta0.05-s5", "dpo-beta0.05-s6", "dpo-beta0.5-s5", "dpo-beta0.5-s6",
+                                         "sft-s5", "sft-s6"]
+    assert [(c.loss["beta"], c.train.seed, c.sampling.seed) for _, c in runs[:4]] == [
+        (0.05, 5, 5), (0.05, 6, 6), (0.5, 5, 5), (0.5, 6, 6)]  # the knob wins over the entry's overrides
+    assert runs[2][1].train.output_dir == str(tmp_path / "runs/dpo-beta0.5-s5")
+    assert runs[2][0].setting == "beta=0.5" and runs[4][0].setting == ""
+    cfg.seed = 0
+    cfg.methods = [MethodEntry("dpo", "dpo", knob="loss.beta", values=[0.05, 0.5])]
+    assert [r.name for r, _ in check_compare(cfg)][:2] == ["dpo-beta0.05", "dpo-beta0.05-s1"]  # seed 0: no suffix
+    cfg.methods = [MethodEntry("dpo", "dpo", knob="loss.beta")]
+    with pytest.raises(ConfigError, match="knob.*values"):
+        check_compare(cfg)
+    cfg.methods = [MethodEntry("dpo", "dpo", knob="loss.beta", values=["a b"])]
+    with pytest.raises(ConfigError, match="values: run name"):
+        check_compare(cfg)
+
+
 def test_budget_in_samples_by_hand(tmp_path):
     """10 prompts, batch 4 x accum 1 -> ceil(10 / 4) = 3 steps; PPO with 2 minibatches takes
     8 prompts a step -> ceil(10 / 8) = 2."""
@@ -94,7 +116,7 @@ def test_shipped_compare_config_names_every_method():
     methods = [m.method for m in cfg.methods]
     for name in ("sft", "dpo", "rrhf", "pro", "listwise_dpo", "raft", "ppo"):
         assert name in methods
-    train_cfgs = check_compare(cfg)
+    train_cfgs = [c for _, c in check_compare(cfg)]
     assert len(train_cfgs) == len(methods)
     for path in [c.data.train for c in train_cfgs] + [cfg.eval.prompts, cfg.eval.preference_data]:
         assert Path(resolve_data_path(path)).is_file(), path
@@ -118,16 +140,18 @@ def test_compare_end_to_end_with_a_failure_and_resume(tmp_path, capsys, monkeypa
         "table.csv",
         "reward_vs_kl.png",
         "reward_vs_perplexity.png",
+        "reward_vs_msttr.png",
         "learning_curves.png",
         "best_of_k.png",
         "report.html",
+        "matched_kl.md",
     ):
         assert (report / name).is_file(), name
     md = (report / "table.md").read_text()
     assert md in printed
     rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines()[2:]}
     assert list(rows) == [
-        "start (tiny-llama)",
+        "start",
         "dataset chosen",
         "dataset rejected",
         "sft",
@@ -149,10 +173,12 @@ def test_compare_end_to_end_with_a_failure_and_resume(tmp_path, capsys, monkeypa
     assert dpo["kl"]["mean"] != 0 and dpo["preference_accuracy"]["policy_score"] == "ratio"
     assert (
         json.loads((tmp_path / "runs/rrhf/eval.json").read_text())["preference_accuracy"]["policy_score"]
-        == "logp"
+        == "mean_logp"
     )
     page = (report / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "Failed runs" in page
+    assert page.count("data:image/png;base64,") == 6 and "Failed runs" in page  # KL, PPL, MSTTR, distinct-2, ...
+    matched = (report / "matched_kl.md").read_text()
+    assert "at matched KL" in matched and all(f"| {m} |" in matched for m in ("sft", "dpo", "rrhf", "pro"))
 
     # Run again: finished methods are neither trained nor evaluated again; the failed one is retried.
     def no_training(cfg):
@@ -164,7 +190,7 @@ def test_compare_end_to_end_with_a_failure_and_resume(tmp_path, capsys, monkeypa
     assert main(args) == 0
     md = (report / "table.md").read_text()
     rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines()[2:]}
-    for name in ("start (tiny-llama)", "sft", "dpo", "rrhf", "pro"):
+    for name in ("start", "sft", "dpo", "rrhf", "pro"):
         assert rows[name].endswith("| ok (cached) |"), rows[name]
     assert "failed: RuntimeError: training dpo again" in rows["broken"]
     assert evaluated == []
@@ -196,3 +222,13 @@ def test_compare_every_method_from_the_cli(tmp_path, capsys):
     page = (tmp_path / "report/report.html").read_text()
     for name in ("sft", "dpo_beta0.1", "rrhf", "pro", "listwise_dpo", "raft", "ppo"):
         assert f"<td>{name}</td>" in page
+
+
+def test_length_normalised_methods_are_evaluated_with_mean_logp():
+    """The defect: compare scored SimPO, ORPO and PRO with summed log-probs. It now asks the registry."""
+    from alignkit.eval.compare import implicit_reward_of
+
+    assert [implicit_reward_of(m) for m in ("simpo", "orpo", "pro", "rrhf")] == ["mean_logp"] * 4
+    assert [implicit_reward_of(m) for m in ("dpo", "listwise_dpo", "cpo", "sft", "raft")] == [
+        "ratio", "ratio", "logp", "logp", "logp"
+    ]

@@ -46,27 +46,42 @@ def fake_result(reward: float, kl: float | None = 0.5, ppl: float | None = 12.0,
     return result
 
 
-def fake_rows() -> list[ReportRow]:
-    samples = [
-        {
+def fake_samples(reward: float, kl: float | None) -> list[dict]:
+    """Three prompts whose rewards are ``reward`` -0.1, +0, +0.1 and whose KL is ``kl`` on each."""
+    rows = []
+    for i in range(3):
+        row = {
             "prompt": f"prompt {i} <b>&",
-            "responses": [f"answer {i} <script>alert(1)</script>"],
-            "rewards": {"vader": [0.1 * i]},
+            "responses": [f" answer {i} <script>alert(1)</script>"],
+            "rewards": {"vader": [reward + 0.1 * (i - 1)]},
         }
-        for i in range(3)
+        if kl is not None:
+            row["kl"] = [kl]
+        rows.append(row)
+    return rows
+
+
+def fake_rows() -> list[ReportRow]:
+    """start (reward 0.1), DPO at two betas x two seeds (KL 0.5 -> 0.2, KL 1.0 -> 0.3), RAFT (KL 2 -> 0.6)."""
+    curve = [{"step": s, "loss": 1 / s} for s in range(1, 5)]
+    dpo = [
+        ReportRow(f"dpo-beta{b}-s{seed}", fake_result(r, kl=k), "ok", fake_samples(r, k), curve,
+                  group="dpo", setting=f"beta={b}", seed=seed)
+        for b, r, k in ((0.5, 0.2, 0.5), (0.1, 0.3, 1.0)) for seed in (0, 1)
     ]
     return [
-        ReportRow("start (tiny-llama)", fake_result(0.1, kl=0.0), "ok", samples),
-        ReportRow("dataset chosen", fake_result(0.8, kl=None, ppl=None, bok=False), "ok", samples),
-        ReportRow("dpo", fake_result(0.3), "ok", samples, [{"step": s, "loss": 1 / s} for s in range(1, 5)]),
+        ReportRow("start", fake_result(0.1, kl=0.0), "ok", fake_samples(0.1, None), group="start"),
+        ReportRow("dataset chosen", fake_result(0.8, kl=None, ppl=None, bok=False), "ok", fake_samples(0.8, None)),
+        *dpo,
         ReportRow(
             "raft",
-            fake_result(0.4, kl=1.0),
+            fake_result(0.6, kl=2.0),
             "ok (cached)",
-            samples,
+            fake_samples(0.6, 2.0),
             [{"stage": 0, "reward/mean": 0.2, "train/loss": 2.0}, {"stage": 1, "reward/mean": 0.3}],
+            group="raft",
         ),
-        ReportRow("ppo", None, "failed: RuntimeError: out of memory | badly", [], []),
+        ReportRow("ppo", None, "failed: RuntimeError: out of memory | badly", [], [], group="ppo"),
     ]
 
 
@@ -96,10 +111,10 @@ def test_table_has_raft_columns_and_drops_empty_ones():
     ):
         assert h in headers
     dpo = dict(zip(headers, cells[2]))
-    assert dpo["Reward (vader)"] == "0.300 ± 0.100" and dpo["Reward (length)"] == "3.000"
+    assert dpo["Reward (vader)"] == "0.200 ± 0.100" and dpo["Reward (length)"] == "2.000"
     assert dpo["Win rate (W/T/L)"] == "0.438 (3/1/4)" and dpo["Unique-1"] == "12"
     assert dict(zip(headers, cells[1]))["KL"] == "—"
-    assert dict(zip(headers, cells[4]))["Status"].startswith("failed: RuntimeError")
+    assert dict(zip(headers, cells[-1]))["Status"].startswith("failed: RuntimeError")
     headers, _ = table_cells([summary_row("m", fake_result(0.1, kl=None, ppl=None))])
     assert "KL" not in headers and "PPL" not in headers
 
@@ -114,7 +129,7 @@ def test_csv_round_trip(tmp_path):
     write_csv(tmp_path / "t.csv", rows)
     back = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert [r["method"] for r in back] == [r["method"] for r in rows]
-    assert float(back[2]["reward/vader"]) == 0.3 and back[4]["reward/vader"] == ""
+    assert float(back[2]["reward/vader"]) == 0.2 and back[-1]["reward/vader"] == ""
 
 
 def test_curve_points_reads_steps_and_stages():
@@ -130,12 +145,16 @@ def _png_ok(path) -> bool:
 
 
 def test_write_compare_report(tmp_path):
-    out = write_compare_report(tmp_path / "report", fake_rows(), samples_shown=2, title="t <x>")
+    out = write_compare_report(tmp_path / "report", fake_rows(), samples_shown=2, title="t <x>",
+                               start_model="/cache/abc123/pretrain/final", bootstrap=200)
     names = {
         "table.md",
         "table.csv",
+        "matched_kl.md",
         "reward_vs_kl.png",
         "reward_vs_perplexity.png",
+        "reward_vs_msttr.png",
+        "reward_vs_distinct2.png",
         "learning_curves.png",
         "best_of_k.png",
         "report.html",
@@ -144,14 +163,41 @@ def test_write_compare_report(tmp_path):
     for png in out.glob("*.png"):
         assert _png_ok(png), png
     md = (out / "table.md").read_text()
-    assert md.count("\n") == 2 + 5 and "dataset chosen" in md and "failed: RuntimeError" in md
+    assert md.count("\n") == 2 + 8 and "dataset chosen" in md and "failed: RuntimeError" in md
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and 'src="http' not in page
+    assert page.count("data:image/png;base64,") == 6 and 'src="http' not in page
     assert "<script>alert" not in page and "&lt;script&gt;" in page  # sample text is escaped
     assert "t &lt;x&gt;" in page and "Failed runs" in page
+    assert "<th>start</th>" in page and "/cache/abc123" not in page.split("Every run")[0]  # a short label
+    assert "<td> answer" not in page and "<td>answer 0" in page  # no stray leading space
     samples = page[page.index('class="samples"') :]
     assert samples.count("<tr>") == 1 + 2  # header + samples_shown prompts
-    assert len(re.findall(r"<th>", samples)) == 1 + 4  # prompt + the four models with samples
+    assert len(re.findall(r"<th>", samples)) == 1 + 7  # prompt + the seven models with samples
+
+
+def test_matched_kl_headline_by_hand(tmp_path):
+    """Budget: the largest KL both reach = min(DPO 1.0, RAFT 2.0) = 1.0. DPO at KL 1: its beta=0.1
+    point, 0.3. RAFT: between the start (0, 0.1) and its point (2, 0.6): 0.1 + 0.5 x 0.5 = 0.35.
+    Every prompt moves together, so RAFT - DPO = 0.05 in every replicate: significant."""
+    out = write_compare_report(tmp_path / "r", fake_rows(), bootstrap=200)
+    lines = (out / "matched_kl.md").read_text().splitlines()
+    assert lines[0] == "Reward (vader) at matched KL 1.00"
+    raft, dpo = lines[4].split(" | "), lines[5].split(" | ")
+    assert raft[0] == "| raft" and raft[1] == "0.350" and raft[3] == "(best)"
+    assert dpo[0] == "| dpo" and dpo[1] == "0.300" and dpo[3] == "[0.050, 0.050] *" and dpo[5] == "2 x 2 |"
+    page = (out / "report.html").read_text()
+    assert page.index("Matched KL") < page.index("Every run")
+
+
+def test_no_empty_plot_panels(tmp_path):
+    """Without perplexity, best-of-k or learning curves there is no plot for them (not an empty panel)."""
+    rows = [ReportRow(r.label, r.result and {k: v for k, v in r.result.items() if k not in ("perplexity",
+                                                                                           "best_of_k")},
+                      r.status, r.samples, [], r.group, r.setting, r.seed) for r in fake_rows()]
+    out = write_compare_report(tmp_path / "r", rows, bootstrap=20)
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs == {"reward_vs_kl.png", "reward_vs_msttr.png", "reward_vs_distinct2.png"}
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
 def test_pareto_plot(tmp_path):

@@ -45,10 +45,12 @@ def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
 
 
 def report(tmp_path: Path) -> Path:
-    samples = [
-        {"prompt": f"prompt {i}", "responses": [f"a reply number {i}"], "rewards": {"vader": [0.1 * i]}}
-        for i in range(3)
-    ]
+    def samples(r, kl=None):
+        return [
+            {"prompt": f"prompt {i}", "responses": [f"a reply number {i}"], "rewards": {"vader": [r + 0.1 * i]},
+             **({"kl": [kl]} if kl is not None else {})}
+            for i in range(3)
+        ]
 
     def result(r, kl):
         return {
@@ -64,14 +66,15 @@ def report(tmp_path: Path) -> Path:
             "best_of_k": {"k": [1, 2], "rewards": {"vader": {"mean": [r, r + 0.1], "stderr": [0.05, 0.05]}}},
         }
 
+    curve = [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.5}]
     rows = [
-        ReportRow("start-model", result(0.1, 0.0), "ok", samples),
-        ReportRow(
-            "dpo-run", result(0.3, 0.4), "ok", samples, [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.5}]
-        ),
-        ReportRow("ppo-run", None, "failed: RuntimeError: boom", []),
+        ReportRow("start-model", result(0.1, 0.0), "ok", samples(0.1), group="start"),
+        ReportRow("dpo-run", result(0.3, 0.4), "ok", samples(0.3, 0.4), curve, group="dpo", setting="beta=0.1"),
+        ReportRow("dpo-run2", result(0.5, 0.9), "ok", samples(0.5, 0.9), curve, group="dpo", setting="beta=0.03"),
+        ReportRow("raft-run", result(0.2, 0.3), "ok", samples(0.2, 0.3), curve, group="raft"),
+        ReportRow("ppo-run", None, "failed: RuntimeError: boom", [], group="ppo"),
     ]
-    return write_compare_report(tmp_path / "report", rows, samples_shown=3) / "report.html"
+    return write_compare_report(tmp_path / "report", rows, samples_shown=3, bootstrap=100) / "report.html"
 
 
 def test_report_renders_in_chromium(tmp_path):
@@ -83,13 +86,17 @@ def test_report_renders_in_chromium(tmp_path):
         ["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()], tmp_path / "profile1"
     ).stdout
     assert 'data-probe="done"' in dom, dom[-2000:]
+    matched = dom[dom.index('class="results matched"') :]
+    matched = matched[: matched.index("</table>")]
+    assert matched.count("<tr>") == 1 + 2 and "Reward at KL 0.30" in matched  # dpo and raft, at raft's KL
     table = dom[dom.index('class="results"') :]
     table = table[: table.index("</table>")]
     for label in ("start-model", "dpo-run", "ppo-run", "failed: RuntimeError: boom"):
         assert label in table
-    assert table.count("<tr>") == 1 + 3
+    assert table.count("<tr>") == 1 + 5
+    assert "each method's settings and frontier" in dom and "diversity (MSTTR-100)" in dom
     widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
-    assert len(widths) == 4 and all(w > 0 for w in widths), widths
+    assert len(widths) == 6 and all(w > 0 for w in widths), widths
 
     shot = tmp_path / "shot.png"
     chromium([f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()], tmp_path / "profile2")

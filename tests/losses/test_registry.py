@@ -5,6 +5,7 @@ import inspect
 
 import pytest
 import torch
+from helpers import batch
 
 from alignkit.errors import ConfigError
 from alignkit.losses import LOSSES, RankedBatch, check_hyperparameters, get_loss, hyperparameters
@@ -89,6 +90,43 @@ def test_the_contract(name):
 def test_reference_methods_refuse_a_batch_without_reference(name):
     with pytest.raises(ValueError, match="ref_logps"):
         LOSSES[name](example_batch(with_ref=False))
+
+
+def _accuracy_by_kind(kind, policy, ref, lengths):
+    """1.0 when response 0 (the better) scores higher than response 1 under ``kind``, else 0.0."""
+    score = {
+        "logp": policy,
+        "mean_logp": [p / n for p, n in zip(policy, lengths)],
+        "ratio": [p - r for p, r in zip(policy, ref)],
+    }[kind]
+    return float(score[0] > score[1])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_declared_implicit_reward_is_the_score_the_loss_ranks_by(name):
+    """Evaluation reads ``implicit_reward`` to score held-out preferences (the defect: SimPO,
+    ORPO and PRO were scored with summed log-probs). Two batches separate the three kinds:
+    A: policy [-10, -6], lengths [20, 4], ref [-14, -4]: logp 0, mean_logp 1 (-0.5 > -1.5), ratio 1 (4 > -2);
+    B: the same with ref [-6, -10]: logp 0, mean_logp 1, ratio 0 (-4 < 4).
+    The loss's own accuracy metric must agree with the declared kind on both."""
+    fn = LOSSES[name]
+    assert fn.implicit_reward in ("ratio", "logp", "mean_logp")
+    for ref in ([-14.0, -4.0], [-6.0, -10.0]):
+        b = batch([[-10.0, -6.0]], ref=[ref], lengths=[[20.0, 4.0]], scores=[[1.0, 0.0]], desirable=[[True, False]])
+        _, metrics = fn(b)
+        expected = _accuracy_by_kind(fn.implicit_reward, [-10.0, -6.0], ref, [20.0, 4.0])
+        key = "accuracy" if fn.trains == "reward_model" else "rewards/accuracies"  # TRL's names
+        assert float(metrics[key]) == expected, (name, ref)
+
+
+def test_length_normalised_losses_declare_mean_logp_and_pairwise_losses_pairs():
+    from alignkit.train.methods import method_spec
+
+    assert method_spec("simpo").implicit_reward == "mean_logp"  # the spec reads the loss's declaration
+    assert {n for n, f in LOSSES.items() if f.implicit_reward == "mean_logp"} == {"simpo", "orpo", "pro", "rrhf"}
+    assert {n for n, f in LOSSES.items() if f.data == "pairs" and f.trains == "policy"} == {
+        "dpo", "ipo", "r_dpo", "simpo", "cpo", "orpo", "slic_hf", "hinge"
+    }
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def test_every_method_has_a_complete_spec(name):
     spec = method_spec(name)
     assert spec.name == name and spec.family in FAMILIES and spec.data in DATA_SHAPES
     assert callable(spec.trainer) and callable(spec.check)
-    assert spec.implicit_reward in ("ratio", "logp")
+    assert spec.implicit_reward in ("ratio", "logp", "mean_logp")
     cfg = load_config(None, [f"method={name}"])
     assert spec.step_shape.batches_per_step(cfg) >= 1 and spec.step_shape.stages(cfg) >= 1
     if spec.family == "sampling":
@@ -40,7 +40,7 @@ def test_each_registry_entry_is_a_method_of_its_family():
             spec = methods[name]
             assert (spec.family, spec.uses, spec.data, spec.needs_reference) == ("preference", name, fn.data,
                                                                                  fn.needs_reference)
-            assert spec.implicit_reward == ("ratio" if fn.needs_reference else "logp")
+            assert spec.implicit_reward == fn.implicit_reward  # the loss declares it (mean_logp for SimPO...)
         else:  # a reward model's loss is no method of its own
             assert name not in methods
     assert {n for n, s in methods.items() if s.family == "sampling"} == set(SELECTORS)

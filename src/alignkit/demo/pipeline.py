@@ -91,7 +91,7 @@ class DemoConfig:
 @dataclass
 class DemoResult:
     report_dir: Path  # table.md, table.csv, *.png, report.html
-    table: str  # the markdown table
+    table: str  # the headline: the matched-KL table(s) with intervals (markdown)
     vader: dict[str, float]  # mean VADER reward of fresh samples per row label (start and every method)
     reward_model_accuracy: float  # held-out ranking accuracy of the reward model
     timings: dict[str, float]  # seconds per stage (0 when cached) and total
@@ -294,7 +294,7 @@ def compare_config(cfg: DemoConfig, model_dir: Path, folder: Path) -> dict[str, 
         "base": {
             "model": {"name_or_path": str(model_dir)},
             "data": {"train": str(folder / "ranked.jsonl"), "max_length": 96, "max_prompt_length": 48},
-            "train": {"learning_rate": 1e-3, "batch_size": 16, "schedule": "constant", "log_every": 4,
+            "train": {"learning_rate": 1e-3, "batch_size": 16, "schedule": "constant", "log_every": 1,
                       "progress": cfg.progress},
             "sampling": {"num_samples": cfg.num_samples, "max_new_tokens": cfg.max_new_tokens},
             "rewards": [online_reward],
@@ -410,6 +410,6 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         path = run / "eval.json"
         if path.is_file():
             vader[run.name] = json.loads(path.read_text())["rewards"]["vader"]["mean"]
-    result = DemoResult(report, (report / "table.md").read_text(), vader, accuracy, timings, cached)
+    result = DemoResult(report, (report / "matched_kl.md").read_text(), vader, accuracy, timings, cached)
     (out / "demo.json").write_text(json.dumps({**asdict(result), "report_dir": str(report)}, indent=1))
     return result

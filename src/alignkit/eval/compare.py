@@ -15,6 +15,13 @@ Failures: an exception while training or evaluating one method marks its row ``f
 <error>`` (the traceback goes to ``runs/NAME/error.txt``) and the others go on. Config
 errors (unknown keys, wrong types) stop the command before anything is trained.
 
+Sweeps and seeds: an entry with ``knob`` (a dotted train-config key: ``loss.beta``,
+``ppo.kl_coef``, ``online.stages``, ``train.learning_rate``) and ``values`` runs once per value,
+and every setting runs with ``seeds`` seeds (``seed``, ``seed + 1``, ...), each in its own
+folder ``runs/NAME-<knob><value>-s<seed>`` (the knob's last part; no ``-s0``, so that raising
+``seeds`` of a finished sweep reuses its seed-0 runs). Rows are grouped by entry into a frontier and the matched-KL table (see
+:mod:`alignkit.eval.frontier`) at ``kl_budget`` (0: the largest KL every entry reaches).
+
 Budget: ``budget.max_steps`` is the number of optimizer steps of every method;
 ``budget.samples`` (training prompts seen) sets it to ``ceil(samples / prompts per step)``,
 where a step takes ``train.batch_size x train.grad_accum`` prompts, times
@@ -57,6 +64,19 @@ class MethodEntry:
     overrides: dict[str, Any] = field(
         default_factory=dict
     )  # dotted train-config keys over `base`: {loss.beta: 0.1}
+    knob: str = ""  # the dotted key swept for the frontier: loss.beta, ppo.kl_coef, online.stages, ...
+    values: list[Any] = field(default_factory=list)  # its values, one run (per seed) each; empty: no sweep
+
+
+@dataclass
+class RunSpec:
+    """One training run of a sweep: an entry at one knob value and one seed."""
+
+    entry: MethodEntry
+    name: str  # run folder and row label
+    setting: str  # "beta=0.1" (empty without a sweep)
+    seed: int
+    value: Any = None
 
 
 @dataclass
@@ -76,6 +96,9 @@ class CompareConfig:
     methods: list[MethodEntry] = field(default_factory=list)  # the methods to train and compare
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     seed: int = 0  # train.seed and sampling.seed of every method, and the evaluation's sampling seed
+    seeds: int = 1  # runs per setting, with seeds seed, seed + 1, ... (intervals are over prompts and seeds)
+    kl_budget: float = 0.0  # KL of the matched-KL table (0: the largest KL every method reaches)
+    bootstrap: int = 1000  # bootstrap replicates of the matched-KL intervals
     eval: EvalConfig = field(
         default_factory=EvalConfig
     )  # evaluation of every model (model, output_dir set per run;
@@ -110,17 +133,32 @@ def prompts_per_step(cfg: Config) -> int:
     return cfg.train.batch_size * cfg.train.grad_accum * method_spec(cfg.method).step_shape.batches_per_step(cfg)
 
 
-def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
-    """The typed train config of one method: base + method + overrides + seed, budget and run folder."""
+def expand_runs(cfg: CompareConfig, entry: MethodEntry) -> list[RunSpec]:
+    """The runs of one entry: one per knob value (or one without a sweep) and seed."""
+    leaf = entry.knob.rsplit(".", 1)[-1]
+    runs = []
+    for value in entry.values or [None]:
+        for seed in range(cfg.seed, cfg.seed + max(cfg.seeds, 1)):
+            name = entry.name + (f"-{leaf}{value}" if entry.values else "") + (f"-s{seed}" if seed else "")
+            setting = f"{leaf}={value}" if entry.values else ""
+            runs.append(RunSpec(entry, name, setting, seed, value))
+    return runs
+
+
+def method_config(cfg: CompareConfig, entry: MethodEntry, run: RunSpec | None = None) -> Config:
+    """The typed train config of one run: base + method + overrides (+ knob value) + seed, budget, folder."""
+    run = run or RunSpec(entry, entry.name, "", cfg.seed)
     data = copy.deepcopy(cfg.base)
     data["method"] = entry.method
     for key, value in entry.overrides.items():
         set_dotted(data, str(key), value)
+    if entry.values:
+        set_dotted(data, entry.knob, run.value)
     if cfg.rewards and not data.get("rewards"):
         data["rewards"] = [asdict(r) for r in cfg.rewards]
-    set_dotted(data, "train.seed", cfg.seed)
-    set_dotted(data, "sampling.seed", cfg.seed)
-    set_dotted(data, "train.output_dir", str(Path(cfg.output_dir) / "runs" / entry.name))
+    set_dotted(data, "train.seed", run.seed)
+    set_dotted(data, "sampling.seed", run.seed)
+    set_dotted(data, "train.output_dir", str(Path(cfg.output_dir) / "runs" / run.name))
     train_cfg = from_dict(Config, data)
     steps = cfg.budget.max_steps
     if cfg.budget.samples > 0:
@@ -130,8 +168,8 @@ def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
     return train_cfg
 
 
-def check_compare(cfg: CompareConfig) -> list[Config]:
-    """Every method's train config, built now so that config errors stop the run before any training."""
+def check_compare(cfg: CompareConfig) -> list[tuple[RunSpec, Config]]:
+    """Every run's train config, built now so that config errors stop the run before any training."""
     if not cfg.methods:
         raise ConfigError("methods: no methods to compare; give a list of {name, method, overrides}")
     if not cfg.eval.prompts:
@@ -148,16 +186,27 @@ def check_compare(cfg: CompareConfig) -> list[Config]:
                 "letters, digits, '.', '_' and '-'"
             )
         seen.add(entry.name)
+        if bool(entry.knob) != bool(entry.values):
+            raise ConfigError(f"methods[{i}] ({entry.name}): give both knob (a dotted key such as loss.beta) "
+                              "and values (a list), or neither")
+        if cfg.seeds < 1:
+            raise ConfigError(f"seeds: {cfg.seeds}; give the number of seeds per setting (>= 1)")
+        runs = expand_runs(cfg, entry)
+        odd = [r.name for r in runs if not re.fullmatch(r"[A-Za-z0-9._-]+", r.name)]
+        if odd:
+            raise ConfigError(f"methods[{i}].values: run name {odd[0]!r} would use characters other than "
+                              "letters, digits, '.', '_' and '-'; give plain numbers or words")
         try:
-            train_cfg = method_config(cfg, entry)
-            method_spec(train_cfg.method).check(train_cfg)
-            out.append(train_cfg)
+            for run in runs:
+                train_cfg = method_config(cfg, entry, run)
+                method_spec(train_cfg.method).check(train_cfg)
+                out.append((run, train_cfg))
         except ConfigError as err:
             raise ConfigError(f"methods[{i}] ({entry.name}): {err}") from None
     return out
 
 
-def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str) -> EvalConfig:
+def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str, seed: int | None = None) -> EvalConfig:
     start = cfg.base.get("model", {}).get("name_or_path", "tiny-llama")
     ev = cfg.eval
     return replace(
@@ -165,14 +214,15 @@ def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str) ->
         model=model,
         reference=ev.reference or start,
         rewards=ev.rewards or list(cfg.rewards),
-        sampling=replace(ev.sampling, seed=cfg.seed),
+        sampling=replace(ev.sampling, seed=cfg.seed if seed is None else seed),
         output_dir=str(out_dir),
         implicit_reward=implicit if ev.implicit_reward == "auto" else ev.implicit_reward,
     )
 
 
 def implicit_reward_of(method: str) -> str:
-    """The policy's implicit reward for preference accuracy: its spec's (the log ratio if its loss uses a reference)."""
+    """The policy's implicit reward for preference accuracy, from its spec: ``ratio``, ``logp``, or ``mean_logp``
+    for the length-normalised losses (SimPO, ORPO, PRO, RRHF), as each loss declares when it registers."""
     return method_spec(method).implicit_reward
 
 
@@ -205,8 +255,8 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference) -> tuple[dict, str]:
-    """Train (unless finished) and evaluate (unless evaluated) one method; returns (eval result, status)."""
+def run_method(run: RunSpec, train_cfg: Config, ev: EvalConfig, reference) -> tuple[dict, str]:
+    """Train (unless finished) and evaluate (unless evaluated) one run; returns (eval result, status)."""
     from alignkit.eval.runner import evaluate_model
     from alignkit.train.guard import claim_output_dir
     from alignkit.train.run import method_sections, run_train
@@ -216,16 +266,16 @@ def run_method(entry: MethodEntry, train_cfg: Config, ev: EvalConfig, reference)
     sections = method_sections(train_cfg.method)  # config.yaml holds the sections the method reads
     current = {k: v for k, v in to_dict(train_cfg).items() if k in sections}
     if final.is_dir() and not _same(_saved_yaml(run_dir / "config.yaml"), current):
-        log.info("%s: the config changed since the last run; training again", entry.name)
+        log.info("%s: the config changed since the last run; training again", run.name)
         (run_dir / "eval.json").unlink(missing_ok=True)
     elif final.is_dir():
         done = _finished_eval(run_dir, ev)
         if done is not None:
-            log.info("%s: finished earlier; reusing %s", entry.name, run_dir / "eval.json")
+            log.info("%s: finished earlier; reusing %s", run.name, run_dir / "eval.json")
             return done, "ok (cached)"
-        log.info("%s: trained earlier; evaluating %s", entry.name, final)
+        log.info("%s: trained earlier; evaluating %s", run.name, final)
         return evaluate_model(ev, reference=reference), "ok (eval only)"
-    log.info("%s: training %s", entry.name, train_cfg.method)
+    log.info("%s: training %s", run.name, train_cfg.method)
     (run_dir / "eval.json").unlink(missing_ok=True)
     if not train_cfg.train.resume:  # compare owns runs/NAME: training again replaces what an earlier run left
         claim_output_dir(run_dir, resume=False, overwrite=True)
@@ -274,17 +324,19 @@ def run_compare(cfg: CompareConfig) -> Path:
 
         result, status = _guarded("start", runs / "start", start_row)
         samples = read_samples(runs / "start/samples.jsonl") if result else []
-        rows.append(ReportRow(f"start ({start_ev.reference})", result, status, samples))
+        rows.append(ReportRow("start", result, status, samples, group="start"))
     if cfg.include_dataset:
         rows += dataset_rows(start_ev)
-    for entry, train_cfg in zip(cfg.methods, train_cfgs):
+    for run, train_cfg in train_cfgs:
         run_dir = Path(train_cfg.train.output_dir)
-        ev = eval_config(cfg, str(run_dir / "final"), run_dir, implicit_reward_of(entry.method))
-        result, status = _guarded(entry.name, run_dir, run_method, entry, train_cfg, ev, reference)
+        ev = eval_config(cfg, str(run_dir / "final"), run_dir, implicit_reward_of(run.entry.method), run.seed)
+        result, status = _guarded(run.name, run_dir, run_method, run, train_cfg, ev, reference)
         samples = read_samples(run_dir / "samples.jsonl") if result else []
-        rows.append(ReportRow(entry.name, result, status, samples, read_metrics(run_dir / "metrics.jsonl")))
+        rows.append(ReportRow(run.name, result, status, samples, read_metrics(run_dir / "metrics.jsonl"),
+                              group=run.entry.name, setting=run.setting, seed=run.seed))
     return write_compare_report(
-        out / "report", rows, cfg.samples_shown, title=f"alignkit compare: {out.name}"
+        out / "report", rows, cfg.samples_shown, title=f"alignkit compare: {out.name}",
+        start_model=start_ev.reference, kl_budget=cfg.kl_budget or None, bootstrap=cfg.bootstrap,
     )
 
 

@@ -31,6 +31,9 @@ class ReportRow:
     status: str = "ok"  # "ok", "ok (cached)", or "failed: <the error's first line>"
     samples: list[dict] = field(default_factory=list)  # its samples.jsonl rows: prompt, responses, rewards
     curve: list[dict] = field(default_factory=list)  # its metrics.jsonl records (trained models)
+    group: str = ""  # the method (compare entry) whose frontier this run belongs to; "start"; "" for none
+    setting: str = ""  # its knob setting ("beta=0.1"; empty without a sweep)
+    seed: int | None = None
 
 
 def summary_row(label: str, result: dict | None, status: str = "ok") -> dict[str, Any]:
@@ -166,48 +169,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_tradeoff(
-    rows: Sequence[dict],
-    x_key: str,
-    x_label: str,
-    path: Path,
-    lower_x_better: bool = True,
-    colors: dict | None = None,
-) -> Path:
-    """Each reward (one panel) against ``x_key`` (KL, perplexity), one labelled point per row.
-
-    The non-dominated rows (higher reward, and lower ``x`` when ``lower_x_better``) are
-    joined by a line: the empirical frontier.
-    """
-    from alignkit.eval.metrics import pareto_front
-
-    plt = _pyplot()
-    names = reward_names(rows) or ["(none)"]
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        pts = [
-            (r[x_key], r[f"reward/{name}"], r.get(f"reward/{name}_se"), r["method"])
-            for r in rows
-            if r.get(x_key) is not None and r.get(f"reward/{name}") is not None
-        ]
-        for x, y, se, label in pts:
-            ax.errorbar([x], [y], yerr=[se or 0.0], fmt="o", capsize=3, color=(colors or {}).get(label))
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        if pts:
-            sign = -1.0 if lower_x_better else 1.0
-            front = sorted(
-                (pts[i] for i in pareto_front([(sign * p[0], p[1]) for p in pts])), key=lambda p: p[0]
-            )
-            ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", label="frontier")
-            ax.legend(loc="best", fontsize=8)
-        else:
-            ax.text(0.5, 0.5, f"no {x_label}", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(f"reward ({name})")
-        ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
 # a panel of the learning curves, and the metrics.jsonl keys that feed it (trainers name them differently)
 CURVE_KEYS = {"loss": ("loss", "train/loss"), "reward": ("reward", "reward/mean"), "kl": ("kl",)}
 
@@ -275,8 +236,8 @@ def plot_best_of_k(results: dict[str, dict], path: Path, colors: dict | None = N
         ax.set_xlabel("k (samples per prompt)")
         ax.set_ylabel(f"best-of-k reward ({name})")
         ax.grid(alpha=0.3)
-        if curves:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if curves:  # inside the axes: a legend outside squeezed the plot to a sliver
+            ax.legend(fontsize=7, loc="lower right", framealpha=0.7)
         else:
             ax.text(0.5, 0.5, "best_of_k is off", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
@@ -389,7 +350,7 @@ def html_page(title: str, sections: Sequence[tuple[str, str]]) -> str:
 def _first_samples(samples: list[dict]) -> list[dict]:
     return [
         {
-            "response": (s.get("responses") or [""])[0],
+            "response": (s.get("responses") or [""])[0].strip(),  # tokenizers decode a leading space
             "rewards": {k: (v[0] if v else None) for k, v in s.get("rewards", {}).items()},
         }
         for s in samples
@@ -397,41 +358,68 @@ def _first_samples(samples: list[dict]) -> list[dict]:
 
 
 def write_compare_report(
-    out_dir: str | Path, rows: Sequence[ReportRow], samples_shown: int = 8, title: str = "alignkit compare"
+    out_dir: str | Path,
+    rows: Sequence[ReportRow],
+    samples_shown: int = 8,
+    title: str = "alignkit compare",
+    start_model: str = "",
+    kl_budget: float | None = None,
+    bootstrap: int = 1000,
 ) -> Path:
-    """``table.md``, ``table.csv``, four PNG plots and ``report.html`` in ``out_dir``; returns ``out_dir``."""
+    """``matched_kl.md`` (the headline), ``table.md``, ``table.csv``, the plots and ``report.html``."""
+    from alignkit.eval.frontier_report import MATCHED_NOTE, matched_cells, matched_tables, method_groups
+    from alignkit.eval.frontier_report import plot_frontiers as frontiers
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flat = [summary_row(r.label, r.result, r.status) for r in rows]
     headers, cells = table_cells(flat)
     (out / "table.md").write_text(markdown_table(headers, cells))
     write_csv(out / "table.csv", flat)
-    ok = [f for f in flat if f.get("length") is not None]
-    colors = colors_for([r.label for r in rows])
+    names = reward_names(flat)
+    matched = matched_tables(rows, names, kl_budget, bootstrap)
+    matched_md, matched_html = [], []
+    for name, table in matched.items():
+        m_headers, m_cells = matched_cells(table, method_groups(rows, name)[0])
+        heading = f"Reward ({name}) at matched KL {table.budget:.2f}"
+        matched_md.append(f"{heading}\n\n" + markdown_table(m_headers, m_cells))
+        matched_html.append(f"<h3>{html.escape(heading)}</h3>" + html_table(m_headers, m_cells, "results matched"))
+    (out / "matched_kl.md").write_text("\n".join(matched_md) or "no method has KL measurements\n")
+    by_method = colors_for(list(dict.fromkeys(r.group or r.label for r in rows)))  # runs of a method share one
+    colors = {**by_method, **{r.label: by_method[r.group or r.label] for r in rows}}
     plots = {
-        "Reward against KL(pi || pi_start): the frontier": plot_tradeoff(
-            ok, "kl", "KL to the starting model (nats)", out / "reward_vs_kl.png", colors=colors
-        ),
-        "Reward against perplexity of the reference responses": plot_tradeoff(
-            ok, "perplexity", "perplexity", out / "reward_vs_perplexity.png", colors=colors
-        ),
+        "Reward against KL(pi || pi_start): each method's settings and frontier": frontiers(
+            rows, names, "kl", "KL to the starting model (nats)", out / "reward_vs_kl.png", colors=colors),
+        "Reward against perplexity of the reference responses": frontiers(
+            rows, names, "perplexity", "perplexity", out / "reward_vs_perplexity.png", colors=colors),
+        "Reward against diversity (MSTTR-100)": frontiers(
+            rows, names, "msttr_100", "MSTTR-100 (higher: more diverse)", out / "reward_vs_msttr.png",
+            lower_x_better=False, colors=colors),
+        "Reward against diversity (distinct-2)": frontiers(
+            rows, names, "distinct_2", "distinct-2 (higher: more diverse)", out / "reward_vs_distinct2.png",
+            lower_x_better=False, colors=colors),
         "Learning curves (metrics.jsonl)": plot_learning_curves(
             {r.label: r.curve for r in rows if r.curve}, out / "learning_curves.png", colors=colors
-        ),
+        ) if any(r.curve for r in rows) else None,
         "Best-of-k: mean reward of the best of k samples": plot_best_of_k(
             {r.label: r.result for r in rows}, out / "best_of_k.png", colors=colors
-        ),
+        ) if any(r.result and r.result.get("best_of_k") for r in rows) else None,
     }
     prompts = next(([s["prompt"] for s in r.samples] for r in rows if r.samples), [])
     columns = {r.label: _first_samples(r.samples) for r in rows if r.samples}
     failed = [r for r in rows if r.status.startswith("failed")]
-    sections = [("Results", f'<div class="scroll">{html_table(headers, cells)}</div>' + NOTES)]
+    sections = []
+    if matched_html:
+        sections.append(("Matched KL: reward at the same distance from the start model",
+                         '<div class="scroll">' + "".join(matched_html) + "</div>" + MATCHED_NOTE))
+    start_note = f"<p>start: the starting model, {html.escape(start_model)}.</p>" if start_model else ""
+    sections.append(("Every run", f'<div class="scroll">{html_table(headers, cells)}</div>' + NOTES + start_note))
     if failed:
         items = "".join(f"<li><b>{html.escape(r.label)}</b>: {html.escape(r.status)}</li>" for r in failed)
         sections.append(("Failed runs", f'<ul class="failed">{items}</ul>'))
     figures = "".join(
         f"<figure>{image_tag(path, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for caption, path in plots.items()
+        for caption, path in plots.items() if path is not None
     )
     sections.append(("Plots", figures))
     sections.append(

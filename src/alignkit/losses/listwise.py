@@ -59,7 +59,7 @@ def listwise_dpo(batch: RankedBatch, *, beta: float = 0.1):
     return plackett_luce_nll(rewards, batch.scores, batch.mask), preference_metrics(batch, rewards)
 
 
-@register_loss("pro", needs_reference=False, data="ranked")
+@register_loss("pro", needs_reference=False, data="ranked", implicit_reward="mean_logp")
 def pro(batch: RankedBatch, *, beta: float = 0.05, temperature: float = 1.0):
     """PRO, Song et al. 2024 "Preference Ranking Optimization", arXiv 2306.17492, eq. 8-9.
 
@@ -79,7 +79,7 @@ def pro(batch: RankedBatch, *, beta: float = 0.05, temperature: float = 1.0):
     return loss, preference_metrics(batch, mean_logps)
 
 
-@register_loss("rrhf", needs_reference=False, data="ranked")
+@register_loss("rrhf", needs_reference=False, data="ranked", implicit_reward="mean_logp")
 def rrhf(batch: RankedBatch, *, lam: float = 1.0):
     """RRHF, Yuan et al. 2023, arXiv 2304.05302, eq. 2-4.
 

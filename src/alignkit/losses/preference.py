@@ -91,7 +91,7 @@ def r_dpo(batch: RankedBatch, *, beta: float = 0.1, alpha: float = 0.01):
     return pair_mean(F.softplus(-h), better_pairs(batch.scores, batch.mask)), preference_metrics(batch, rewards)
 
 
-@register_loss("simpo", needs_reference=False)
+@register_loss("simpo", needs_reference=False, implicit_reward="mean_logp")
 def simpo(batch: RankedBatch, *, beta: float = 2.0, gamma: float = 0.5):
     """SimPO, Meng et al. 2024, arXiv 2405.14734, eq. 6.
 
@@ -126,7 +126,7 @@ def _log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
     return logp - log1mexp(logp)
 
 
-@register_loss("orpo", needs_reference=False)
+@register_loss("orpo", needs_reference=False, implicit_reward="mean_logp")
 def orpo(batch: RankedBatch, *, lam: float = 0.1):
     """ORPO, Hong et al. 2024, arXiv 2403.07691, eq. 6-7.
 

@@ -15,10 +15,11 @@ LOSSES: dict[str, LossFn] = {}
 
 
 DATA_SHAPES = ("pairs", "ranked", "unpaired")
+IMPLICIT_REWARDS = ("ratio", "logp", "mean_logp")
 
 
 def register_loss(name: str, *, needs_reference: bool, data: str = "pairs", trains: str = "policy",
-                  mismatched_pairs: bool = False) -> Callable[[LossFn], LossFn]:
+                  implicit_reward: str = "", mismatched_pairs: bool = False) -> Callable[[LossFn], LossFn]:
     """Add ``fn`` to :data:`LOSSES` under ``name``.
 
     ``needs_reference`` tells the trainer whether ``RankedBatch.ref_logps`` must be
@@ -27,10 +28,16 @@ def register_loss(name: str, *, needs_reference: bool, data: str = "pairs", trai
     or ``unpaired`` (responses marked desirable or not, KTO); every row of the training
     data is checked for it (:data:`alignkit.data.requirements.NEED_OF_DATA`). ``trains``:
     ``policy`` (a training method of its own, see :mod:`alignkit.train.methods`) or
-    ``reward_model`` (a loss of ``method: reward_model``). ``mismatched_pairs`` asks the
-    trainer for ``RankedBatch.mismatched_log_ratios`` (an extra forward of policy and
-    reference on cycled prompt/response pairs).
+    ``reward_model`` (a loss of ``method: reward_model``). ``implicit_reward``: the score the loss
+    ranks responses by, which evaluation uses for preference accuracy: ``ratio`` (log pi/pi_ref),
+    ``logp`` (summed log pi) or ``mean_logp`` (log pi per token: the length-normalised SimPO, ORPO,
+    PRO, RRHF); empty: ``ratio`` when the loss needs a reference, else ``logp``.
+    ``mismatched_pairs`` asks the trainer for ``RankedBatch.mismatched_log_ratios`` (an extra
+    forward of policy and reference on cycled prompt/response pairs).
     """
+    implicit_reward = implicit_reward or ("ratio" if needs_reference else "logp")
+    if implicit_reward not in IMPLICIT_REWARDS:
+        raise ValueError(f"loss {name!r}: implicit_reward must be one of {IMPLICIT_REWARDS}")
     if data not in DATA_SHAPES or trains not in ("policy", "reward_model"):
         raise ValueError(f"loss {name!r}: data must be one of {DATA_SHAPES} and trains policy or reward_model")
 
@@ -41,6 +48,7 @@ def register_loss(name: str, *, needs_reference: bool, data: str = "pairs", trai
         fn.mismatched_pairs = mismatched_pairs  # type: ignore[attr-defined]
         fn.method_name = name  # type: ignore[attr-defined]
         fn.data, fn.trains = data, trains  # type: ignore[attr-defined]
+        fn.implicit_reward = implicit_reward  # type: ignore[attr-defined]
         LOSSES[name] = fn
         return fn
 

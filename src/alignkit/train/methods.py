@@ -54,7 +54,7 @@ class MethodSpec:
     data: str  # rows it trains on: sft, pairs, ranked, unpaired (KTO), prompts (it samples), spans (span feedback), or a plugin's own
     uses: str = ""  # the registry entry it runs: a loss, a selector or an algorithm ("" for its own trainer)
     needs_reference: bool = False  # the policy's loss reads a reference model
-    implicit_reward: str = "logp"  # the policy's implicit reward for preference accuracy: ratio (vs the reference) or logp
+    implicit_reward: str = "logp"  # the policy's implicit reward for preference accuracy: ratio (vs the reference), logp or mean_logp (per token)
     step_shape: StepShape = field(default_factory=StepShape)
     default_update: str = ""  # sampling methods: the update when online.loss is empty (sft or a loss name)
     check: Callable[[Any], None] = _no_check  # fn(Config): raise ConfigError before any model loads

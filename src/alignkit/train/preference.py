@@ -100,7 +100,7 @@ def preference_methods() -> dict[str, MethodSpec]:
     """Every policy loss of ``LOSSES`` (not the reward model's) is a method of its own name."""
     return {
         name: MethodSpec(name, "preference", train_preference, data=fn.data, uses=name,
-                         needs_reference=fn.needs_reference, implicit_reward="ratio" if fn.needs_reference else "logp",
+                         needs_reference=fn.needs_reference, implicit_reward=fn.implicit_reward,
                          check=_check_hyperparameters,
                          sections=("loss", "engine") + (("reference",) if fn.needs_reference else ()))
         for name, fn in LOSSES.items() if fn.trains == "policy"
