@@ -52,8 +52,17 @@ def _methods(args: argparse.Namespace) -> int:
     from alignkit.train.run import TRAINERS, _load_plugins
 
     _load_plugins()
+    from alignkit.config.rl import PPOConfig
+    from alignkit.train.ppo import ALGORITHMS
+
+    ppo_defaults = vars(PPOConfig())
     for name in sorted(TRAINERS):
-        print(f"{name:14s} trainer")
+        algo = ALGORITHMS.get(name)
+        if algo is None:
+            print(f"{name:14s} trainer")
+            continue
+        hp = ", ".join(f"ppo.{k}={ppo_defaults[k]}" for k in algo.reads)
+        print(f"{name:14s} RL ({algo.paper}) {hp}")
     for name, fn in sorted(LOSSES.items()):
         hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(name).items())
         ref = "reference" if fn.needs_reference else "reference-free"

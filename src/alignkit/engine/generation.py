@@ -24,6 +24,7 @@ class Samples:
     response_ids: list[list[list[int]]]  # B x K, EOS kept when the response ended
     texts: list[list[str]]  # B x K decoded responses, special tokens removed
     metrics: dict[str, float] = field(default_factory=dict)
+    logprobs: list[list[list[float]]] | None = None  # B x K x len: the sampler's log-probs (another engine)
 
 
 def _trim(row: torch.Tensor, eos_ids: set[int], pad_id: int) -> list[int]:

@@ -72,7 +72,8 @@ def _load_plugins() -> None:
     """Import the modules that register trainers beyond SFT and the loss registry."""
     import importlib
 
-    for name in ("alignkit.train.reward_model", "alignkit.train.sampling", "alignkit.train.ppo"):
+    for name in ("alignkit.train.reward_model", "alignkit.train.sampling", "alignkit.train.ppo",
+                 "alignkit.train.rl_family"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
