@@ -115,8 +115,15 @@ def test_a_sampler_that_gives_log_probs_gets_truncated_importance_weights():
     torch.testing.assert_close(w, torch.where(r.mask, (r.logprobs + 1.0).exp().clamp(max=2.0), 0.0))
 
 
-# Measured with train_on_the_task (40 steps, fresh samples of the 24 review prompts x 8; SFT model 0.090),
-# training seeds 0-2, 2 shared CPU cores, one thread: see the README's RL section for the table.
+# Measured with train_on_the_task (40 steps of each shipped config, fresh samples of the 24 review prompts x 8,
+# sampling seed 1234), training seeds 0 / 1 / 2; SFT model before: reward 0.090 (its own reference, KL 0).
+#   dapo                   reward 0.487 0.494 0.507  KL (nats/response) 3.99 3.53 4.64
+#   dr_grpo                reward 0.567 0.559 0.578  KL 1.43 1.59 1.43
+#   gspo                   reward 0.686 0.671 0.674  KL 9.11 9.90 6.05  (kl_coef 0 in gspo_tiny)
+#   reinforce_pp           reward 0.624 0.590 0.572  KL 2.05 1.62 1.09
+#   reinforce_pp_baseline  reward 0.560 0.551 0.563  KL 1.18 1.80 1.28
+#   ma_ppo                 reward 0.706 0.629 0.661  KL 4.36 1.56 2.08
+# The asserted margin: reward up by > 0.3 (least measured gain 0.397).
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("name", FAMILY)
@@ -124,4 +131,4 @@ def test_family_raises_the_vader_reward_of_fresh_samples(tmp_path, sft_model, na
     before, after, _ = train_on_the_task(tmp_path, sft_model, f"{name}_tiny", seed=seed)
     print("MEASURED", name, seed, "before", round(before["reward"], 3), "after", round(after["reward"], 3),
           "kl", round(after["kl"], 2))
-    assert after["reward"] > before["reward"] + 0.1, (before, after)
+    assert after["reward"] > before["reward"] + 0.3, (before, after)
