@@ -88,7 +88,11 @@ def prepare(model: str, workdir: Path, n_prompts: int) -> None:
         folder = smollm2_folder()
         gguf = next(folder.glob("*.gguf")).name
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+        dequantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+        config = dequantized.config
+        config.__dict__.pop("quantization_config", None)  # a GGUF-loaded model refuses save_pretrained
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        lm.load_state_dict(dequantized.state_dict())
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     lm.save_pretrained(workdir / "model")

@@ -46,13 +46,9 @@ def test_every_config_loads(path):
             check_compare(cfg)  # builds every method's train config
         return
     cfg = load_config(path)
-    from alignkit.losses import LOSSES, check_hyperparameters
-    from alignkit.train.run import TRAINERS, _load_plugins
+    from alignkit.train.methods import method_spec
 
-    _load_plugins()
-    assert cfg.method in TRAINERS or cfg.method in LOSSES
-    if cfg.method in LOSSES:
-        check_hyperparameters(cfg.method, cfg.loss)
+    method_spec(cfg.method).check(cfg)  # every check run_train does before loading a model
 
 
 def test_losses_and_engine_import_with_torch_alone():

@@ -48,25 +48,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
-    from alignkit.losses import LOSSES, hyperparameters
-    from alignkit.train.run import TRAINERS, _load_plugins
+    from alignkit.losses import hyperparameters
+    from alignkit.train.methods import all_methods
 
-    _load_plugins()
-    from alignkit.config.rl import PPOConfig
-    from alignkit.train.ppo import ALGORITHMS
+    for name, spec in sorted(all_methods().items()):
+        ref = "reference" if spec.needs_reference else "reference-free"
+        hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(spec.uses).items()) if spec.family == "preference" else ""
+        update = f"update={spec.default_update}" if spec.default_update else ""
+        if spec.family == "rl":  # the paper and the ppo: defaults the algorithm reads
+            from alignkit.config.rl import PPOConfig
+            from alignkit.train.algorithms import ALGORITHMS
 
-    ppo_defaults = vars(PPOConfig())
-    for name in sorted(TRAINERS):
-        algo = ALGORITHMS.get(name)
-        if algo is None:
-            print(f"{name:14s} trainer")
-            continue
-        hp = ", ".join(f"ppo.{k}={ppo_defaults[k]}" for k in algo.reads)
-        print(f"{name:14s} RL ({algo.paper}) {hp}")
-    for name, fn in sorted(LOSSES.items()):
-        hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(name).items())
-        ref = "reference" if fn.needs_reference else "reference-free"
-        print(f"{name:14s} loss ({ref}) {hp}")
+            algo, ppo_defaults = ALGORITHMS[spec.uses], vars(PPOConfig())
+            hp = f"({algo.paper}) " + ", ".join(f"ppo.{k}={ppo_defaults[k]}" for k in algo.reads)
+        print(f"{name:14s} {spec.family:12s} {spec.data:8s} {ref:14s} {hp or update}".rstrip())
     return 0
 
 

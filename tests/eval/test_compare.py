@@ -69,10 +69,9 @@ def test_budget_in_samples_by_hand(tmp_path):
 
 def test_a_new_trainer_declares_its_step_shape_and_compare_budgets_it_without_edits(tmp_path, monkeypatch):
     """A plugin trainer taking 3 batches a step over 2 stages: 24 prompts / (4 x 3) = 2 steps, 1 a stage."""
-    from alignkit.train import run
+    from alignkit.train import methods, run
 
-    monkeypatch.setattr(run, "TRAINERS", dict(run.TRAINERS))
-    monkeypatch.setattr(run, "STEP_SHAPES", dict(run.STEP_SHAPES))
+    monkeypatch.setattr(methods, "METHODS", dict(methods.METHODS))
     run.register_trainer("dpo", run.StepShape(batches_per_step=lambda cfg: 3, stages=lambda cfg: 2))(lambda cfg: None)
     cfg = config([f"output_dir={tmp_path}", "budget.samples=24"])
     assert method_config(cfg, MethodEntry("d", "dpo")).train.max_steps == 1

@@ -24,16 +24,16 @@ from alignkit.models.tiny import build_tiny_model, build_tiny_tokenizer
 from alignkit.rewards import build_reward
 from alignkit.train import ppo
 from alignkit.train.accelerator import make_accelerator
-from alignkit.train.build import build_reference
-from alignkit.train.ppo import (
+from alignkit.train.algorithms import (
+    ALGORITHMS,
     Minibatch,
-    PPOConfig,
     group_advantages,
     grpo_policy_loss,
     leave_one_out_advantages,
-    ppo_update,
     sequence_policy_loss,
 )
+from alignkit.train.build import build_reference
+from alignkit.train.ppo import PPOConfig, ppo_update
 from alignkit.train.rollout import (
     ActorCritic,
     build_actor_critic,
@@ -176,7 +176,7 @@ def test_a_ppo_update_on_a_fixed_rollout_reduces_its_losses(fixed_rollout):
     assert pg_before == pytest.approx(float(expected), abs=1e-5)
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     cfg = PPOConfig(num_ppo_epochs=4, num_minibatches=2, vf_coef=1.0)
-    stats = ppo_update(ppo.ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
+    stats = ppo_update(ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
                        advantages, returns, beta=0.05, step=0, seed=0)
     pg_after, vf_after = losses_on(module, r, advantages, returns)
     assert stats["ppo_epochs"] == 4 and stats["early_stop"] == 0
@@ -189,7 +189,7 @@ def test_an_update_stops_once_the_approximate_kl_passes_target_kl_stop(fixed_rol
     module, r, advantages, returns = fixed_rollout
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
     cfg = PPOConfig(num_ppo_epochs=4, num_minibatches=2, target_kl_stop=1e-3)
-    stats = ppo_update(ppo.ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
+    stats = ppo_update(ALGORITHMS["ppo"], cfg, module, optimizer, make_accelerator(TrainConfig()), r,
                        advantages, returns, beta=0.05, step=0, seed=0)
     # the first minibatch starts at ratio 1 (approx KL 0); after one large step the next one is past 1e-3
     assert stats["early_stop"] == 1 and stats["ppo_epochs"] == 1
@@ -252,6 +252,32 @@ def test_every_shipped_config_trains_and_logs_its_metrics(tmp_path, name):
     assert all(math.isfinite(v) for r in records for k, v in r.items() if k != "explained_variance")
     assert (out / "final" / "model.safetensors").is_file()
     assert (out / "final" / "value_model.safetensors").is_file() == name.startswith("ppo")
+
+
+@pytest.mark.parametrize("name", ["ppo_tiny", "rloo_tiny", "grpo_tiny"])
+def test_batch_1_times_8_accumulation_equals_batch_8(tmp_path, name):
+    """One rollout of the same 8 prompts, updated as 1 forward of 8 prompts or 8 accumulated forwards of 1:
+    the same gradients (its norm is logged before clipping, so a wrong loss scale shows even under Adam,
+    which would hide it in the weights), losses and final weights.
+
+    Tolerance 1e-5: the runs sum the same per-sample gradients in another order and with other padding,
+    so they agree to fp32 rounding, over 2 epochs x 2 minibatches = 4 AdamW steps at lr 1e-3.
+    """
+    common = ["train.max_steps=1", "ppo.num_ppo_epochs=2", "ppo.num_minibatches=2", "train.learning_rate=1e-3",
+              "sampling.num_samples=2"]
+    big = run_train(rl_config(tmp_path, "big", *common, "train.batch_size=8", "train.grad_accum=1", config=name))
+    acc = run_train(rl_config(tmp_path, "acc", *common, "train.batch_size=1", "train.grad_accum=8", config=name))
+    (a,), (b,) = rows(big), rows(acc)
+    assert a["reward"] == b["reward"]  # the same prompts and samples
+    # (approx_kl and clipfrac are token means per forward, averaged over forwards: they depend on the split)
+    keys = ["grad_norm", "loss/policy"] + (["loss/value"] if name == "ppo_tiny" else [])
+    for key in keys:
+        assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    assert a["grad_norm"] > 0
+    wa, wb = load_file(str(big / "final" / "model.safetensors")), load_file(str(acc / "final" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0, msg=k)
+    assert a["approx_kl"] > 0 and b["approx_kl"] > 0  # the policy moved between minibatches
 
 
 def test_an_interrupted_and_resumed_run_repeats_the_same_steps(tmp_path, monkeypatch):

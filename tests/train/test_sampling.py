@@ -19,6 +19,7 @@ from alignkit.models.loading import load_causal_lm
 from alignkit.models.tiny import tiny_model_dir
 from alignkit.rewards import build_reward
 from alignkit.train import sampling
+from alignkit.train.candidates import Candidates
 from alignkit.train.run import run_train
 from alignkit.train.sampling import ModelSource, gather, load_prompts, select, stage_dir, to_examples
 from alignkit.train.sft import SFTMethod
@@ -46,9 +47,11 @@ def weights(path):
 
 
 def records(scores):
-    return [{"prompt": f"p{b}", "responses": [f"r{b}{k}" for k in range(len(s))], "scores": s,
-             "prompt_ids": [0, 10 + b], "response_ids": [[20 + k, 1] for k in range(len(s))]}
+    """Hand-made candidates: prompt b's k-th response is ``r{b}{k}`` with token ids ``[20 + k, 1]``."""
+    rows = [{"prompt": f"p{b}", "responses": [f"r{b}{k}" for k in range(len(s))], "sources": ["policy"] * len(s),
+             "prompt_ids": [0, 10 + b], "response_ids": [[20 + k, 1] for k in range(len(s))], "scores": s}
             for b, s in enumerate(scores)]
+    return Candidates.from_rows(rows)
 
 
 def shout_filter(prompts, responses, scores):
@@ -62,14 +65,15 @@ def test_the_filter_hook_removes_candidates_before_ranking(tmp_path):
     assert [(it.row, it.indices) for it in items] == [(0, [1]), (1, [0])]
     items = select("raft", recs, cfg, stage=0, filter_fn=shout_filter)
     assert [(it.row, it.indices) for it in items] == [(0, [2]), (1, [0])]
-    assert recs[0]["kept"] == [False, False, True] and recs[1]["kept"] == [True, False]
+    assert recs.rows()[0]["kept"] == [False, False, True] and recs.rows()[1]["kept"] == [True, False]
 
 
 def test_eq5_ranking_uses_the_stored_log_probs():
     # r = [0.9, 0.5], log pi/pi_ref = [3, 0], kl_beta 0.2: [0.9 - 0.6, 0.5] = [0.3, 0.5]: the second wins
     cfg = load_config(None, ["method=raft", "online.kl_beta=0.2"])
     recs = records([[0.9, 0.5]])
-    recs[0].update(logps=[-2.0, -5.0], ref_logps=[-5.0, -5.0])
+    recs.set_values("logps", [[-2.0, -5.0]])
+    recs.set_values("ref_logps", [[-5.0, -5.0]])
     assert [it.indices for it in select("raft", recs, cfg, stage=0)] == [[1]]
 
 
@@ -129,7 +133,7 @@ def test_candidates_from_the_policy_another_model_and_the_dataset(tmp_path):
     recs, metrics = gather(sources, rows, SamplingConfig(num_samples=2, max_new_tokens=5))
     assert len(recs) == 3 and metrics["gen/tokens_per_s"] > 0
     first = load_examples(ASSETS / "tiny_pairs.jsonl", max_rows=1)[0]
-    rec = recs[0]
+    rec = recs.rows()[0]
     assert rec["prompt"] == first.prompt and rec["sources"] == ["policy"] * 2 + ["dataset"] * 2 + [str(other)] * 2
     assert rec["responses"][2:4] == first.responses  # the row's own chosen and rejected
     assert tok.decode(rec["response_ids"][2], skip_special_tokens=True) == first.responses[0]
@@ -251,8 +255,9 @@ def test_each_process_samples_scores_and_returns_its_own_block_of_the_prompts(mo
         blocks.append(sampling.sample_stage(cfg, 3, sources, rows, reward, {}, progress=False)[0])
     draw = [r.prompt for r in sampling._draw(rows, 5, cfg.train.seed + 3)]
     assert calls == [(draw[:3], cfg.sampling.seed + 3), (draw[3:], cfg.sampling.seed + 3 + 1_000_003)]
-    assert [r["prompt"] for r in blocks[0] + blocks[1]] == draw
-    assert all(len(r["scores"]) == len(r["responses"]) == 2 for r in blocks[0] + blocks[1])
+    both = blocks[0].rows() + blocks[1].rows()
+    assert [r["prompt"] for r in both] == draw
+    assert all(len(r["scores"]) == len(r["responses"]) == 2 for r in both)
 
 
 def test_generation_metrics_of_several_processes_merge_into_one_throughput():

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from alignkit.train.candidates import Candidates
 from alignkit.train.selection import (
     SELECTORS,
     Item,
@@ -56,10 +57,10 @@ def test_masked_candidates_are_never_kept():
 
 def test_raft_selector_local_and_global():
     rng = random.Random(0)
-    local = SELECTORS["raft"](SCORES, ALL, OnlineConfig(ranking="local"), rng)
+    local = SELECTORS["raft"].select(Candidates.of_scores(SCORES, ALL), OnlineConfig(ranking="local"), rng)
     assert [(it.row, it.indices, it.scores) for it in local] == [(0, [0], None), (1, [1], None), (2, [0], None)]
     # global: the top 1/K of the 9 samples, ceil(9 / 3) = 3 of them
-    glob = SELECTORS["raft"](SCORES, ALL, OnlineConfig(ranking="global"), rng)
+    glob = SELECTORS["raft"].select(Candidates.of_scores(SCORES, ALL), OnlineConfig(ranking="global"), rng)
     assert [(it.row, it.indices) for it in glob] == [(0, [0]), (0, [1]), (2, [0])]
 
 
@@ -113,7 +114,8 @@ def test_random_pairs_are_disjoint_and_drop_the_odd_one():
 def test_rso_selector_labels_each_pair_better_first_and_skips_ties():
     scores = torch.tensor([[0.1, 0.9, 0.4, 0.7], [0.5, 0.5, 0.5, 0.5]])
     cfg = OnlineConfig(rso_beta=1e9, rso_num_accepted=4)  # accept all, then pair at random
-    items = SELECTORS["rso"](scores, torch.ones(2, 4, dtype=torch.bool), cfg, random.Random(3))
+    items = SELECTORS["rso"].select(Candidates.of_scores(scores, torch.ones(2, 4, dtype=torch.bool)), cfg,
+                                     random.Random(3))
     assert len(items) == 2 and all(it.row == 0 for it in items)  # the all-tied prompt gives no pair
     for it in items:
         assert it.scores == [scores[0, it.indices[0]].item(), scores[0, it.indices[1]].item()]
@@ -128,14 +130,14 @@ def test_best_and_worst_labelling():
     assert best.tolist()[:2] == [1, 0] and worst.tolist()[0] == 2  # first of equals
     assert (best[2].item(), worst[2].item()) == (2, 1)  # the masked 1.0 is not the best
     assert differ.tolist() == [True, False, True]
-    items = SELECTORS["iterative_dpo"](scores, mask, OnlineConfig(), None)
+    items = SELECTORS["iterative_dpo"].select(Candidates.of_scores(scores, mask), OnlineConfig(), None)
     assert [(it.row, it.indices, it.scores) for it in items] == [(0, [1, 2], [1.0, 0.0]), (2, [2, 1], [1.0, 0.0])]
 
 
 def test_ranked_selector_keeps_every_valid_candidate_with_its_score():
     scores = torch.tensor([[0.2, 0.9, -0.5], [0.3, 0.3, 0.3]])
     mask = torch.tensor([[True, False, True], [True, True, True]])
-    items = SELECTORS["online"](scores, mask, OnlineConfig(), None)
+    items = SELECTORS["online"].select(Candidates.of_scores(scores, mask), OnlineConfig(), None)
     assert len(items) == 1
     assert (items[0].row, items[0].indices) == (0, [0, 2])
     assert items[0].scores == pytest.approx([0.2, -0.5])
@@ -155,10 +157,28 @@ def test_filter_mask_calls_the_hook_with_prompts_responses_scores():
         filter_mask(lambda p, r, s: [True], ["p", "p"], ["a", "b"], [0.0, 0.0])
 
 
-def test_every_selector_is_a_trainer():
-    from alignkit.train.run import TRAINERS, _load_plugins
+def test_every_selector_is_a_sampling_method():
+    from alignkit.train.methods import all_methods
 
-    _load_plugins()
-    assert set(SELECTORS) == {"raft", "rso", "online", "iterative_dpo"}
-    assert set(SELECTORS) <= set(TRAINERS)
+    methods = all_methods()
+    assert {"raft", "rso", "online", "iterative_dpo"} <= set(SELECTORS)
+    for name, spec in SELECTORS.items():
+        assert methods[name].family == "sampling" and methods[name].default_update == spec.default_update
     assert Item(0, [1]).scores is None
+
+
+def test_spin_pairs_the_data_response_against_the_policy_sample():
+    """SPIN reads the candidates' sources, not their scores: prompt 0 has policy samples 0, 1 and the data's
+    responses 2, 3 (2 filtered out): chosen 3, rejected 0. Prompt 1 has no data response: skipped."""
+    from alignkit.errors import ConfigError
+
+    cands = Candidates.new(["p0", "p1"], [[0], [1]], [["a", "b", "c", "d"], ["e", "f"]],
+                           [[[5], [6], [7], [8]], [[9], [10]]],
+                           [["policy", "policy", "dataset", "dataset"], ["policy", "policy"]])
+    cands.set_values("scores", [[0.9, 0.8, 0.1, 0.2], [0.5, 0.4]])  # ignored: the data's response wins
+    cands.mask[0, 2] = False
+    items = SELECTORS["spin"].select(cands, OnlineConfig(sources=["policy", "dataset"]), None)
+    assert [(it.row, it.indices, it.scores) for it in items] == [(0, [3, 0], [1.0, 0.0])]
+    assert SELECTORS["spin"].reference == "previous" and SELECTORS["spin"].default_update == "dpo"
+    with pytest.raises(ConfigError, match="online.sources: spin"):
+        SELECTORS["spin"].check(OnlineConfig(sources=["policy"]), "dpo")

@@ -23,12 +23,10 @@ def resolve_data_path(path: str) -> str:
     return path
 
 
-def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ...] = ()) -> tuple[
-    list[TokenizedExample], list[TokenizedExample]
-]:
-    """Load, validate and tokenize ``data.train`` (and ``data.eval`` or a held-out slice)."""
+def load_split(data_cfg, *, seed: int = 0) -> tuple[list, list]:
+    """Load and validate ``data.train`` and the held-out set (``data.eval``, or ``eval_size`` rows of
+    ``data.train`` split off with ``seed``), as :class:`~alignkit.data.schema.Example` rows."""
     from alignkit.data.formats import load_examples, split_train_eval
-    from alignkit.data.tokenize import TokenizeConfig, tokenize_examples
     from alignkit.errors import ConfigError
 
     if not data_cfg.train:
@@ -43,6 +41,16 @@ def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ..
         train, held_out = split_train_eval(train, seed=seed, **kwargs)
     else:
         held_out = []
+    return train, held_out
+
+
+def load_tokenized(data_cfg, tokenizer, *, seed: int = 0, formats: tuple[str, ...] = ()) -> tuple[
+    list[TokenizedExample], list[TokenizedExample]
+]:
+    """Load, validate and tokenize ``data.train`` (and ``data.eval`` or a held-out slice)."""
+    from alignkit.data.tokenize import TokenizeConfig, tokenize_examples
+
+    train, held_out = load_split(data_cfg, seed=seed)
     tok_cfg = TokenizeConfig(max_prompt_length=data_cfg.max_prompt_length, max_length=data_cfg.max_length)
     skip = data_cfg.skip_bad_rows
     return (

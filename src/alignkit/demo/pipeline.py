@@ -43,8 +43,15 @@ from alignkit.errors import AlignkitError
 log = logging.getLogger("alignkit")
 
 DEFAULT_METHODS = ["sft", "dpo", "simpo", "rrhf", "pro", "listwise_dpo", "raft", "ppo"]
-PAIR_METHODS = ("dpo", "ipo", "simpo", "slic", "cpo", "orpo", "hinge", "rdpo")  # trained on best-vs-worst pairs
-PROMPT_METHODS = ("raft", "rso", "online", "iterative_dpo", "ppo", "rloo", "grpo")  # sample their own data
+# The demo's file for each data shape of a method's spec (alignkit.train.methods); ranked rows (the base
+# data) for the rest: rrhf, pro, listwise_dpo, kto...
+DATA_FILES = {"sft": "best.jsonl", "pairs": "pairs.jsonl", "prompts": "prompts.jsonl"}
+# The demo's hyper-parameters of a family of methods (on top of the compare config's base).
+FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
+    "sampling": {"online.stages": 3, "online.prompts_per_stage": 64, "train.num_epochs": 1.0},
+    "rl": {"train.learning_rate": 5e-4, "train.batch_size": 16, "sampling.num_samples": 2, "ppo.num_ppo_epochs": 2,
+           "ppo.kl_coef": 0.05},
+}
 
 
 @dataclass
@@ -264,20 +271,15 @@ def train_reward(cfg: DemoConfig, model_dir: Path, folder: Path) -> float:
 
 
 def method_entry(name: str, folder: Path) -> dict[str, Any]:
-    """One ``methods:`` entry of the compare config: the method's data and its demo hyper-parameters."""
-    if name == "sft":
-        return {"name": "sft", "method": "sft", "overrides": {"data.train": str(folder / "best.jsonl")}}
-    if name in PAIR_METHODS:
-        return {"name": name, "method": name, "overrides": {"data.train": str(folder / "pairs.jsonl")}}
-    if name in ("raft", "rso", "online", "iterative_dpo"):
-        return {"name": name, "method": name, "overrides": {
-            "data.train": str(folder / "prompts.jsonl"), "online.stages": 3, "online.prompts_per_stage": 64,
-            "train.num_epochs": 1.0}}
-    if name in ("ppo", "rloo", "grpo"):
-        return {"name": name, "method": name, "overrides": {
-            "data.train": str(folder / "prompts.jsonl"), "train.learning_rate": 5e-4, "train.batch_size": 16,
-            "sampling.num_samples": 2, "ppo.num_ppo_epochs": 2, "ppo.kl_coef": 0.05}}
-    return {"name": name, "method": name, "overrides": {}}  # ranked rows: rrhf, pro, listwise_dpo, kto...
+    """One ``methods:`` entry of the compare config: the data of the method's shape and its family's demo
+    hyper-parameters (both read from the method's spec)."""
+    from alignkit.train.methods import method_spec
+
+    spec = method_spec(name)
+    overrides = dict(FAMILY_OVERRIDES.get(spec.family, {}))
+    if spec.data in DATA_FILES:
+        overrides = {"data.train": str(folder / DATA_FILES[spec.data]), **overrides}
+    return {"name": name, "method": name, "overrides": overrides}
 
 
 def compare_config(cfg: DemoConfig, model_dir: Path, folder: Path) -> dict[str, Any]:

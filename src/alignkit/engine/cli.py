@@ -27,24 +27,18 @@ def generate_file(cfg, output: str | Path = "") -> tuple[Path, list[dict], dict[
     from accelerate import PartialState
 
     from alignkit.rewards import build_reward
-    from alignkit.train.sampling import (
-        ModelSource,
-        gather,
-        load_model,
-        load_prompts,
-        score_records,
-        write_jsonl,
-    )
+    from alignkit.train.candidates import write_jsonl
+    from alignkit.train.sampling import ModelSource, gather, load_model, load_prompts, score_candidates
 
     reward = build_reward(cfg.rewards) if cfg.rewards else None
     policy, tokenizer = load_model(cfg)
     policy.to(PartialState().device)
     rows = load_prompts(cfg, tokenizer)
-    records, metrics = gather([ModelSource("policy", policy, tokenizer, tokenizer, None)], rows, cfg.sampling,
-                              progress=cfg.train.progress)
+    candidates, metrics = gather([ModelSource("policy", policy, tokenizer, tokenizer, None)], rows, cfg.sampling,
+                                 progress=cfg.train.progress)
     if reward is not None:
-        score_records(reward, records)
-    out_rows = [{k: r[k] for k in ("prompt", "responses", "scores") if k in r} for r in records]
+        score_candidates(reward, candidates)
+    out_rows = [{k: r[k] for k in ("prompt", "responses", "scores") if k in r} for r in candidates.rows()]
     path = Path(output or Path(cfg.train.output_dir) / "samples.jsonl")
     write_jsonl(path, out_rows)
     return path, out_rows, metrics

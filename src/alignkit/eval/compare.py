@@ -42,7 +42,7 @@ from alignkit.config import Config, from_dict, to_dict
 from alignkit.config.rewards import RewardSpec
 from alignkit.errors import ConfigError
 from alignkit.eval.runner import EvalConfig, json_safe
-from alignkit.train.run import step_shape
+from alignkit.train.methods import method_spec
 
 log = logging.getLogger("alignkit")
 
@@ -107,7 +107,7 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 
 
 def prompts_per_step(cfg: Config) -> int:
-    return cfg.train.batch_size * cfg.train.grad_accum * step_shape(cfg.method).batches_per_step(cfg)
+    return cfg.train.batch_size * cfg.train.grad_accum * method_spec(cfg.method).step_shape.batches_per_step(cfg)
 
 
 def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
@@ -126,7 +126,7 @@ def method_config(cfg: CompareConfig, entry: MethodEntry) -> Config:
     if cfg.budget.samples > 0:
         steps = math.ceil(cfg.budget.samples / prompts_per_step(train_cfg))
     if steps > 0:
-        train_cfg.train.max_steps = math.ceil(steps / step_shape(train_cfg.method).stages(train_cfg))
+        train_cfg.train.max_steps = math.ceil(steps / method_spec(train_cfg.method).step_shape.stages(train_cfg))
     return train_cfg
 
 
@@ -149,7 +149,9 @@ def check_compare(cfg: CompareConfig) -> list[Config]:
             )
         seen.add(entry.name)
         try:
-            out.append(method_config(cfg, entry))
+            train_cfg = method_config(cfg, entry)
+            method_spec(train_cfg.method).check(train_cfg)
+            out.append(train_cfg)
         except ConfigError as err:
             raise ConfigError(f"methods[{i}] ({entry.name}): {err}") from None
     return out
@@ -170,11 +172,8 @@ def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str) ->
 
 
 def implicit_reward_of(method: str) -> str:
-    """The policy's implicit reward for preference accuracy: log ratio if its loss uses a reference."""
-    from alignkit.losses import LOSSES
-
-    fn = LOSSES.get(method)
-    return "ratio" if fn is not None and fn.needs_reference else "logp"
+    """The policy's implicit reward for preference accuracy: its spec's (the log ratio if its loss uses a reference)."""
+    return method_spec(method).implicit_reward
 
 
 # ---------------------------------------------------------------- running

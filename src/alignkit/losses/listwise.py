@@ -44,7 +44,7 @@ def plackett_luce_nll(rewards: torch.Tensor, scores: torch.Tensor, mask: torch.T
     return torch.where(has_below, terms, torch.zeros_like(terms)).sum(dim=1)
 
 
-@register_loss("listwise_dpo", needs_reference=True)
+@register_loss("listwise_dpo", needs_reference=True, data="ranked")
 def listwise_dpo(batch: RankedBatch, *, beta: float = 0.1):
     """Listwise DPO: DPO's implicit reward inside the Plackett-Luce likelihood of the ranking.
 
@@ -59,7 +59,7 @@ def listwise_dpo(batch: RankedBatch, *, beta: float = 0.1):
     return plackett_luce_nll(rewards, batch.scores, batch.mask), preference_metrics(batch, rewards)
 
 
-@register_loss("pro", needs_reference=False)
+@register_loss("pro", needs_reference=False, data="ranked")
 def pro(batch: RankedBatch, *, beta: float = 0.05, temperature: float = 1.0):
     """PRO, Song et al. 2024 "Preference Ranking Optimization", arXiv 2306.17492, eq. 8-9.
 
@@ -79,7 +79,7 @@ def pro(batch: RankedBatch, *, beta: float = 0.05, temperature: float = 1.0):
     return loss, preference_metrics(batch, mean_logps)
 
 
-@register_loss("rrhf", needs_reference=False)
+@register_loss("rrhf", needs_reference=False, data="ranked")
 def rrhf(batch: RankedBatch, *, lam: float = 1.0):
     """RRHF, Yuan et al. 2023, arXiv 2304.05302, eq. 2-4.
 

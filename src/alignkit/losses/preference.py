@@ -151,7 +151,24 @@ def slic_hf(batch: RankedBatch, *, delta: float = 1.0, lam: float = 0.1):
     return loss, preference_metrics(batch, logps)
 
 
-@register_loss("kto", needs_reference=True)
+@register_loss("hinge", needs_reference=True)
+def hinge(batch: RankedBatch, *, beta: float = 0.1):
+    """Hinge on the log-ratio margin: SLiC-HF's rank calibration hinge (Zhao et al. 2023, arXiv 2305.10425,
+    eq. 4) on ``log pi / pi_ref`` instead of ``log pi``, RSO's "hinge-norm" loss (Liu et al. 2023, arXiv
+    2309.06657, sec. 3); TRL's ``loss_type="hinge"``.
+
+    L = max(0, 1 - beta * h), h = log pi/pi_ref (y_w) - log pi/pi_ref (y_l): no gradient once the scaled
+    margin passes 1 (DPO's logistic loss never stops pushing). beta = 0.1 follows TRL (unverified against
+    the paper).
+
+    Shapes: ``[B, K]`` in, ``[B]`` out. Metrics: see the module; reward = beta * log-ratio.
+    """
+    rewards = beta * log_ratio(batch)  # [B, K]
+    per_pair = F.relu(1 - pairwise_diff(rewards))  # [B, K, K]
+    return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), preference_metrics(batch, rewards)
+
+
+@register_loss("kto", needs_reference=True, data="unpaired")
 def kto(batch: RankedBatch, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
     """KTO, Ethayarajh et al. 2024, arXiv 2402.01306, eq. 8.
 

@@ -13,18 +13,29 @@ LossFn = Callable[..., tuple[Any, dict]]
 LOSSES: dict[str, LossFn] = {}
 
 
-def register_loss(name: str, *, needs_reference: bool) -> Callable[[LossFn], LossFn]:
+DATA_SHAPES = ("pairs", "ranked", "unpaired")
+
+
+def register_loss(name: str, *, needs_reference: bool, data: str = "pairs",
+                  trains: str = "policy") -> Callable[[LossFn], LossFn]:
     """Add ``fn`` to :data:`LOSSES` under ``name``.
 
     ``needs_reference`` tells the trainer whether ``RankedBatch.ref_logps`` must be
-    filled (a frozen copy, the adapter-disabled base, or cached log-probs).
+    filled (a frozen copy, the adapter-disabled base, or cached log-probs). ``data``: the
+    rows it is made for, ``pairs`` (chosen vs rejected), ``ranked`` (K scored responses)
+    or ``unpaired`` (responses marked desirable or not, KTO). ``trains``: ``policy`` (a
+    training method of its own, see :mod:`alignkit.train.methods`) or ``reward_model``
+    (a loss of ``method: reward_model``).
     """
+    if data not in DATA_SHAPES or trains not in ("policy", "reward_model"):
+        raise ValueError(f"loss {name!r}: data must be one of {DATA_SHAPES} and trains policy or reward_model")
 
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} registered twice")
         fn.needs_reference = needs_reference  # type: ignore[attr-defined]
         fn.method_name = name  # type: ignore[attr-defined]
+        fn.data, fn.trains = data, trains  # type: ignore[attr-defined]
         LOSSES[name] = fn
         return fn
 

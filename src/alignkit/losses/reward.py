@@ -19,7 +19,7 @@ from alignkit.losses.common import better_pairs, clean, pair_mean, pairwise_diff
 from alignkit.losses.registry import register_loss
 
 
-@register_loss("bradley_terry", needs_reference=False)
+@register_loss("bradley_terry", needs_reference=False, trains="reward_model")
 def bradley_terry(batch: RankedBatch, *, margin: float = 0.0):
     """Pairwise Bradley-Terry loss: Stiennon et al. 2020, arXiv 2009.01325, eq. 1;
     the margin variant of Llama 2, Touvron et al. 2023, arXiv 2307.09288, eq. 2.
@@ -32,7 +32,7 @@ def bradley_terry(batch: RankedBatch, *, margin: float = 0.0):
     return pair_mean(F.softplus(-h), better_pairs(batch.scores, batch.mask)), preference_metrics(batch, r)
 
 
-@register_loss("kwise", needs_reference=False)
+@register_loss("kwise", needs_reference=False, data="ranked", trains="reward_model")
 def kwise(batch: RankedBatch):
     """InstructGPT's K-wise loss, Ouyang et al. 2022, arXiv 2203.02155, eq. 1.
 

@@ -47,7 +47,7 @@ samples and minibatch order depend on (seed, step) alone, so a resumed run repea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -63,14 +63,10 @@ from alignkit.losses.rl import (
     FixedKLController,
     entropy_bonus,
     explained_variance,
-    gae,
-    grpo_advantages,
     kl_penalty,
     masked_mean,
     masked_sum,
-    ppo_policy_loss,
     ppo_value_loss,
-    rloo_advantages,
     shape_rewards,
     whiten,
 )
@@ -78,7 +74,9 @@ from alignkit.losses.rl_family import truncated_importance_weights
 from alignkit.models.loading import save_pretrained, sub_state_dict
 from alignkit.rewards import build_reward
 from alignkit.train.accelerator import is_deepspeed
+from alignkit.train.algorithms import ALGORITHMS, Algorithm, Minibatch
 from alignkit.train.build import build_reference, policy_and_data
+from alignkit.train.methods import MethodSpec, StepShape, method_family
 from alignkit.train.rollout import (
     PPOConfig,
     Rollout,
@@ -89,7 +87,6 @@ from alignkit.train.rollout import (
     evaluate_policy,
     task_rewards,
 )
-from alignkit.train.run import StepShape, register_trainer
 from alignkit.train.runtime import (
     MetricSums,
     Run,
@@ -101,94 +98,6 @@ from alignkit.train.runtime import (
 from alignkit.train.sft import best_response_only
 
 Tensor = torch.Tensor
-
-
-# ---------------------------------------------------------------- rewards and advantages
-
-
-def gae_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, Tensor]:
-    """PPO: GAE over the old values; ``returns = advantages + values`` are the critic's targets."""
-    advantages, returns = gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
-        advantages = whiten(advantages, rollout.mask)
-    return advantages, returns
-
-
-def leave_one_out_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
-    """RLOO: ``A_i = R_i - mean_{j != i} R_j`` over a prompt's K samples, ``R = r - beta * KL`` summed."""
-    K = rollout.num_samples
-    returns = rewards.sum(1)  # R_i, (N,)
-    advantages = rloo_advantages(returns.view(-1, K)).view(-1)  # (N,)
-    return torch.where(rollout.mask, advantages[:, None], 0.0), None
-
-
-def group_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
-    """GRPO: ``A_i = (r_i - mean(r)) / std(r)`` over a prompt's K samples, the same on every token."""
-    advantages = grpo_advantages(scores.view(-1, rollout.num_samples)).view(-1)  # (N,)
-    return torch.where(rollout.mask, advantages[:, None], 0.0), None
-
-
-# ---------------------------------------------------------------- policy losses (per sample [n])
-
-
-@dataclass
-class Minibatch:
-    """The rollout's rows of one forward, cut to its width ``[n, L]``."""
-
-    old_logprobs: Tensor
-    ref_logprobs: Tensor
-    advantages: Tensor
-    mask: Tensor
-    old_values: Tensor | None
-    returns: Tensor | None
-    macro_ids: Tensor | None = None  # MA-RLHF: each token's macro action
-    is_weights: Tensor | None = None  # truncated importance weights of the rollout/training mismatch
-    max_length: int = 0  # the generation budget (sampling.max_new_tokens)
-
-
-def token_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
-    """PPO: ``max(-A_t * ratio_t, -A_t * clip(ratio_t))`` per token, ``ratio_t = pi / pi_old``."""
-    return ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
-
-
-def sequence_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
-    """RLOO: one action per sample, ``ratio = pi(y|x) / pi_old(y|x)``; at ratio 1 this is REINFORCE."""
-    seq_logprob = masked_sum(logprobs, mb.mask, dim=1)[:, None]  # log pi(y|x), (n, 1)
-    old_seq_logprob = masked_sum(mb.old_logprobs, mb.mask, dim=1)[:, None]
-    one = torch.ones_like(seq_logprob, dtype=torch.bool)
-    return ppo_policy_loss(seq_logprob, old_seq_logprob, mb.advantages[:, :1], one, cfg.clip_eps)
-
-
-def grpo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
-    """GRPO: PPO's per-token surrogate + ``beta * k3(pi, pi_ref)`` per token (Shao et al. 2024, sec. 4.1)."""
-    loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
-    kl = masked_mean(kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3"), mb.mask, dim=1)  # (n,)
-    return loss + beta * kl, {**stats, "kl_loss": kl.detach().mean()}
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    advantages: Callable[..., tuple[Tensor, Tensor | None]]  # (rollout, shaped rewards, scores, cfg)
-    policy_loss: Callable[..., tuple[Tensor, dict[str, Tensor]]]  # (logprobs, minibatch, beta, cfg)
-    critic: bool  # trains a value model
-    paper: str = ""  # shown by `alignkit methods`
-    reads: tuple[str, ...] = ()  # the ppo: fields that matter most to it, shown with their defaults
-    min_samples: int = 1  # samples per prompt it needs (group baselines: 2)
-    token_level: bool = False  # the policy loss sums over tokens; the minibatch mean is over tokens, not samples
-    prepare: Callable[..., None] | None = None  # (rollout, tokenizer, cfg): per-rollout data it needs
-
-
-ALGORITHMS: dict[str, Algorithm] = {}
-
-
-def register_algorithm(name: str, algo: Algorithm) -> Algorithm:
-    """Add ``algo`` under ``name``: the method becomes a trainer (``method: NAME``)."""
-    if name in ALGORITHMS:
-        raise ValueError(f"RL algorithm {name!r} registered twice")
-    ALGORITHMS[name] = algo
-    # a step takes ppo.num_minibatches batches of prompts
-    register_trainer(name, StepShape(batches_per_step=lambda cfg: cfg.ppo.num_minibatches))(train_rl)
-    return algo
 
 
 # ---------------------------------------------------------------- one update
@@ -325,7 +234,6 @@ def rewards_and_advantages(algo: Algorithm, cfg: PPOConfig, rollout: Rollout, mo
 
 def train_rl(cfg) -> Path:
     """Run PPO, RLOO or GRPO (``cfg.method``) per ``cfg``; returns the run folder."""
-    check_config(cfg)
     algo, ppo, tcfg = ALGORITHMS[cfg.method], cfg.ppo, cfg.train
     run = Run(tcfg, desc=cfg.method)
     _refuse_unsupported_engine(run.accelerator, cfg.method)
@@ -437,11 +345,9 @@ def save_final(module, tokenizer, out_dir: Path, state: dict[str, Tensor] | None
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(out_dir / "value_model.safetensors"))
 
 
-register_algorithm("ppo", Algorithm(gae_advantages, token_policy_loss, critic=True,
-                                     paper="Ouyang et al. 2022 (InstructGPT); Schulman et al. 2017",
-                                     reads=("clip_eps", "kl_coef", "gamma", "lam", "vf_coef")))
-register_algorithm("rloo", Algorithm(leave_one_out_advantages, sequence_policy_loss, critic=False,
-                                     paper="Ahmadian et al. 2024", reads=("kl_coef",), min_samples=2))
-register_algorithm("grpo", Algorithm(group_advantages, grpo_policy_loss, critic=False,
-                                     paper="Shao et al. 2024 (DeepSeekMath)", reads=("clip_eps", "kl_coef"),
-                                     min_samples=2))
+@method_family
+def rl_methods() -> dict[str, MethodSpec]:
+    """Every algorithm of :data:`ALGORITHMS` is a method; a step takes ``ppo.num_minibatches`` batches of prompts."""
+    shape = StepShape(batches_per_step=lambda cfg: cfg.ppo.num_minibatches)
+    return {name: MethodSpec(name, "rl", train_rl, data="prompts", uses=name, needs_reference=True, step_shape=shape,
+                             check=check_config) for name in ALGORITHMS}

@@ -1,4 +1,4 @@
-"""One trainer for every method in ``alignkit.losses.LOSSES``.
+"""One trainer for every policy loss in ``alignkit.losses.LOSSES``: each is a preference method.
 
 The engine gives the policy's ``[B, K]`` log-probs, the reference (when the
 method needs one) gives its own, and the registered loss turns them into one loss
@@ -8,12 +8,15 @@ per prompt. Adding a method is adding a loss function; nothing here changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from alignkit.data.schema import TokenizedExample
 from alignkit.engine import collate, sequence_logps
-from alignkit.losses import RankedBatch, get_loss
+from alignkit.errors import ConfigError
+from alignkit.losses import LOSSES, RankedBatch, check_hyperparameters, get_loss
+from alignkit.train.methods import MethodSpec, method_family
 
 
 class PreferenceMethod:
@@ -39,13 +42,50 @@ class PreferenceMethod:
         losses, metrics = self.loss_fn(self.ranked_batch(module, examples), **self.hp)
         return losses.sum(), {"loss": float(losses.detach().mean()), **{k: float(v) for k, v in metrics.items()}}
 
-    @torch.no_grad()
-    def evaluate(self, module, examples: Sequence[TokenizedExample], batch_size: int) -> dict[str, float]:
-        module.eval()
-        sums: dict[str, float] = {}
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            _, metrics = self.loss(module, chunk)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v * len(chunk)
-        return {k: v / max(len(examples), 1) for k, v in sums.items()}
+
+def train_preference(cfg) -> Path:
+    """Train the policy with the loss named by ``cfg.method`` and its hyper-parameters ``cfg.loss``."""
+    from alignkit.engine import SequenceScorer
+    from alignkit.train.accelerator import make_accelerator
+    from alignkit.train.build import build_reference, policy_and_data, policy_saver
+    from alignkit.train.loop import train_loop
+
+    model, tokenizer, train, held_out = policy_and_data(cfg)
+    loss_fn = get_loss(cfg.method)
+    if loss_fn.data != "unpaired":
+        check_preferences(cfg, train)
+    accelerator = make_accelerator(cfg.train)
+    scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
+    reference = None
+    if loss_fn.needs_reference:
+        reference = build_reference(cfg, model, scorer.to(accelerator.device), tokenizer.pad_token_id,
+                                    train + held_out)
+        reference.to(accelerator.device)
+    method = PreferenceMethod(cfg.method, cfg.loss, tokenizer.pad_token_id, reference, cfg.engine.share_prompt)
+    train_loop(cfg.train, method, scorer, train, accelerator=accelerator, eval_examples=held_out,
+               on_save=policy_saver(tokenizer), desc=cfg.method)
+    return Path(cfg.train.output_dir)
+
+
+def check_preferences(cfg, examples) -> None:
+    """Rows with differing scores must exist: a preference loss learns nothing from SFT data."""
+    if not any(ex.scores is not None and len(set(ex.scores)) > 1 for ex in examples):
+        raise ConfigError(
+            f"data.train: method {cfg.method!r} needs preferences (pairwise or ranked rows with differing scores), "
+            f"but {cfg.data.train} has none; use method: sft for SFT data"
+        )
+
+
+def _check_hyperparameters(cfg) -> None:
+    check_hyperparameters(cfg.method, cfg.loss)
+
+
+@method_family
+def preference_methods() -> dict[str, MethodSpec]:
+    """Every policy loss of ``LOSSES`` (not the reward model's) is a method of its own name."""
+    return {
+        name: MethodSpec(name, "preference", train_preference, data=fn.data, uses=name,
+                         needs_reference=fn.needs_reference, implicit_reward="ratio" if fn.needs_reference else "logp",
+                         check=_check_hyperparameters)
+        for name, fn in LOSSES.items() if fn.trains == "policy"
+    }

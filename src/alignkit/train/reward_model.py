@@ -10,7 +10,6 @@ Gao et al.'s scaling laws).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,9 +17,7 @@ import torch
 
 from alignkit.data.schema import Example
 from alignkit.distributed import barrier, is_main
-from alignkit.train.run import register_trainer
-
-log = logging.getLogger("alignkit")
+from alignkit.train.methods import MethodSpec, register_method
 
 
 class RewardModelMethod:
@@ -81,12 +78,9 @@ def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
     return int((valid & (scores[:, :, None] > scores[:, None, :])).sum())
 
 
-@register_trainer("reward_model")
 def train_reward_model(cfg) -> Path:
-    from alignkit.data.formats import load_examples, split_train_eval
-    from alignkit.data.pipeline import resolve_data_path
+    from alignkit.data.pipeline import load_split
     from alignkit.errors import ConfigError
-    from alignkit.losses import check_hyperparameters
     from alignkit.models.reward_model import (
         compute_center,
         load_reward_model,
@@ -98,21 +92,10 @@ def train_reward_model(cfg) -> Path:
     from alignkit.train.loop import train_loop
 
     rm_cfg = cfg.reward_model
-    check_hyperparameters(rm_cfg.loss, cfg.loss)
     accelerator = make_accelerator(cfg.train)  # seeds every process first: a new head starts the same on each
     model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
                                          trust_remote_code=cfg.model.trust_remote_code)
-    common = dict(format=cfg.data.format, skip_bad_rows=cfg.data.skip_bad_rows, log=log.warning)
-    train = load_examples(resolve_data_path(cfg.data.train), split=cfg.data.split,
-                          max_rows=cfg.data.max_rows or None, **common)
-    if cfg.data.eval:
-        held_out = load_examples(resolve_data_path(cfg.data.eval), split=cfg.data.eval_split, **common)
-    elif cfg.data.eval_size > 0:
-        size = cfg.data.eval_size
-        train, held_out = split_train_eval(train, seed=cfg.train.seed,
-                                           **({"eval_fraction": size} if size < 1 else {"eval_size": int(size)}))
-    else:
-        held_out = []
+    train, held_out = load_split(cfg.data, seed=cfg.train.seed)  # text rows: the model tokenizes pairs itself
     train = [ex for ex in train if ex.scores is not None and len(set(ex.scores)) > 1]
     if not train:
         raise ConfigError(f"data.train: {cfg.data.train} has no rows with a preference (pairwise or ranked data)")
@@ -137,3 +120,12 @@ def train_reward_model(cfg) -> Path:
             store_center(Path(cfg.train.output_dir) / "final", center)
         barrier()
     return Path(cfg.train.output_dir)
+
+
+def check_config(cfg) -> None:
+    from alignkit.losses import check_hyperparameters
+
+    check_hyperparameters(cfg.reward_model.loss, cfg.loss)  # reward_model.loss picks one; loss: its arguments
+
+
+register_method(MethodSpec("reward_model", "reward_model", train_reward_model, data="pairs", check=check_config))

@@ -33,7 +33,7 @@ from alignkit.losses.rl_family import (
     normalize_advantages,
     sequence_token_sum,
 )
-from alignkit.train.ppo import Algorithm, Minibatch, group_advantages, register_algorithm
+from alignkit.train.algorithms import Minibatch, group_advantages, register_algorithm
 from alignkit.train.rollout import PPOConfig, Rollout
 
 Tensor = torch.Tensor
@@ -206,25 +206,20 @@ def informative_rollout(collect: Callable[[int], Rollout], rounds: int, global_m
 
 
 # ---------------------------------------------------------------- registration
+# (REINFORCE++ itself is registered in alignkit.train.algorithms as `reinforce_pp`.)
 
-_GROUP = dict(critic=False, min_samples=2)
-register_algorithm("dapo", Algorithm(
-    group_advantages, token_sum_policy_loss, token_level=True, **_GROUP,
-    paper="Yu et al. 2025 (DAPO, arXiv 2503.14476)",
-    reads=("clip_eps", "clip_eps_high", "overlong_buffer", "dynamic_sampling", "kl_coef")))
-register_algorithm("dr_grpo", Algorithm(
-    centered_group_advantages, constant_length_policy_loss, **_GROUP,
-    paper="Liu et al. 2025 (Dr. GRPO, arXiv 2503.20783)", reads=("clip_eps", "kl_coef")))
-register_algorithm("gspo", Algorithm(
-    group_advantages, gspo_policy_loss, **_GROUP,
-    paper="Zheng et al. 2025 (GSPO, arXiv 2507.18071)", reads=("seq_clip_low", "seq_clip_high", "kl_coef")))
-register_algorithm("reinforce_pp", Algorithm(
-    reinforce_pp_advantages, token_sum_policy_loss, critic=False, token_level=True,
-    paper="Hu et al. 2025 (REINFORCE++, arXiv 2501.03262)", reads=("clip_eps", "kl_coef", "kl_estimator", "gamma")))
-register_algorithm("reinforce_pp_baseline", Algorithm(
-    reinforce_pp_baseline_advantages, token_sum_policy_loss, critic=False, token_level=True, min_samples=2,
-    paper="Hu et al. 2025 (REINFORCE++-baseline, arXiv 2501.03262)", reads=("clip_eps", "kl_coef", "kl_estimator")))
-register_algorithm("ma_ppo", Algorithm(
-    macro_advantages, macro_action_policy_loss, critic=True, prepare=macro_segments,
-    paper="Chai et al. 2024 (MA-RLHF, arXiv 2410.02743)",
-    reads=("macro_action", "macro_n", "clip_eps", "kl_coef", "gamma", "lam")))
+_GROUP = dict(min_samples=2)
+register_algorithm("dapo", policy_loss=token_sum_policy_loss, token_level=True, **_GROUP,
+                   paper="Yu et al. 2025 (DAPO, arXiv 2503.14476)",
+                   reads=("clip_eps", "clip_eps_high", "overlong_buffer", "dynamic_sampling", "kl_coef"))(group_advantages)
+register_algorithm("dr_grpo", policy_loss=constant_length_policy_loss, **_GROUP,
+                   paper="Liu et al. 2025 (Dr. GRPO, arXiv 2503.20783)",
+                   reads=("clip_eps", "kl_coef"))(centered_group_advantages)
+register_algorithm("gspo", policy_loss=gspo_policy_loss, **_GROUP, paper="Zheng et al. 2025 (GSPO, arXiv 2507.18071)",
+                   reads=("seq_clip_low", "seq_clip_high", "kl_coef"))(group_advantages)
+register_algorithm("reinforce_pp_baseline", policy_loss=token_sum_policy_loss, token_level=True, **_GROUP,
+                   paper="Hu et al. 2025 (REINFORCE++-baseline, arXiv 2501.03262)",
+                   reads=("clip_eps", "kl_coef", "kl_estimator"))(reinforce_pp_baseline_advantages)
+register_algorithm("ma_ppo", policy_loss=macro_action_policy_loss, critic=True, prepare=macro_segments,
+                   paper="Chai et al. 2024 (MA-RLHF, arXiv 2410.02743)",
+                   reads=("macro_action", "macro_n", "clip_eps", "kl_coef", "gamma", "lam"))(macro_advantages)

@@ -24,7 +24,7 @@ resume, the ``stages/`` of an earlier run are removed first.
 all samples, the best-of-K mean, the kept samples' mean reward and distinct-2, the last
 train loss. Under ``accelerate launch`` each process samples, scores and (for eq. 5) evaluates
 its own contiguous block of the stage's prompts, with its own seed; the blocks are gathered back
-in prompt order, so every process selects from the same records; the main one writes files.
+in prompt order, so every process selects from the same candidates; the main one writes files.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ from alignkit.distributed import (
     sharded_across_processes,
 )
 from alignkit.errors import AlignkitError, ConfigError, DataError
-from alignkit.train.run import StepShape, register_trainer
-from alignkit.train.selection import DEFAULT_LOSS, SELECTORS, Item, filter_mask, kl_regularised
+from alignkit.train.candidates import Candidates, read_jsonl, write_jsonl
+from alignkit.train.methods import MethodSpec, StepShape, method_family
+from alignkit.train.selection import SELECTORS, Item, filter_mask, kl_regularised
+from alignkit.train.updates import Update, all_updates, get_update
 
 log = logging.getLogger("alignkit")
 
@@ -128,10 +130,9 @@ class ModelSource:
 
 
 def gather(sources: list[ModelSource | None], rows: list[PromptRow], sampling, progress: bool = False):
-    """Candidate records ``{prompt, responses, sources, prompt_ids, response_ids}`` per prompt; ``None`` is the
-    dataset source. Returns the records and the generation metrics of the first model source."""
-    records = [{"prompt": r.prompt, "responses": [], "sources": [], "prompt_ids": r.prompt_ids, "response_ids": []}
-               for r in rows]
+    """The :class:`Candidates` of ``rows`` from every source in order (``None`` is the dataset source), and
+    the generation metrics of the first model source."""
+    responses, response_ids, names = [[] for _ in rows], [[] for _ in rows], [[] for _ in rows]
     metrics: dict[str, float] = {}
     for src in sources:
         if src is None:
@@ -139,80 +140,75 @@ def gather(sources: list[ModelSource | None], rows: list[PromptRow], sampling, p
         else:
             texts, ids, gen = src.propose(rows, sampling, progress)
             metrics, name = metrics or gen, src.name
-        for rec, ts, rs in zip(records, texts, ids):
-            rec["responses"] += ts
-            rec["response_ids"] += rs
-            rec["sources"] += [name] * len(ts)
-    return records, metrics
+        for b, (ts, rs) in enumerate(zip(texts, ids)):
+            responses[b] += ts
+            response_ids[b] += rs
+            names[b] += [name] * len(ts)
+    return Candidates.new([r.prompt for r in rows], [r.prompt_ids for r in rows], responses, response_ids,
+                          names), metrics
 
 
-def score_records(reward, records: list[dict]) -> None:
-    """Set ``scores`` of every record: the reward of each response."""
+def score_candidates(reward, candidates: Candidates) -> None:
+    """Set ``candidates.scores``: the reward of each response."""
     from alignkit.rewards import as_text
 
-    prompts = [as_text(r["prompt"]) for r in records for _ in r["responses"]]
-    flat = reward.score(prompts, [as_text(x) for r in records for x in r["responses"]]).tolist()
-    for r in records:
-        r["scores"], flat = [float(s) for s in flat[: len(r["responses"])]], flat[len(r["responses"]) :]
+    cells = candidates.cells()
+    flat = reward.score([as_text(candidates.prompts[b]) for b, _ in cells],
+                        [as_text(candidates.responses[b][k]) for b, k in cells]).tolist()
+    rows = []
+    for n in candidates.counts():
+        rows, flat = rows + [[float(s) for s in flat[:n]]], flat[n:]
+    candidates.set_values("scores", rows)
 
 
 @torch.no_grad()
-def record_logps(logps_fn, records: list[dict], batch_size: int, lockstep: bool = False) -> list[list[float]]:
-    """``logps_fn(ResponseBatch) -> [B, K]`` over every record's candidates, in batches of prompts;
+def candidate_logps(logps_fn, candidates: Candidates, batch_size: int, lockstep: bool = False) -> list[list[float]]:
+    """``logps_fn(ResponseBatch) -> [B, K]`` over every prompt's candidates, in batches of prompts;
     under ``lockstep`` (sharded weights) as many batches as the busiest process, padded with throw-aways."""
     from alignkit.data.schema import TokenizedExample
     from alignkit.engine import collate
 
     out = []
-    for chunk in lockstep_batches(records, batch_size, lockstep):
-        examples = [TokenizedExample(r["prompt_ids"], r["response_ids"]) for r in chunk]
+    for chunk in lockstep_batches(list(range(len(candidates))), batch_size, lockstep):
+        examples = [TokenizedExample(candidates.prompt_ids[b], candidates.response_ids[b]) for b in chunk]
         values = logps_fn(collate(examples or [TokenizedExample([0], [[0]])])).cpu()
-        out += [values[b, : len(r["response_ids"])].tolist() for b, r in enumerate(chunk)]
+        out += [values[i, : len(candidates.response_ids[b])].tolist() for i, b in enumerate(chunk)]
     return out
 
 
-def padded(records: list[dict], key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``records[b][key]`` as ``[B, K]`` float32 values and a validity mask."""
-    width = max(len(r[key]) for r in records)
-    values = torch.zeros(len(records), width)
-    mask = torch.zeros(len(records), width, dtype=torch.bool)
-    for b, r in enumerate(records):
-        values[b, : len(r[key])] = torch.tensor(r[key], dtype=torch.float32)
-        mask[b, : len(r[key])] = True
-    return values, mask
-
-
-def select(method: str, records: list[dict], cfg: Config, stage: int, filter_fn=None) -> list[Item]:
-    """Filter, rank (eq. 5 when ``online.kl_beta`` > 0) and apply the method's selector; sets ``kept``."""
+def select(method: str, candidates: Candidates, cfg: Config, stage: int, filter_fn=None) -> list[Item]:
+    """Filter, rank (eq. 5 when ``online.kl_beta`` > 0) and hand the candidates to the method's selector;
+    sets ``candidates.kept``. The selector sees the ranking scores and the filtered mask as float32 ``scores``
+    and ``mask``, and everything else of the candidates (texts, ids, sources, log-probs)."""
     from alignkit.rewards import as_text
 
-    scores, mask = padded(records, "scores")
+    scores, mask = candidates.scores.float(), candidates.mask.clone()
     if filter_fn is not None:
-        cells = [(b, k) for b, r in enumerate(records) for k in range(len(r["responses"]))]
-        keep = filter_mask(filter_fn, [as_text(records[b]["prompt"]) for b, _ in cells],
-                           [as_text(records[b]["responses"][k]) for b, k in cells], [float(scores[c]) for c in cells])
+        cells = candidates.cells()
+        keep = filter_mask(filter_fn, [as_text(candidates.prompts[b]) for b, _ in cells],
+                           [as_text(candidates.responses[b][k]) for b, k in cells], [float(scores[c]) for c in cells])
         for (b, k), ok in zip(cells, keep.tolist()):
             mask[b, k] &= ok
     if cfg.online.kl_beta > 0:
-        scores = kl_regularised(scores, padded(records, "logps")[0], padded(records, "ref_logps")[0],
-                                cfg.online.kl_beta)
-    items = SELECTORS[method](scores, mask, cfg.online, random.Random(cfg.train.seed * 1_000_003 + stage))
-    kept = {(it.row, k) for it in items for k in it.indices}
-    for b, r in enumerate(records):
-        r["kept"] = [(b, k) in kept for k in range(len(r["responses"]))]
+        scores = kl_regularised(scores, candidates.logps.float(), candidates.ref_logps.float(), cfg.online.kl_beta)
+    view = replace(candidates, scores=scores, mask=mask)
+    items = SELECTORS[method].select(view, cfg.online, random.Random(cfg.train.seed * 1_000_003 + stage))
+    candidates.kept = torch.zeros_like(candidates.mask)
+    for it in items:
+        candidates.kept[it.row, it.indices] = True
     return items
 
 
-def to_examples(records: list[dict], items: list[Item], stage: int, sft: bool):
+def to_examples(candidates: Candidates, items: list[Item], stage: int, sft: bool):
     from alignkit.data.schema import TokenizedExample
     from alignkit.train.sft import best_response_only
 
-    out = [TokenizedExample(records[it.row]["prompt_ids"], [records[it.row]["response_ids"][k] for k in it.indices],
+    out = [TokenizedExample(candidates.prompt_ids[it.row], [candidates.response_ids[it.row][k] for k in it.indices],
                             it.scores, None, f"stage-{stage}:{it.row}") for it in items]
     return [best_response_only(ex) for ex in out] if sft else out
 
 
-def stage_metrics(records: list[dict]) -> dict[str, float]:
+def stage_metrics(candidates: Candidates) -> dict[str, float]:
     """Mean reward of all samples, of the best per prompt (best-of-K) and of the kept ones; kept distinct-2."""
     from alignkit.eval.metrics import distinct_n
     from alignkit.rewards import as_text
@@ -220,36 +216,23 @@ def stage_metrics(records: list[dict]) -> dict[str, float]:
     def mean(xs):
         return sum(xs) / len(xs) if xs else float("nan")
 
-    kept = [(x, s) for r in records for x, s, k in zip(r["responses"], r["scores"], r["kept"]) if k]
+    scores = candidates.values("scores")
+    kept = [(candidates.responses[b][k], scores[b][k]) for b, k in candidates.cells() if candidates.kept[b, k]]
     return {
-        "reward/mean": mean([s for r in records for s in r["scores"]]),
-        "reward/best_of_k": mean([max(r["scores"]) for r in records if r["scores"]]),
+        "reward/mean": mean([s for row in scores for s in row]),
+        "reward/best_of_k": mean([max(row) for row in scores if row]),
         "reward/kept": mean([s for _, s in kept]),
         "kept/count": len(kept),
         "kept/distinct_2": distinct_n([as_text(x) for x, _ in kept], 2),
-        "samples/count": sum(len(r["scores"]) for r in records),
+        "samples/count": sum(len(row) for row in scores),
     }
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Atomic: a run interrupted while writing leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- the trainer
 
 
-def check_config(cfg: Config) -> tuple[str, Any]:
-    """The update's loss name and the filter function; every config error before any model loads."""
-    from alignkit.losses import LOSSES, check_hyperparameters
-
+def check_config(cfg: Config) -> tuple[Update, Any]:
+    """The stage's update and the filter function; every config error before any model loads."""
     o = cfg.online
     if not cfg.rewards:
         raise ConfigError(f"rewards: method {cfg.method!r} scores its samples with a reward; add one, "
@@ -260,41 +243,30 @@ def check_config(cfg: Config) -> tuple[str, Any]:
         raise ConfigError("online.stages must be >= 1 and online.prompts_per_stage >= 0")
     if not o.sources or len(set(o.sources)) < len(o.sources):
         raise ConfigError(f"online.sources: give distinct sources (policy, dataset or a model path), got {o.sources}")
-    if cfg.method == "rso" and (o.rso_beta <= 0 or o.rso_num_accepted < 2):
-        raise ConfigError("online.rso_beta must be > 0 and online.rso_num_accepted >= 2")
-    loss = o.loss or DEFAULT_LOSS[cfg.method]
-    if loss != "sft" and loss not in LOSSES:
-        raise ConfigError(f"online.loss: unknown loss {loss!r}; choose sft or one of: {', '.join(sorted(LOSSES))}")
-    if loss != "sft":
-        check_hyperparameters(loss, o.loss_args, key="online.loss_args")
-    elif o.loss_args:
-        raise ConfigError("online.loss_args: the sft update takes no hyper-parameters")
-    if cfg.method == "raft" and loss != "sft":
-        raise ConfigError("online.loss: raft fine-tunes on one kept response per example with sft; "
-                          "use method: online or iterative_dpo for a preference loss")
+    selector = SELECTORS[cfg.method]
+    update = get_update(o.loss or selector.default_update, o.loss_args)
+    if selector.check is not None:
+        selector.check(o, update.name)
     if not o.filter:
-        return loss, None
+        return update, None
     from alignkit.rewards.simple import import_function
 
     try:
-        return loss, import_function(o.filter)
+        return update, import_function(o.filter)
     except AlignkitError as err:
         raise ConfigError(f"online.filter: {err}") from None
 
 
 def train_sampling(cfg: Config) -> Path:
     from alignkit.engine import SequenceScorer, sequence_logps
-    from alignkit.losses import get_loss
     from alignkit.models.reference import FrozenReference, copy_of
     from alignkit.rewards import build_reward
     from alignkit.train.accelerator import make_accelerator
     from alignkit.train.build import policy_saver
     from alignkit.train.loop import train_loop
-    from alignkit.train.preference import PreferenceMethod
     from alignkit.train.runtime import save_final
-    from alignkit.train.sft import SFTMethod
 
-    loss, filter_fn = check_config(cfg)
+    update, filter_fn = check_config(cfg)
     o, out = cfg.online, Path(cfg.train.output_dir)
     reward = build_reward(cfg.rewards)
     accelerator = make_accelerator(cfg.train)
@@ -306,8 +278,8 @@ def train_sampling(cfg: Config) -> Path:
     rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources)
     scorer = SequenceScorer(policy, chunk)  # prepared (and under FSDP sharded) by the first stage's loop
     sources = _sources(cfg, policy, tokenizer, device, owner=scorer)
-    ref_mode = o.reference if o.reference != "auto" else ("previous" if cfg.method == "iterative_dpo" else "initial")
-    loss_ref = loss != "sft" and get_loss(loss).needs_reference
+    ref_mode = o.reference if o.reference != "auto" else SELECTORS[cfg.method].reference
+    loss_ref = update.needs_reference
     initial = None
     if o.kl_beta > 0 or (loss_ref and ref_mode == "initial"):
         first = copy_of(policy) if start == 0 and not cfg.reference.path else load_model(cfg, cfg.reference.path)[0]
@@ -323,22 +295,22 @@ def train_sampling(cfg: Config) -> Path:
         fresh = not (sdir / "samples.jsonl").is_file()
         if fresh:
             logps_fns = {"logps": policy_logps, "ref_logps": initial.logps} if o.kl_beta > 0 else {}
-            records, gen = sample_stage(cfg, stage, sources, rows, reward, logps_fns, cfg.train.progress and main,
-                                        lockstep=sharded_across_processes(scorer))
+            candidates, gen = sample_stage(cfg, stage, sources, rows, reward, logps_fns, cfg.train.progress and main,
+                                           lockstep=sharded_across_processes(scorer))
         else:
-            records, gen = read_jsonl(sdir / "samples.jsonl"), {}
-        items = select(cfg.method, records, cfg, stage, filter_fn)
+            candidates, gen = Candidates.read(sdir / "samples.jsonl"), {}
+        items = select(cfg.method, candidates, cfg, stage, filter_fn)
         if fresh and main:
-            write_jsonl(sdir / "samples.jsonl", records)
-        examples = to_examples(records, items, stage, sft=loss == "sft")
+            candidates.write(sdir / "samples.jsonl")
+        examples = to_examples(candidates, items, stage, sft=update.best_response_only)
         reference = None
         if loss_ref:
             previous = (load_model(cfg, str(stage_dir(out, stage - 1) / "final"))[0]  # whole, from disk
                         if ref_mode == "previous" and sharded_across_processes(scorer) else copy_of(policy))
             reference = initial if ref_mode == "initial" else FrozenReference(previous, pad, share, chunk)
             reference.to(device)
-        method = SFTMethod(pad, share) if loss == "sft" else PreferenceMethod(loss, o.loss_args, pad, reference, share)
-        record = {"stage": stage, **stage_metrics(records), **gen, "train/examples": len(examples)}
+        method = update.build(o.loss_args, pad, reference, share)
+        record = {"stage": stage, **stage_metrics(candidates), **gen, "train/examples": len(examples)}
         if examples:
             stage_cfg = replace(cfg.train, output_dir=str(sdir), seed=cfg.train.seed + stage)
             result = train_loop(stage_cfg, method, scorer, examples, accelerator=accelerator,
@@ -362,22 +334,21 @@ def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, prog
 
     Data parallel: this process does its block of the prompts (seed offset by its rank, so the
     blocks are independent draws; one process reproduces the seed ``sampling.seed + stage``);
-    every process returns all records, in the order of the draw, and the generation metrics
+    every process returns all candidates, in the order of the draw, and the generation metrics
     of all processes (throughput summed, time the slowest process's). ``lockstep``: the policy's
     weights are sharded, so a process without prompts still joins every forward."""
     prompts = _draw(rows, cfg.online.prompts_per_stage, cfg.train.seed + stage)
     mine = shard(prompts)
-    records, gen = [], {}
+    candidates, gen = Candidates.new([], [], [], [], []), {}
     if mine or lockstep:
         sampling = replace(cfg.sampling, seed=cfg.sampling.seed + stage + 1_000_003 * rank())
-        records, gen = gather(sources, mine, sampling, progress)
+        candidates, gen = gather(sources, mine, sampling, progress)
         gen = gen if mine else {}
-        if records:
-            score_records(reward, records)
+        if len(candidates):
+            score_candidates(reward, candidates)
         for key, fn in logps_fns.items():
-            for r, values in zip(records, record_logps(fn, records, cfg.train.batch_size, lockstep)):
-                r[key] = values
-    return gather_objects(records), merge_generation_metrics(gather_objects([gen]))
+            candidates.set_values(key, candidate_logps(fn, candidates, cfg.train.batch_size, lockstep))
+    return Candidates.concat(gather_objects([candidates])), merge_generation_metrics(gather_objects([gen]))
 
 
 def merge_generation_metrics(per_process: list[dict[str, float]]) -> dict[str, float]:
@@ -452,5 +423,12 @@ def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSo
     return out
 
 
-for _name in SELECTORS:  # train.max_steps counts the steps of one stage
-    register_trainer(_name, StepShape(stages=lambda cfg: max(cfg.online.stages, 1)))(train_sampling)
+@method_family
+def sampling_methods() -> dict[str, MethodSpec]:
+    """Every selector of :data:`SELECTORS` is a method; ``train.max_steps`` counts the steps of one stage."""
+    shape = StepShape(stages=lambda cfg: max(cfg.online.stages, 1))
+    updates = all_updates()
+    return {name: MethodSpec(name, "sampling", train_sampling, data="prompts", uses=name, step_shape=shape,
+                             needs_reference=updates[spec.default_update].needs_reference,
+                             default_update=spec.default_update, check=check_config)
+            for name, spec in SELECTORS.items()}

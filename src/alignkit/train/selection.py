@@ -5,11 +5,13 @@ responses per prompt, score them with the reward, **select**, fine-tune. The
 methods differ only in the select step (one function each in :data:`SELECTORS`)
 and in the loss of the update (``sft`` or a name in ``alignkit.losses.LOSSES``).
 
-Shapes: the candidates of a stage are ``[B, K]`` tensors, B prompts with up to K
-candidates each (``mask`` is False where a prompt has fewer, e.g. dataset
-responses, or where the filter hook removed one). A selection is a list of
-:class:`Item`: one training example made of some candidates of one prompt, with
-preference scores (higher is better) or ``None`` for SFT.
+A selector receives the stage's :class:`~alignkit.train.candidates.Candidates` whole:
+B prompts with up to K candidates each, their texts, token ids and sources, and
+``[B, K]`` tensors: ``scores`` (the ranking score: the reward, or RAFT eq. 5 with
+``online.kl_beta``), ``mask`` (False where a prompt has fewer candidates, e.g.
+dataset responses, or where the filter hook removed one) and, when computed, the
+log-probs. A selection is a list of :class:`Item`: one training example made of some
+candidates of one prompt, with preference scores (higher is better) or ``None`` for SFT.
 
 Everything here is pure (tensors and numbers in, indices out), so each select
 step is tested by hand in ``tests/train/test_selection.py``.
@@ -20,11 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
 from alignkit.config.sampling import OnlineConfig
+from alignkit.errors import ConfigError
+from alignkit.train.candidates import Candidates
 
 
 @dataclass
@@ -119,23 +123,52 @@ def filter_mask(fn: Callable, prompts: list[str], responses: list[str], scores: 
 
 # ---------------------------------------------------------------- the select step of each method
 
-Selector = Callable[[torch.Tensor, torch.Tensor, OnlineConfig, Any], list[Item]]
-SELECTORS: dict[str, Selector] = {}
-DEFAULT_LOSS: dict[str, str] = {}
+Selector = Callable[[Candidates, OnlineConfig, Any], list[Item]]
+CheckFn = Callable[[OnlineConfig, str], None]
 
 
-def register_selector(name: str, default_loss: str):
+@dataclass(frozen=True)
+class SelectorSpec:
+    """A sampling method: its select step and what the trainer needs to know about it."""
+
+    name: str
+    select: Selector  # (candidates, online config, seeded random.Random) -> items
+    default_update: str  # the update when online.loss is empty: sft or a loss of alignkit.losses.LOSSES
+    reference: Literal["initial", "previous"] = "initial"  # pi_ref under online.reference: auto
+    check: CheckFn | None = None  # (online config, update name): raise ConfigError naming the key
+
+
+SELECTORS: dict[str, SelectorSpec] = {}
+
+
+def register_selector(name: str, *, default_update: str, reference: Literal["initial", "previous"] = "initial",
+                      check: CheckFn | None = None) -> Callable[[Selector], Selector]:
+    """Register the decorated select step as sampling method ``name`` (a method of ``alignkit train``)."""
     def wrap(fn: Selector) -> Selector:
-        SELECTORS[name], DEFAULT_LOSS[name] = fn, default_loss
+        if name in SELECTORS:
+            raise ValueError(f"selector {name!r} registered twice")
+        SELECTORS[name] = SelectorSpec(name, fn, default_update, reference, check)
         return fn
 
     return wrap
 
 
-@register_selector("raft", default_loss="sft")
-def select_raft(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+def _sft_only(cfg: OnlineConfig, update: str) -> None:
+    if update != "sft":
+        raise ConfigError("online.loss: raft fine-tunes on one kept response per example with sft; "
+                          "use method: online or iterative_dpo for a preference loss")
+
+
+def _rso_settings(cfg: OnlineConfig, update: str) -> None:
+    if cfg.rso_beta <= 0 or cfg.rso_num_accepted < 2:
+        raise ConfigError("online.rso_beta must be > 0 and online.rso_num_accepted >= 2")
+
+
+@register_selector("raft", default_update="sft", check=_sft_only)
+def select_raft(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """RAFT (Dong et al. 2023, arXiv 2304.06767): the best response per prompt (local ranking), or the
     top 1/K of all B x K samples (global ranking); each kept response is one SFT example."""
+    scores, mask = candidates.scores, candidates.mask
     if cfg.ranking == "local":
         keep = local_ranking(scores, mask)
     else:
@@ -143,10 +176,11 @@ def select_raft(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng
     return [Item(b, [k]) for b, k in keep.nonzero().tolist()]
 
 
-@register_selector("rso", default_loss="dpo")
-def select_rso(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+@register_selector("rso", default_update="dpo", check=_rso_settings)
+def select_rso(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """RSO: accept ``rso_num_accepted`` samples of each prompt by rejection sampling (:func:`rso_accept`),
     pair them at random and label each pair by the reward (equal rewards make no pair)."""
+    scores, mask = candidates.scores, candidates.mask
     items = []
     for b in range(len(scores)):
         valid = mask[b].nonzero().flatten().tolist()
@@ -159,10 +193,11 @@ def select_rso(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng)
     return items
 
 
-@register_selector("online", default_loss="rrhf")
-def select_ranked(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+@register_selector("online", default_update="rrhf")
+def select_ranked(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """Online RRHF / PRO / listwise DPO: all candidates of a prompt, ranked by their scores (a prompt whose
     candidates all tie carries no preference and is skipped)."""
+    scores, mask = candidates.scores, candidates.mask
     items = []
     for b in range(len(scores)):
         valid = mask[b].nonzero().flatten().tolist()
@@ -172,9 +207,32 @@ def select_ranked(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, r
     return items
 
 
-@register_selector("iterative_dpo", default_loss="dpo")
-def select_best_worst(scores: torch.Tensor, mask: torch.Tensor, cfg: OnlineConfig, rng) -> list[Item]:
+@register_selector("iterative_dpo", default_update="dpo", reference="previous")
+def select_best_worst(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
     """Iterative online DPO (Dong et al. 2024, arXiv 2405.07863): the best and the worst response of each
     prompt as (chosen, rejected); a prompt whose candidates all tie is skipped."""
+    scores, mask = candidates.scores, candidates.mask
     best, worst, differ = best_and_worst(scores, mask)
     return [Item(b, [int(best[b]), int(worst[b])], [1.0, 0.0]) for b in differ.nonzero().flatten().tolist()]
+
+
+def _dataset_and_policy(cfg: OnlineConfig, update: str) -> None:
+    if "dataset" not in cfg.sources or "policy" not in cfg.sources:
+        raise ConfigError(f"online.sources: spin pairs the data's response with the policy's sample; "
+                          f"give both dataset and policy, got {cfg.sources}")
+
+
+@register_selector("spin", default_update="dpo", reference="previous", check=_dataset_and_policy)
+def select_spin(candidates: Candidates, cfg: OnlineConfig, rng) -> list[Item]:
+    """SPIN (Chen et al. 2024, arXiv 2401.01335): the data's own response (chosen) against the current
+    policy's sample (rejected), with the previous iterate as the reference of the DPO-like update. Reads
+    the candidates' ``sources``, not their scores: the first valid dataset and policy candidate of each
+    prompt; a prompt missing either is skipped."""
+    items = []
+    for b, sources in enumerate(candidates.sources):
+        valid = [k for k in range(len(sources)) if candidates.mask[b, k]]
+        human = [k for k in valid if sources[k] == "dataset"]
+        sampled = [k for k in valid if sources[k] == "policy"]
+        if human and sampled:
+            items.append(Item(b, [human[0], sampled[0]], [1.0, 0.0]))
+    return items

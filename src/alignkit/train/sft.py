@@ -8,11 +8,13 @@ several responses train on the best one (e.g. pairwise data: the chosen).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from alignkit.data.schema import TokenizedExample
 from alignkit.engine import collate, sequence_logps
+from alignkit.train.methods import MethodSpec, register_method
 
 
 def best_response_only(ex: TokenizedExample) -> TokenizedExample:
@@ -36,13 +38,20 @@ class SFTMethod:
         mean = float(nll_sum.detach()) / tokens
         return nll_sum, {"loss": mean, "nll": mean}
 
-    @torch.no_grad()
-    def evaluate(self, module, examples: Sequence[TokenizedExample], batch_size: int) -> dict[str, float]:
-        module.eval()
-        total, tokens = 0.0, 0.0
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            nll, _ = self.loss(module, chunk)
-            total, tokens = total + float(nll.detach()), tokens + self.units(chunk)
-        mean = total / max(tokens, 1.0)
-        return {"nll": mean, "perplexity": float(torch.tensor(mean).exp())}
+
+def train_sft(cfg) -> Path:
+    """Supervised fine-tuning on the best response of each row (the chosen one of a pair)."""
+    from alignkit.engine import SequenceScorer
+    from alignkit.train.build import policy_and_data, policy_saver
+    from alignkit.train.loop import train_loop
+
+    model, tokenizer, train, held_out = policy_and_data(cfg)
+    train = [best_response_only(ex) for ex in train]
+    held_out = [best_response_only(ex) for ex in held_out]
+    method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
+    scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
+    train_loop(cfg.train, method, scorer, train, eval_examples=held_out, on_save=policy_saver(tokenizer), desc="sft")
+    return Path(cfg.train.output_dir)
+
+
+register_method(MethodSpec("sft", "sft", train_sft, data="sft"))
