@@ -68,6 +68,12 @@ def _methods(args: argparse.Namespace) -> int:
         ref = "reference" if spec.needs_reference else "reference-free"
         hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(spec.uses).items()) if spec.family == "preference" else ""
         update = f"update={spec.default_update}" if spec.default_update else ""
+        if spec.family == "rl":  # the paper and the ppo: defaults the algorithm reads
+            from alignkit.config.rl import PPOConfig
+            from alignkit.train.algorithms import ALGORITHMS
+
+            algo, ppo_defaults = ALGORITHMS[spec.uses], vars(PPOConfig())
+            hp = f"({algo.paper}) " + ", ".join(f"ppo.{k}={ppo_defaults[k]}" for k in algo.reads)
         print(f"{name:14s} {spec.family:12s} {spec.data:8s} {ref:14s} {hp or update}".rstrip())
     print("\n".join(method_lines()))
     return 0

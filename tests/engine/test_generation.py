@@ -97,3 +97,23 @@ def test_best_of_k_returns_the_highest_reward_sample_of_each_prompt(tiny):
         assert best.rewards[b].item() == texts[expected].count("e") == best.scores[b].max().item()
     # the samples are those of sample() with the same config
     assert best.samples.response_ids == sample(model, tok, prompt_ids(tok), cfg).response_ids
+
+
+def test_the_k_samples_of_a_prompt_share_one_prompt_forward(monkeypatch):
+    """The shared prompt cache gives the very samples of K separate prompt forwards, and the model
+    sees each prompt once (B rows), not K times."""
+    from alignkit.engine import generation
+
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    lm = build_tiny_model(tok)
+    prompts = [tok(p)["input_ids"] for p in ["The movie was", "I", "This book is really"]]
+    cfg = SamplingConfig(num_samples=4, max_new_tokens=12, seed=3)
+    widths = []
+    hook = lm.register_forward_pre_hook(lambda m, a, k: widths.append(tuple(k["input_ids"].shape)), with_kwargs=True)
+    shared = sample(lm, tok, prompts, cfg)
+    hook.remove()
+    assert widths[0] == (3, max(map(len, prompts)) - 1)  # the left-padded prompts less their last token, once
+    assert all(w == (12, 1) for w in widths[1:])  # then one token per step for the B * K rows
+    monkeypatch.setattr(generation, "_shared_prompt_cache", lambda *a: {})
+    assert sample(lm, tok, prompts, cfg).response_ids == shared.response_ids

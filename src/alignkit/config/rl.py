@@ -1,4 +1,4 @@
-"""The ``ppo:`` section: on-policy RL (methods ppo, rloo, grpo; see :mod:`alignkit.train.ppo`)."""
+"""The ``ppo:`` section: on-policy RL (methods ppo, rloo, grpo and the RL family; see :mod:`alignkit.train.ppo`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 @dataclass
 class PPOConfig:
-    """The ``ppo:`` section: on-policy RL (methods ppo, rloo, grpo); see :mod:`alignkit.train.ppo`."""
+    """The ``ppo:`` section: on-policy RL (methods ppo, rloo, grpo and the RL family); see :mod:`alignkit.train.ppo`."""
 
     num_ppo_epochs: int = 4  # optimisation passes over each rollout
     num_minibatches: int = 1  # optimizer steps per pass; each takes train.batch_size x train.grad_accum prompts
@@ -35,3 +35,13 @@ class PPOConfig:
     ptx_data: str = ""  # pretraining/SFT data for PPO-ptx (any sft-like file; alignkit:NAME for built-ins)
     ptx_batch_size: int = 8  # pretraining examples per optimizer step and process
     eval_samples: int = 1  # samples per held-out prompt when evaluating (eval/reward, eval/kl)
+    clip_eps_high: float | None = None  # DAPO's decoupled upper clip (clip-higher, 0.28 in the paper); None: clip_eps
+    seq_clip_low: float = 3e-4  # GSPO: lower clip of the sequence-level ratio (paper: 3e-4)
+    seq_clip_high: float = 4e-4  # GSPO: upper clip of the sequence-level ratio (paper: 4e-4)
+    overlong_buffer: int = 0  # DAPO: soft length penalty over the last N tokens of max_new_tokens; 0: off
+    overlong_penalty: float = 1.0  # DAPO: the penalty at max_new_tokens (paper: 1)
+    dynamic_sampling: bool = False  # DAPO: drop groups whose K rewards are all equal, sample more to refill
+    dynamic_sampling_rounds: int = 4  # at most this many sampling rounds per step; short batches keep equal groups
+    tis_cap: float | None = None  # truncated IS cap C when another engine samples (dapo, dr_grpo, reinforce_pp*); None: off
+    macro_action: Literal["ngram", "punctuation"] = "ngram"  # MA-RLHF: fixed n-grams or punctuation-ended spans
+    macro_n: int = 5  # MA-RLHF: tokens per n-gram macro action (the longest punctuation span too)

@@ -134,6 +134,7 @@ class VLLMSampler:
                 max_tokens=cfg.max_new_tokens,
                 stop_token_ids=sorted(eos_ids),
                 seed=cfg.seed + i,  # per prompt: independent of batching and of other prompts
+                logprobs=0,  # the sampled token's log-prob: truncated IS of the mismatch (ppo.tis_cap)
             )
             for i in range(len(prompt_ids))
         ]
@@ -149,7 +150,9 @@ class VLLMSampler:
             "gen/mean_length": new_tokens / max(sum(len(rs) for rs in responses), 1),
             "gen/seconds": elapsed,
         }
-        return Samples([list(p) for p in prompt_ids], responses, texts, metrics)
+        logprobs = [[[step[tok].logprob for tok, step in zip(c.token_ids, c.logprobs or [])] for c in out.outputs]
+                    for out in outputs]
+        return Samples([list(p) for p in prompt_ids], responses, texts, metrics, logprobs)
 
 
 def engine_model(llm) -> torch.nn.Module:

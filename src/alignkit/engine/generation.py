@@ -24,6 +24,7 @@ class Samples:
     response_ids: list[list[list[int]]]  # B x K, EOS kept when the response ended
     texts: list[list[str]]  # B x K decoded responses, special tokens removed
     metrics: dict[str, float] = field(default_factory=dict)
+    logprobs: list[list[list[float]]] | None = None  # B x K x len: the sampler's log-probs (another engine)
 
 
 def _trim(row: torch.Tensor, eos_ids: set[int], pad_id: int) -> list[int]:
@@ -69,15 +70,20 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
             ids[j, width - len(p) :] = torch.tensor(p)
             attn[j, width - len(p) :] = 1
         greedy = cfg.temperature <= 0
+        ids, attn = ids.to(device), attn.to(device)
+        shared = _shared_prompt_cache(lm, ids, attn, cfg.num_samples) if not lockstep else {}
+        if shared:  # the K samples of a prompt continue one prompt forward (rows in num_return_sequences' order)
+            ids, attn = ids.repeat_interleave(cfg.num_samples, 0), attn.repeat_interleave(cfg.num_samples, 0)
         out = lm.generate(
-            input_ids=ids.to(device),
-            attention_mask=attn.to(device),
+            input_ids=ids,
+            attention_mask=attn,
+            **shared,
             do_sample=not greedy,
             temperature=None if greedy else cfg.temperature,
             top_k=cfg.top_k if cfg.top_k > 0 else None,
             top_p=cfg.top_p if cfg.top_p < 1 else None,
             max_new_tokens=cfg.max_new_tokens,
-            num_return_sequences=cfg.num_samples,
+            num_return_sequences=1 if shared else cfg.num_samples,
             pad_token_id=pad_id,
             eos_token_id=sorted(eos_ids),
             use_cache=True,
@@ -99,6 +105,24 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], cfg: SamplingConfig, p
         "gen/seconds": elapsed,
     }
     return Samples([list(p) for p in prompt_ids], responses, texts, metrics)
+
+
+def _shared_prompt_cache(lm, ids: torch.Tensor, attn: torch.Tensor, k: int) -> dict:
+    """``{"cache": cache}``: all but the last prompt token run once per prompt, the cache
+    then repeated for its K samples, so ``generate`` starts from it instead of K prompt forwards.
+
+    Empty (the plain path) for K = 1, one-token prompts, or a model whose cache cannot be repeated.
+    Positions follow ``generate``'s own for left padding (``cumsum(mask) - 1``).
+    """
+    if k < 2 or ids.shape[1] < 2:
+        return {}
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    out = lm(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=positions[:, :-1], use_cache=True)
+    cache = out["cache"] if "cache" in out else out.get("past_key_values")  # transformers 5 renamed it
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return {}
+    cache.batch_repeat_interleave(k)  # (B, ...) -> (B * K, ...), row b * K + j = sample j of prompt b
+    return {"cache": cache}
 
 
 @dataclass

@@ -43,18 +43,25 @@ class Algorithm:
     policy_loss: Callable[..., tuple[Tensor, dict[str, Tensor]]]  # (logprobs, minibatch, beta, cfg)
     critic: bool  # trains a value model (its returns are the value targets)
     min_samples: int  # samples per prompt it needs (a group baseline needs 2)
+    paper: str = ""  # shown by `alignkit methods`
+    reads: tuple[str, ...] = ()  # the ppo: fields that matter most to it, shown with their defaults
+    token_level: bool = False  # the policy loss sums over tokens; the minibatch mean is over tokens, not samples
+    prepare: Callable[..., None] | None = None  # (rollout, tokenizer, cfg): per-rollout data it needs
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
 
 
-def register_algorithm(name: str, *, policy_loss: Callable, critic: bool = False,
-                       min_samples: int = 1) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Register the decorated advantage estimator with ``policy_loss`` as on-policy method ``name``."""
+def register_algorithm(name: str, *, policy_loss: Callable, critic: bool = False, min_samples: int = 1,
+                       **options) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Register the decorated advantage estimator with ``policy_loss`` as on-policy method ``name``.
+
+    ``options``: the optional :class:`Algorithm` fields (``paper``, ``reads``, ``token_level``, ``prepare``).
+    """
     def wrap(fn: AdvantageFn) -> AdvantageFn:
         if name in ALGORITHMS:
             raise ValueError(f"algorithm {name!r} registered twice")
-        ALGORITHMS[name] = Algorithm(name, fn, policy_loss, critic, min_samples)
+        ALGORITHMS[name] = Algorithm(name, fn, policy_loss, critic, min_samples, **options)
         return fn
 
     return wrap
@@ -73,6 +80,9 @@ class Minibatch:
     mask: Tensor
     old_values: Tensor | None
     returns: Tensor | None
+    macro_ids: Tensor | None = None  # MA-RLHF: each token's macro action
+    is_weights: Tensor | None = None  # truncated importance weights of the rollout/training mismatch
+    max_length: int = 0  # the generation budget (sampling.max_new_tokens)
 
 
 def token_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
@@ -98,7 +108,9 @@ def grpo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfi
 # ---------------------------------------------------------------- advantages (one registered algorithm each)
 
 
-@register_algorithm("ppo", policy_loss=token_policy_loss, critic=True)
+@register_algorithm("ppo", policy_loss=token_policy_loss, critic=True,
+                    paper="Ouyang et al. 2022 (InstructGPT); Schulman et al. 2017",
+                    reads=("clip_eps", "kl_coef", "gamma", "lam", "vf_coef"))
 def gae_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, Tensor]:
     """PPO: GAE over the old values; ``returns = advantages + values`` are the critic's targets."""
     advantages, returns = gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
@@ -107,7 +119,8 @@ def gae_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOCo
     return advantages, returns
 
 
-@register_algorithm("rloo", policy_loss=sequence_policy_loss, min_samples=2)
+@register_algorithm("rloo", policy_loss=sequence_policy_loss, min_samples=2, paper="Ahmadian et al. 2024",
+                    reads=("kl_coef",))
 def leave_one_out_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
     """RLOO: ``A_i = R_i - mean_{j != i} R_j`` over a prompt's K samples, ``R = r - beta * KL`` summed."""
     K = rollout.num_samples
@@ -116,14 +129,16 @@ def leave_one_out_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, 
     return torch.where(rollout.mask, advantages[:, None], 0.0), None
 
 
-@register_algorithm("grpo", policy_loss=grpo_policy_loss, min_samples=2)
+@register_algorithm("grpo", policy_loss=grpo_policy_loss, min_samples=2, paper="Shao et al. 2024 (DeepSeekMath)",
+                    reads=("clip_eps", "kl_coef"))
 def group_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
     """GRPO: ``A_i = (r_i - mean(r)) / std(r)`` over a prompt's K samples, the same on every token."""
     advantages = grpo_advantages(scores.view(-1, rollout.num_samples)).view(-1)  # (N,)
     return torch.where(rollout.mask, advantages[:, None], 0.0), None
 
 
-@register_algorithm("reinforce_pp", policy_loss=token_policy_loss)
+@register_algorithm("reinforce_pp", policy_loss=token_policy_loss, paper="Hu et al. 2025 (REINFORCE++, arXiv 2501.03262)",
+                    reads=("kl_coef", "kl_estimator", "clip_eps"))
 def global_return_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
     """REINFORCE++ (Hu 2025, arXiv 2501.03262): no critic; the return-to-go of the shaped rewards,
     ``A_t = sum_{s >= t} r_s = score - beta * sum_{s >= t} KL_s``, whitened over every token of the batch

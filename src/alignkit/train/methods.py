@@ -26,7 +26,7 @@ from alignkit.errors import ConfigError
 # The modules whose import registers methods and families (the ones beyond the loss registry).
 METHOD_MODULES = ("alignkit.train.sft", "alignkit.train.preference", "alignkit.train.reward_model",
                   "alignkit.train.span_reward_model", "alignkit.train.sampling", "alignkit.train.ppo",
-                  "alignkit.diffusion.train")
+                  "alignkit.train.rl_family", "alignkit.diffusion.train")
 
 
 @dataclass(frozen=True)

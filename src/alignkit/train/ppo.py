@@ -71,6 +71,7 @@ from alignkit.losses.rl import (
     shape_rewards,
     whiten,
 )
+from alignkit.losses.rl_family import truncated_importance_weights
 from alignkit.models.loading import save_pretrained, sub_state_dict
 from alignkit.rewards import build_reward
 from alignkit.train.accelerator import is_deepspeed
@@ -123,11 +124,15 @@ def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout
         advantages=advantages[rows, :L], mask=rollout.mask[rows, :L],
         old_values=rollout.values[rows, :L] if algo.critic else None,
         returns=returns[rows, :L] if algo.critic else None,
+        macro_ids=None if rollout.macro_ids is None else rollout.macro_ids[rows, :L],
+        is_weights=None if rollout.is_weights is None else rollout.is_weights[rows, :L],
+        max_length=rollout.max_new_tokens,
     )
     pg_loss, pg_stats = algo.policy_loss(out.logprobs, mb, beta, cfg)  # (n,)
     loss, stats = pg_loss, {"loss/policy": pg_loss.mean(), **pg_stats}
-    if cfg.ent_coef != 0:
-        loss = loss - cfg.ent_coef * entropy_bonus(out.entropy, mb.mask)
+    if cfg.ent_coef != 0:  # per sample, or summed over tokens like a token-level policy loss
+        bonus = masked_sum(out.entropy, mb.mask, dim=1) if algo.token_level else entropy_bonus(out.entropy, mb.mask)
+        loss = loss - cfg.ent_coef * bonus
     if algo.critic:
         vf_loss, vf_stats = ppo_value_loss(out.values, mb.old_values, mb.returns, mb.mask, cfg.vf_clip_eps)  # (n,)
         loss = loss + cfg.vf_coef * vf_loss
@@ -155,9 +160,12 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
             if ptx is not None:  # PPO-ptx: + gamma * NLL per token of pretraining text (InstructGPT eq. 2)
                 micro_batches.append(_ptx_loss(cfg, module, accelerator, ptx,
                                                (step * cfg.num_ppo_epochs + epoch) * cfg.num_minibatches + m))
+            units = len(prompts) * K * world  # samples of the minibatch over all processes
+            if algo.token_level:  # every process reaches this reduce at the same minibatch
+                units = float(accelerator.reduce(rollout.mask[rollout.rows(prompts)].sum().float(), "sum"))
             for micro_prompts in prompts.chunk(grad_accum):
                 micro_batches.append(_surrogate_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
-                                                     advantages, returns, beta, len(prompts) * K * world))
+                                                     advantages, returns, beta, units))
             step_stats = optimizer_step(accelerator, module, optimizer, micro_batches, max_grad_norm=max_grad_norm,
                                         grad_norm_weight=1.0, guard=guard, step=step + 1)
             stats.merge(step_stats)
@@ -255,13 +263,31 @@ def train_rl(cfg) -> Path:
         run.evaluate = lambda: mean_over_processes(accelerator, evaluate_policy(
             module, reference, reward, tokenizer, eval_prompts, eval_sampling))
 
-    for step in run.steps():
-        # 1. rollout: prompts chosen by (seed, step), samples seeded by (seed, step, process)
-        indices = global_batch_indices(len(train), prompts_per_step * world, step, tcfg.seed)[rank::world]
-        sampling = replace(cfg.sampling, seed=_seed(cfg.sampling.seed, tcfg.seed, step, rank))
+    def collect(step: int, round_: int = 0) -> Rollout:
+        """Prompts chosen by (seed, step, round), samples seeded by (seed, step, process, round)."""
+        extra = (round_,) if round_ else ()  # round 0 keeps the seeds of a run without dynamic sampling
+        indices = global_batch_indices(len(train), prompts_per_step * world, step, tcfg.seed + round_)[rank::world]
+        sampling = replace(cfg.sampling, seed=_seed(cfg.sampling.seed, tcfg.seed, step, rank, *extra))
         with accelerator.autocast():
-            rollout = collect_rollout(module, reference, reward, tokenizer, [train[i].prompt_ids for i in indices],
-                                      sampling, values=algo.critic, sampler=sampler)
+            return collect_rollout(module, reference, reward, tokenizer, [train[i].prompt_ids for i in indices],
+                                   sampling, values=algo.critic, sampler=sampler)
+
+    for step in run.steps():
+        # 1. rollout (DAPO's dynamic sampling: more rounds until every group's K rewards differ)
+        if ppo.dynamic_sampling:
+            from alignkit.train.rl_family import informative_rollout
+
+            def fewest_kept(n: int) -> int:
+                return int(accelerator.gather(torch.tensor([n], device=accelerator.device)).min())
+
+            rollout = informative_rollout(lambda r, s=step: collect(s, r), ppo.dynamic_sampling_rounds, fewest_kept)
+        else:
+            rollout = collect(step)
+        if algo.prepare is not None:
+            algo.prepare(rollout, tokenizer, ppo)
+        if ppo.tis_cap is not None and rollout.sampler_logprobs is not None:  # another engine sampled
+            rollout.is_weights = truncated_importance_weights(rollout.logprobs, rollout.sampler_logprobs,
+                                                              rollout.mask, ppo.tis_cap)
         # 2. rewards (score + per-token KL penalty, InstructGPT eq. 2) and 3. advantages
         beta = kl_ctl.value
         moments.update(accelerator.gather(rollout.scores))

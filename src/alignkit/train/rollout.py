@@ -51,6 +51,7 @@ from alignkit.engine.generation import SamplingConfig, sample
 from alignkit.engine.layout import Layout
 from alignkit.engine.logprobs import SequenceScorer, build_layout, sequence_logps
 from alignkit.losses.rl import clip_rewards, kl_penalty, masked_mean
+from alignkit.losses.rl_family import overlong_penalty
 from alignkit.rewards.base import sum_segments
 
 TokenSegment = tuple[int, float]  # (index of the response token that ends the segment, reward value)
@@ -213,6 +214,10 @@ class Rollout:
     segments: list[list[TokenSegment]] | None  # dense rewards: (token index, value) per row
     ended: torch.Tensor  # [N] bool: the sample ends with EOS
     metrics: dict[str, float]  # generation speed
+    max_new_tokens: int = 0  # the generation budget the samples had
+    macro_ids: torch.Tensor | None = None  # [N, T] MA-RLHF: each token's macro action (set by the algorithm)
+    is_weights: torch.Tensor | None = None  # [N, T] truncated importance weights (ppo.tis_cap, another sampler)
+    sampler_logprobs: torch.Tensor | None = None  # [N, T] the sampling engine's log-probs, where it gives them
 
     @property
     def num_samples(self) -> int:
@@ -272,7 +277,18 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
         mask=out.mask, logprobs=out.logprobs, ref_logprobs=ref, entropy=out.entropy, values=out.values,
         scores=scores.to(device), segments=segments,
         ended=torch.tensor([r[-1] in stop for r in flat], device=device), metrics=samples.metrics,
+        max_new_tokens=sampling.max_new_tokens,
+        sampler_logprobs=None if samples.logprobs is None else _sampler_logprobs(samples.logprobs, out.logprobs),
     )
+
+
+def _sampler_logprobs(logprobs: list[list[list[float]]], training: torch.Tensor) -> torch.Tensor:
+    """``[N, T]`` the sampler's log-probs; where it gave none (an EOS added back), the trainer's own."""
+    out = training.clone()
+    for i, values in enumerate(lp for rows in logprobs for lp in rows):
+        n = min(len(values), out.shape[1])
+        out[i, :n] = torch.tensor(values[:n], dtype=out.dtype)
+    return out
 
 
 @torch.no_grad()
@@ -323,12 +339,16 @@ def task_rewards(rollout: Rollout, cfg: PPOConfig, moments: RunningMoments) -> t
     """Processed scores ``[N]`` and, for a dense reward, processed ``(token, value)`` segments.
 
     A score becomes ``clip((score - mean) / std) - penalty``, the moments being running
-    ones (updated by the caller). A dense reward scales and clips each segment and puts
+    ones (updated by the caller); the penalty is ``missing_eos_penalty`` for a sample
+    without EOS plus, with ``overlong_buffer``, DAPO's length penalty. A dense reward scales and clips each segment and puts
     ``-mean / std - penalty`` on the last token; its score is the sum.
     """
     shift = moments.mean if cfg.center_rewards else 0.0
     scale = 1.0 / moments.std if cfg.scale_rewards else 1.0
     penalty = cfg.missing_eos_penalty * (~rollout.ended).float()  # (N,)
+    if cfg.overlong_buffer > 0:  # DAPO's soft overlong punishment
+        penalty = penalty - overlong_penalty(rollout.mask.sum(1), rollout.max_new_tokens, cfg.overlong_buffer,
+                                             cfg.overlong_penalty)
     if rollout.segments is None:
         return clip_rewards((rollout.scores - shift) * scale, cfg.reward_clip) - penalty, None
     c = cfg.reward_clip if cfg.reward_clip is not None else math.inf
