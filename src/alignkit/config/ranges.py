@@ -128,6 +128,14 @@ CONFIG_RANGES: dict[str, Range] = {
     "ppo.ptx_coef": NON_NEGATIVE,
     "ppo.ptx_batch_size": AT_LEAST_ONE,
     "ppo.eval_samples": AT_LEAST_ONE,
+    "ppo.clip_eps_high": POSITIVE,
+    "ppo.seq_clip_low": POSITIVE,
+    "ppo.seq_clip_high": POSITIVE,
+    "ppo.overlong_buffer": NON_NEGATIVE,
+    "ppo.overlong_penalty": NON_NEGATIVE,
+    "ppo.dynamic_sampling_rounds": AT_LEAST_ONE,
+    "ppo.tis_cap": Range(1),  # a weight min(ratio, C) with C < 1 would shrink on-policy tokens too
+    "ppo.macro_n": AT_LEAST_ONE,
     "reward_model.max_length": AT_LEAST_ONE,
     "reward_model.center_examples": NON_NEGATIVE,
     "online.keep_stage_models": NON_NEGATIVE,  # 0: keep all
