@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from alignkit.losses.rl import gae, masked_mean, whiten
+from alignkit.losses.rl import clipped_terms, gae, masked_mean, whiten
 
 PUNCTUATION = ".,;:!?\n"
 
@@ -134,15 +134,6 @@ def macro_policy_loss(
     M = num_macros(macro_ids, mask)
     valid = macro_mask(macro_ids, mask, M)  # (N, M)
     log_ratio = macro_sum(logprobs - old_logprobs, macro_ids, mask, M)  # (N, M)
-    ratio = log_ratio.exp()
     adv = macro_first(advantages, macro_ids, mask, M)  # (N, M)
-    pg_loss1 = -adv * ratio
-    pg_loss2 = -adv * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(pg_loss1, pg_loss2), valid, dim=1)  # (N,)
-    with torch.no_grad():
-        metrics = {
-            "clipfrac": masked_mean((pg_loss2 > pg_loss1).float(), valid),
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, valid),
-            "ratio_mean": masked_mean(ratio, valid),
-        }
-    return loss, metrics
+    per_macro, metrics = clipped_terms(log_ratio.exp(), log_ratio, adv, valid, clip_eps, clip_eps)
+    return masked_mean(per_macro, valid, dim=1), metrics  # (N,)

@@ -208,6 +208,26 @@ def grpo_advantages(
 # ---------------------------------------------------------------- PPO losses
 
 
+def clipped_terms(
+    ratio: torch.Tensor, log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+    clip_low: float, clip_high: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped surrogate elementwise, ``-min(A r, A clip(r, 1 - clip_low, 1 + clip_high))``
+    (Schulman et al. 2017, eq. 7, with DAPO's decoupled upper clip), and its metrics over ``mask``:
+    ``clipfrac`` (the clipped term is the smaller: its gradient is 0), ``approx_kl`` (KL(pi_old || pi)
+    by the k3 estimator ``(r - 1) - log r``, as CleanRL) and ``ratio_mean``. One place for every
+    surrogate: per token (PPO, DAPO) and per macro action (MA-RLHF)."""
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    with torch.no_grad():
+        metrics = {
+            "clipfrac": masked_mean((clipped < unclipped).float(), mask),
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
+            "ratio_mean": masked_mean(ratio, mask),
+        }
+    return -torch.minimum(unclipped, clipped), metrics
+
+
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -226,17 +246,8 @@ def ppo_policy_loss(
     (as CleanRL); ``ratio_mean``.
     """
     log_ratio = torch.where(mask, logprobs - old_logprobs, 0.0)  # (N, T)
-    ratio = log_ratio.exp()
-    pg_loss1 = -advantages * ratio
-    pg_loss2 = -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(pg_loss1, pg_loss2), mask, dim=1)  # (N,)
-    with torch.no_grad():
-        metrics = {
-            "clipfrac": masked_mean((pg_loss2 > pg_loss1).float(), mask),
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
-            "ratio_mean": masked_mean(ratio, mask),
-        }
-    return loss, metrics
+    per_token, metrics = clipped_terms(log_ratio.exp(), log_ratio, advantages, mask, clip_eps, clip_eps)
+    return masked_mean(per_token, mask, dim=1), metrics  # (N,)
 
 
 def ppo_value_loss(

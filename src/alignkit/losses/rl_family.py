@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from alignkit.losses.rl import masked_mean, masked_sum
+from alignkit.losses.rl import clipped_terms, masked_mean, masked_sum
 
 # ---------------------------------------------------------------- REINFORCE++
 
@@ -139,18 +139,9 @@ def clipped_surrogate(
     :func:`truncated_importance_weights`) multiply each token's loss. 0 at masked positions.
     """
     log_ratio = torch.where(mask, logprobs - old_logprobs, 0.0)  # (N, T)
-    ratio = log_ratio.exp()
-    unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
-    per_token = -torch.minimum(unclipped, clipped)
+    per_token, metrics = clipped_terms(log_ratio.exp(), log_ratio, advantages, mask, clip_low, clip_high)
     if weights is not None:
         per_token = per_token * weights
-    with torch.no_grad():
-        metrics = {
-            "clipfrac": masked_mean((clipped < unclipped).float(), mask),
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
-            "ratio_mean": masked_mean(ratio, mask),
-        }
     return torch.where(mask, per_token, 0.0), metrics
 
 
