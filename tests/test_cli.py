@@ -30,3 +30,15 @@ def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
     (tmp_path / "c.yaml").write_text("method: sft\n")
     with pytest.raises(ZeroDivisionError):
         cli.main(["train", str(tmp_path / "c.yaml")])
+
+
+def test_python_dash_m_knows_every_command():
+    """`python -m alignkit.cli` (and `python -m alignkit`) list the commands the script lists: run as
+    __main__, the file is a second copy of the module, which the command modules do not register into."""
+    import subprocess
+    import sys
+
+    for module in ("alignkit.cli", "alignkit"):
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
+        for command in ("train", "demo", "compare", "label", "config", "methods"):
+            assert command in out, (module, command)

@@ -37,7 +37,8 @@ LAYERS: list[set[str]] = [
     {"alignkit.models"},
     {"alignkit.rewards", "alignkit.eval.metrics"},
     {"alignkit.train"},
-    {"alignkit.eval", "alignkit.demo", "alignkit.label", "alignkit.diffusion", "alignkit.cli", "alignkit.api"},
+    {"alignkit.eval", "alignkit.demo", "alignkit.label", "alignkit.diffusion", "alignkit.cli", "alignkit.__main__",
+     "alignkit.api"},
 ]
 TOP = len(LAYERS) - 1
 

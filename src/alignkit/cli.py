@@ -147,5 +147,9 @@ def _first_line(err: BaseException) -> str:
 
 
 if __name__ == "__main__":
+    # Run as `python -m alignkit.cli`, this file is `__main__`, a second copy of the module: the command
+    # modules register into `alignkit.cli`, so it is that copy's main that knows every command.
+    from alignkit.cli import main as package_main
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.exit(main())
+    sys.exit(package_main())
