@@ -5,5 +5,6 @@ import sys
 
 from alignkit.cli import main
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (as the import-every-module test does) runs nothing
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
