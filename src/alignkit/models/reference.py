@@ -43,29 +43,6 @@ class FrozenReference:
         return sequence_logps(self.scorer, batch, pad_id=self.pad_id, share_prompt=self.share_prompt).logps
 
 
-class AdapterReference:
-    """The policy with its peft adapter disabled, evaluated without gradient."""
-
-    def __init__(self, policy_scorer: nn.Module, pad_id: int, share_prompt: bool = True):
-        self.policy_scorer, self.pad_id, self.share_prompt = policy_scorer, pad_id, share_prompt
-
-    def to(self, device) -> AdapterReference:
-        return self
-
-    @torch.no_grad()
-    def logps(self, batch: ResponseBatch) -> torch.Tensor:
-        peft_model = _find_peft(self.policy_scorer)
-        was_training = self.policy_scorer.training
-        self.policy_scorer.eval()  # no dropout in the reference
-        try:
-            with peft_model.disable_adapter():
-                return sequence_logps(
-                    self.policy_scorer, batch, pad_id=self.pad_id, share_prompt=self.share_prompt
-                ).logps
-        finally:
-            self.policy_scorer.train(was_training)
-
-
 class InitialPolicyReference:
     """The policy itself, evaluated without gradient (in eval mode): the reference while its
     weights are still the starting ones, so a precomputed reference needs no copy of them
@@ -77,14 +54,29 @@ class InitialPolicyReference:
     def to(self, device) -> InitialPolicyReference:
         return self
 
+    def reference_weights(self) -> contextlib.AbstractContextManager:
+        """What turns the policy's weights into the reference's while ``logps`` runs (nothing here)."""
+        return contextlib.nullcontext()
+
     @torch.no_grad()
     def logps(self, batch: ResponseBatch) -> torch.Tensor:
         was_training = self.policy_scorer.training
         self.policy_scorer.eval()  # no dropout in the reference
         try:
-            return sequence_logps(self.policy_scorer, batch, pad_id=self.pad_id, share_prompt=self.share_prompt).logps
+            with self.reference_weights():
+                return sequence_logps(
+                    self.policy_scorer, batch, pad_id=self.pad_id, share_prompt=self.share_prompt
+                ).logps
         finally:
             self.policy_scorer.train(was_training)
+
+
+class AdapterReference(InitialPolicyReference):
+    """The policy with its peft adapter disabled, evaluated without gradient: the base weights are
+    the reference at every step, with no second copy of them."""
+
+    def reference_weights(self) -> contextlib.AbstractContextManager:
+        return _find_peft(self.policy_scorer).disable_adapter()
 
 
 def _find_peft(module: nn.Module):
