@@ -10,9 +10,7 @@ qa-feedback row's ``feedback`` becomes a ``spans`` label of the annotator
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from pathlib import Path
 
 from alignkit.data.formats import FORMATS, MAX_REPORTED, detect_format
 from alignkit.data.loaders import BadRow, read_rows
@@ -20,6 +18,7 @@ from alignkit.data.schema import Text
 from alignkit.errors import ConfigError, DataError
 from alignkit.label.project import Project
 from alignkit.label.store import IMPORTED_PREFIX, LabelStore
+from alignkit.train.checkpoint import sha256  # the one file hash (checkpoints verify theirs with it)
 
 _logger = logging.getLogger(__name__)
 
@@ -29,14 +28,6 @@ def display_text(text: Text) -> str:
     if isinstance(text, str):
         return text
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in text)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _convert(row: dict, location: str, fmt: str):
@@ -90,7 +81,7 @@ def open_project(project: Project) -> LabelStore:
     """The project's database, filled from its data file the first time."""
     project.database_path.parent.mkdir(parents=True, exist_ok=True)
     store = LabelStore(project.database_path)
-    digest = _file_sha256(project.data_path) if project.data_path.is_file() else None
+    digest = sha256(project.data_path) if project.data_path.is_file() else None
     if store.item_count() == 0:
         items, imported = read_items(project)
         store.add_items(items, digest, imported)
