@@ -100,8 +100,6 @@ def load_span_data(cfg) -> tuple[list[SpanExample], list[SpanExample]]:
     else:
         held_out = []
     sr = cfg.span_reward_model
-    if not sr.categories:
-        raise ConfigError("span_reward_model.categories: required, e.g. [Irrelevant, Redundant, Incoherent]")
     settings = dict(level=sr.level, categories=sr.categories, min_span_words=sr.min_span_words,
                     ignore_other_errors=sr.ignore_other_errors)
     train_spans, held_spans = span_examples(train, **settings), span_examples(held_out, **settings)
@@ -137,5 +135,13 @@ def train_span_reward_model(cfg) -> Path:
     return Path(cfg.train.output_dir)
 
 
+def check_config(cfg) -> None:
+    """Checked before any data is read (``run_train`` runs a method's check first)."""
+    from alignkit.errors import ConfigError
+
+    if not cfg.span_reward_model.categories:
+        raise ConfigError("span_reward_model.categories: required, e.g. [Irrelevant, Redundant, Incoherent]")
+
+
 register_method(MethodSpec("span_reward_model", "reward_model", train_span_reward_model, data="spans",
-                           sections=("span_reward_model",)))
+                           check=check_config, sections=("span_reward_model",)))
