@@ -148,6 +148,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "online.kl_beta": NON_NEGATIVE,
     "online.rso_beta": POSITIVE,
     "online.rso_num_accepted": Range(2),
+    "online.mixture_coef": Range(0, 1),  # a weight of the geometric mixture pi^(1-m) pi_ref^m
 }
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 @dataclass
 class RewardSpec:
-    kind: str = ""  # which reward: vader, length, function, model or span_model (the keys of alignkit.rewards.REWARDS)
+    kind: str = ""  # which reward: vader, length, function, model, span_model or preference_model (a judge of two responses) (the keys of alignkit.rewards.REWARDS)
     name: str = (
         ""  # display name in metrics; defaults to the kind (the function's name, the model folder's name)
     )

@@ -21,7 +21,7 @@ class SamplingConfig:
 
 @dataclass
 class OnlineConfig:
-    """Settings of ``method: raft | rso | online | iterative_dpo``.
+    """Settings of ``method: raft | rso | online | iterative_dpo | spin | nash_md | xpo``.
 
     The epochs of the fine-tuning step of each stage (RAFT's E) are ``train.num_epochs``
     (or ``train.max_steps`` steps), with a fresh optimizer and schedule per stage. The
@@ -32,7 +32,7 @@ class OnlineConfig:
 
     stages: int = 2  # stages (RAFT) / iterations (online, iterative DPO) of sample -> score -> select -> fine-tune
     prompts_per_stage: int = 0  # b: prompts drawn from data.train per stage, without replacement, seeded (0: all)
-    sources: list[str] = field(default_factory=lambda: ["policy"])  # candidates ranked together: policy (K samples), dataset (the row's own responses), or a model path / Hub id (K samples)
+    sources: list[str] = field(default_factory=lambda: ["policy"])  # candidates ranked together: policy (K samples), dataset (the row's own responses), reference (K samples of the starting policy: xpo), mixture (K samples of its geometric mixture with the policy: nash_md), or a model path / Hub id (K samples)
     sampler_model: str = ""  # sample the 'policy' source from this model instead (RAFT distillation from an expert); empty: the policy being trained
     ranking: Literal["local", "global"] = "local"  # raft: keep the best response of each prompt, or the top 1/K of all samples
     kl_beta: float = 0.0  # rank by r(x,y) - kl_beta * log(pi/pi_ref)(y|x) (RAFT eq. 5); 0: by the reward alone
@@ -43,3 +43,4 @@ class OnlineConfig:
     loss_args: dict[str, Any] = field(default_factory=dict)  # that loss's hyper-parameters (empty: paper defaults)
     keep_stage_models: int = 0  # full-weight stage models kept in stages/ (the last N, at least 1; 0: all); a LoRA stage keeps its adapter, which is small
     reference: Literal["auto", "initial", "previous"] = "auto"  # pi_ref of the loss and eq. 5: the starting policy, or the policy at the start of each stage (auto: previous for iterative_dpo, else initial)
+    mixture_coef: float = 0.5  # source 'mixture' (nash_md): weight m of the starting policy in the token-level geometric mixture pi^(1-m) pi_ref^m (0: the policy itself, self-play)

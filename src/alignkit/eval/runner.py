@@ -354,6 +354,7 @@ def judge_win_rate(
     cfg: EvalConfig, prompts: list[str], responses: list[list[str]], baseline: list[str | None], rewards: dict
 ) -> dict:
     """Every response against its prompt's baseline, judged per ``cfg.judge``."""
+    from alignkit.rewards.preference import PreferenceJudge
     from alignkit.rewards.simple import import_function
 
     pairs = [(p, r, b) for p, rs, b in zip(prompts, responses, baseline) if b is not None for r in rs]
@@ -367,7 +368,10 @@ def judge_win_rate(
     else:
         judge = next(iter(build_rewards([cfg.judge]).values()))
         judge = rewards.get(judge.name, judge)
-        result = M.win_rate(judge.score(ps, rs).tolist(), judge.score(ps, bs).tolist(), cfg.tie_eps)
+        if isinstance(judge, PreferenceJudge):  # P(response beats baseline) - 1/2: > 0 wins
+            result = M.win_rate((judge.compare(ps, rs, bs) - 0.5).tolist(), [0.0] * len(ps), cfg.tie_eps)
+        else:
+            result = M.win_rate(judge.score(ps, rs).tolist(), judge.score(ps, bs).tolist(), cfg.tie_eps)
         name = judge.name
     return {**result, "judge": name, "baseline": cfg.baseline}
 

@@ -56,3 +56,15 @@ def segment_error_loss(logits, labels):
     Not a ``[B, K]`` preference loss, so it is not in the ``LOSSES`` registry.
     """
     return F.cross_entropy(logits.float(), labels.long(), reduction="none")
+
+
+def preference_model_loss(logits, weights):
+    """Logistic loss of a pairwise preference model (:mod:`alignkit.models.preference_model`).
+
+    ``logits`` ``[M]``: g(x, y_w, y_l), the model's log-odds that the better response of each
+    of the M ordered pairs beats the worse; ``weights`` ``[M]``: 1 / (the pair's row's number of
+    pairs), so that every row weighs the same whatever its K (as :func:`kwise`). Returns ``[M]``:
+    ``weight * -log sigma(g) = weight * softplus(-g)``; summed per row it is the row's mean pair loss.
+    Not a ``[B, K]`` loss over per-response scores, so it is not in the ``LOSSES`` registry.
+    """
+    return weights * F.softplus(-logits.float())

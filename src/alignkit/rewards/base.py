@@ -136,12 +136,23 @@ def _span_model(spec: RewardSpec, where: str) -> Reward:
     return SpanModelReward.from_path(path, name=spec.name or Path(path).name, batch_size=spec.batch_size)
 
 
+def _preference_model(spec: RewardSpec, where: str) -> Reward:
+    """A pairwise preference model (``method: preference_model``): a judge of two responses."""
+    from alignkit.rewards.preference import PreferenceJudge
+
+    _sequence_only(spec, where)
+    path = _need(spec, "path", where)
+    return PreferenceJudge.from_path(path, name=spec.name or Path(path).name, batch_size=spec.batch_size,
+                                     max_length=spec.max_length)
+
+
 REWARDS: dict[str, Callable[[RewardSpec, str], Reward]] = {
     "vader": _vader,
     "length": _length,
     "function": _function,
     "model": _model,
     "span_model": _span_model,
+    "preference_model": _preference_model,
 }
 
 

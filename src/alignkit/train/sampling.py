@@ -154,9 +154,15 @@ def gather(sources: list[ModelSource | None], rows: list[PromptRow], sampling, p
 
 
 def score_candidates(reward, candidates: Candidates) -> None:
-    """Set ``candidates.scores``: the reward of each response."""
+    """Set ``candidates.scores``: the reward of each response; a pairwise judge (``kind: preference_model``)
+    scores each prompt's candidates together (:meth:`~alignkit.rewards.preference.PreferenceJudge.group_scores`)."""
     from alignkit.rewards import as_text
+    from alignkit.rewards.preference import PreferenceJudge
 
+    if isinstance(reward, PreferenceJudge):
+        candidates.set_values("scores", [reward.group_scores(as_text(p), [as_text(r) for r in rs])
+                                         for p, rs in zip(candidates.prompts, candidates.responses)])
+        return
     cells = candidates.cells()
     flat = reward.score([as_text(candidates.prompts[b]) for b, _ in cells],
                         [as_text(candidates.responses[b][k]) for b, k in cells]).tolist()
@@ -283,13 +289,14 @@ def train_sampling(cfg: Config) -> Path:
     pad, share, chunk = tokenizer.pad_token_id, cfg.engine.share_prompt, cfg.engine.chunk_size
     rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources)
     scorer = SequenceScorer(policy, chunk)  # prepared (and under FSDP sharded) by the first stage's loop
-    sources = _sources(cfg, policy, tokenizer, device, owner=scorer)
     ref_mode = o.reference if o.reference != "auto" else SELECTORS[cfg.method].reference
     loss_ref = update.needs_reference
     initial = None
-    if o.kl_beta > 0 or (loss_ref and ref_mode == "initial"):
+    if o.kl_beta > 0 or (loss_ref and ref_mode == "initial") or set(REFERENCE_SOURCES) & set(o.sources):
         first = copy_of(policy) if start == 0 and not cfg.reference.path else load_model(cfg, cfg.reference.path)[0]
         initial = FrozenReference(first, pad, share, chunk).to(device)
+    sources = _sources(cfg, policy, tokenizer, device, owner=scorer,
+                       reference=initial.scorer.lm if initial is not None else None)
 
     def policy_logps(batch):
         scorer.eval()
@@ -421,16 +428,37 @@ def load_model(cfg: Config, path: str = "", lora: bool = False):
     return load_causal_lm(model_cfg)
 
 
-def _sources(cfg: Config, policy, tokenizer, device, owner=None) -> list[ModelSource | None]:
-    """The candidate sources of ``online.sources``: a model (policy, sampler or another one), or None (dataset)."""
+REFERENCE_SOURCES = ("reference", "mixture")  # sources that sample the starting policy (alone or mixed)
+
+
+def _other_seed(sampler):
+    """``sampler`` with its own seed stream: while the policy still equals the starting one, a reference or
+    mixture sample drawn with the policy's seed would be the policy's sample itself (a tie, no gradient)."""
+    def draw(model, tokenizer, prompt_ids, sampling, progress=False):
+        return sampler(model, tokenizer, prompt_ids, replace(sampling, seed=sampling.seed + 7_919), progress=progress)
+    return draw
+
+
+def _sources(cfg: Config, policy, tokenizer, device, owner=None, reference=None) -> list[ModelSource | None]:
+    """The candidate sources of ``online.sources``: a model (policy, sampler or another one), None (dataset),
+    the starting policy ``reference`` (source ``reference``) or its token-level geometric mixture with the
+    policy (source ``mixture``, weight ``online.mixture_coef`` on the reference: Nash-MD)."""
     from alignkit.data.pipeline import tokenize_config
     from alignkit.engine.backends import sampler_for
+    from alignkit.engine.mixture import sample_mixture
 
     tok_cfg = tokenize_config(cfg.data)
     out: list[ModelSource | None] = []
     for name in cfg.online.sources:
         if name == "dataset":
             out.append(None)
+        elif name == "reference":
+            sampler = _other_seed(sampler_for(cfg.sampling, device, cfg.reference.path or cfg.model.name_or_path))
+            out.append(ModelSource("reference", reference, tokenizer, tokenizer, tok_cfg, sampler))
+        elif name == "mixture":
+            def mixed(model, tok, prompt_ids, sampling, progress=False):
+                return sample_mixture(model, reference, tok, prompt_ids, sampling, cfg.online.mixture_coef, progress)
+            out.append(ModelSource("mixture", policy, tokenizer, tokenizer, tok_cfg, _other_seed(mixed), owner))
         elif name == "policy" and not cfg.online.sampler_model:
             sampler = sampler_for(cfg.sampling, device, cfg.model.name_or_path)
             out.append(ModelSource("policy", policy, tokenizer, tokenizer, tok_cfg, sampler, owner))
@@ -449,6 +477,6 @@ def sampling_methods() -> dict[str, MethodSpec]:
     updates = all_updates()
     return {name: MethodSpec(name, "sampling", train_sampling, data="prompts", uses=name, step_shape=shape,
                              needs_reference=updates[spec.default_update].needs_reference,
-                             default_update=spec.default_update, check=check_config,
+                             default_update=spec.default_update, check=check_config, paper=spec.paper,
                              sections=("reference", "engine", "rewards", "sampling", "online"))
             for name, spec in SELECTORS.items()}

@@ -136,18 +136,19 @@ class SelectorSpec:
     default_update: str  # the update when online.loss is empty: sft or a loss of alignkit.losses.LOSSES
     reference: Literal["initial", "previous"] = "initial"  # pi_ref under online.reference: auto
     check: CheckFn | None = None  # (online config, update name): raise ConfigError naming the key
+    paper: str = ""  # where the method comes from, shown by `alignkit methods`
 
 
 SELECTORS: dict[str, SelectorSpec] = {}
 
 
 def register_selector(name: str, *, default_update: str, reference: Literal["initial", "previous"] = "initial",
-                      check: CheckFn | None = None) -> Callable[[Selector], Selector]:
+                      check: CheckFn | None = None, paper: str = "") -> Callable[[Selector], Selector]:
     """Register the decorated select step as sampling method ``name`` (a method of ``alignkit train``)."""
     def wrap(fn: Selector) -> Selector:
         if name in SELECTORS:
             raise ValueError(f"selector {name!r} registered twice")
-        SELECTORS[name] = SelectorSpec(name, fn, default_update, reference, check)
+        SELECTORS[name] = SelectorSpec(name, fn, default_update, reference, check, paper)
         return fn
 
     return wrap
