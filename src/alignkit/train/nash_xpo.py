@@ -32,6 +32,7 @@ import torch
 
 from alignkit.data.schema import TokenizedExample
 from alignkit.errors import ConfigError
+from alignkit.losses.nash_xpo import nash_md_loss, xpo_loss
 from alignkit.train.candidates import Candidates
 from alignkit.train.selection import Item, register_selector
 from alignkit.train.updates import register_update
@@ -48,7 +49,7 @@ def paired_candidates(candidates: Candidates, b: int, other: str) -> list[tuple[
     return list(zip(mine, theirs))
 
 
-def _needs_sources(other: str, update: str):
+def _needs_sources(other: str, update: str, loss_fn):
     def check(cfg, update_name: str) -> None:
         if "policy" not in cfg.sources or other not in cfg.sources:
             raise ConfigError(f"online.sources: this method pairs a policy sample with a {other} sample; "
@@ -56,10 +57,11 @@ def _needs_sources(other: str, update: str):
         if update_name != update:
             raise ConfigError(f"online.loss: this method's pairs are made for its own update {update!r}; "
                               f"leave online.loss empty or set it to {update}")
+        _checked(dict(cfg.loss_args), loss_fn)  # its hyper-parameters, before any model loads
     return check
 
 
-@register_selector("nash_md", default_update="nash_md", check=_needs_sources("mixture", "nash_md"),
+@register_selector("nash_md", default_update="nash_md", check=_needs_sources("mixture", "nash_md", nash_md_loss),
                    paper=NASH_MD_PAPER)
 def select_nash_md(candidates: Candidates, cfg, rng) -> list[Item]:
     """Nash-MD: each policy sample with its mixture sample, scores ``[P(y > y'), 1 - P]`` where
@@ -72,7 +74,7 @@ def select_nash_md(candidates: Candidates, cfg, rng) -> list[Item]:
     return items
 
 
-@register_selector("xpo", default_update="xpo", check=_needs_sources("reference", "xpo"), paper=XPO_PAPER)
+@register_selector("xpo", default_update="xpo", check=_needs_sources("reference", "xpo", xpo_loss), paper=XPO_PAPER)
 def select_xpo(candidates: Candidates, cfg, rng) -> list[Item]:
     """XPO: each policy sample with its reference sample as ``[chosen, rejected, y_ref]`` (scores
     ``[1, 0, 0]``): the policy's wins when it scores at least as high (TRL's tie rule). The third
@@ -107,8 +109,6 @@ class NashMDMethod:
         return float(len(examples))
 
     def loss(self, module, examples: Sequence[TokenizedExample]):
-        from alignkit.losses.nash_xpo import nash_md_loss
-
         policy_samples = [TokenizedExample(ex.prompt_ids, ex.response_ids[:1]) for ex in examples]
         logps, mask = _token_logps(module, policy_samples, self.pad_id, self.share_prompt)  # (B, L)
         with torch.no_grad():
@@ -139,8 +139,6 @@ class XPOMethod:
         return pairs, column
 
     def loss(self, module, examples: Sequence[TokenizedExample]):
-        from alignkit.losses.nash_xpo import xpo_loss
-
         pairs, column = self.pairs(examples)
         losses, metrics = xpo_loss(self.dpo.ranked_batch(module, pairs), column, beta=self.beta, alpha=self.alpha)
         return losses.sum(), {"loss": float(losses.detach().mean()), **{k: float(v) for k, v in metrics.items()}}
@@ -162,28 +160,12 @@ def _checked(hp: dict, fn) -> dict:
     return out
 
 
-def _nash_md_hyperparameters() -> dict:
-    from alignkit.losses.nash_xpo import nash_md_loss
-
-    return _defaults(nash_md_loss)
-
-
-def _xpo_hyperparameters() -> dict:
-    from alignkit.losses.nash_xpo import xpo_loss
-
-    return _defaults(xpo_loss)
-
-
-@register_update("nash_md", needs_reference=True, hyperparameters=_nash_md_hyperparameters)
+@register_update("nash_md", needs_reference=True, hyperparameters=lambda: _defaults(nash_md_loss))
 def nash_md_update(hyperparameters: dict, pad_id: int, reference, share_prompt: bool):
-    from alignkit.losses.nash_xpo import nash_md_loss
-
     return NashMDMethod(_checked(hyperparameters, nash_md_loss)["beta"], pad_id, reference, share_prompt)
 
 
-@register_update("xpo", needs_reference=True, hyperparameters=_xpo_hyperparameters)
+@register_update("xpo", needs_reference=True, hyperparameters=lambda: _defaults(xpo_loss))
 def xpo_update(hyperparameters: dict, pad_id: int, reference, share_prompt: bool):
-    from alignkit.losses.nash_xpo import xpo_loss
-
     hp = _checked(hyperparameters, xpo_loss)
     return XPOMethod(hp["beta"], hp["alpha"], pad_id, reference, share_prompt)
