@@ -20,7 +20,7 @@ Both judge a policy sample against a second sample of the same prompt (the loop'
 
 The i-th policy sample of a prompt is paired with the i-th sample of the other source
 (``sampling.num_samples`` pairs per prompt). Pure select steps are tested by hand in
-``tests/train/test_nash_xpo.py``.
+``tests/train/test_nash_xpo_training.py``.
 """
 
 from __future__ import annotations
