@@ -41,6 +41,8 @@ def test_nash_md_pairs_the_i_th_policy_sample_with_the_i_th_mixture_sample():
     p = 1 / (1 + math.exp(-1))
     assert items[0].scores == pytest.approx([p, 1 - p])
     assert items[1].scores[0] == pytest.approx(1 / (1 + math.exp(2)))
+    far = select_nash_md(candidates(["policy", "mixture"], [[-1e6, 1e6]]), None, None)
+    assert far[0].scores == [0.0, 1.0]
 
 
 def test_xpo_ranks_policy_against_reference_and_a_tie_goes_to_the_policy():

@@ -69,7 +69,8 @@ def select_nash_md(candidates: Candidates, cfg, rng) -> list[Item]:
     items = []
     for b in range(len(candidates)):
         for k_policy, k_mixture in paired_candidates(candidates, b, "mixture"):
-            p = 1 / (1 + math.exp(-(float(candidates.scores[b, k_policy]) - float(candidates.scores[b, k_mixture]))))
+            margin = float(candidates.scores[b, k_policy]) - float(candidates.scores[b, k_mixture])
+            p = 0.5 * (1 + math.tanh(margin / 2))  # sigmoid(margin), without overflow at large margins
             items.append(Item(b, [k_policy, k_mixture], [p, 1 - p]))
     return items
 
