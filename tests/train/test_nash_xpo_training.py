@@ -140,3 +140,23 @@ def test_shipped_config_runs_end_to_end(tmp_path, config):
     other = "mixture" if config == "nash_md_tiny" else "reference"
     assert rows[0]["sources"] == ["policy", "policy", other, other]
     assert (out / "final" / "config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["nash_md_tiny", "xpo_tiny"])
+def test_the_trained_policy_beats_the_starting_one(tmp_path, config):
+    """benchmarks/nash_xpo_seeds.py with the length reward: over seeds 0, 100 and 200 the trained policy beat the
+    starting one on the same prompts every time (P = 0.531-0.540 for Nash-MD, 0.589-0.625 for XPO); asserted for
+    seed 0 at the level every seed reached."""
+    import sys
+
+    sys.path.insert(0, str(CONFIGS.parent / "benchmarks"))
+    from nash_xpo_seeds import final_against_initial
+
+    out = tmp_path / config
+    run_train(load_config(CONFIGS / f"{config}.yaml", [f"train.output_dir={out}", "online.stages=6", "train.seed=0",
+                                                        "sampling.seed=0", "train.progress=false",
+                                                        "rewards=[{kind: length, unit: chars}]"]))
+    result = final_against_initial(out)
+    assert result["p_final_beats_initial"] > 0.5
+    assert result["final_reward"] > result["initial_reward"]
