@@ -54,3 +54,15 @@ def test_seeded_k_samples_per_prompt_within_budget(pair):
     assert a.response_ids == b.response_ids and a.response_ids != c.response_ids
     assert [len(r) for r in a.response_ids] == [3, 3, 3]
     assert all(0 < len(r) <= 6 for rs in a.response_ids for r in rs)
+
+
+def test_the_mixture_source_draws_from_its_own_seed_stream(pair):
+    """The sampler the loop's `mixture` source uses is sample_mixture at seed + SEED_OFFSET: at m = 0 and the
+    policy's own seed it would repeat the policy's samples exactly."""
+    from alignkit.engine.mixture import SEED_OFFSET, mixture_sampler
+
+    policy, reference, tok = pair
+    cfg = SamplingConfig(num_samples=2, max_new_tokens=6, seed=3)
+    got = mixture_sampler(reference, 0.5)(policy, tok, prompts(tok), cfg)
+    shifted = SamplingConfig(num_samples=2, max_new_tokens=6, seed=3 + SEED_OFFSET)
+    assert got.response_ids == sample_mixture(policy, reference, tok, prompts(tok), shifted, 0.5).response_ids

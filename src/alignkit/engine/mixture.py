@@ -19,6 +19,7 @@ Both models run with their own KV cache; prompts are left-padded, positions foll
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
@@ -104,3 +105,23 @@ def sample_mixture(policy, reference, tokenizer, prompt_ids: list[list[int]], cf
     metrics = {"gen/tokens_per_s": new_tokens / max(elapsed, 1e-9),
                "gen/mean_length": new_tokens / max(sum(len(rs) for rs in responses), 1), "gen/seconds": elapsed}
     return Samples([list(p) for p in prompt_ids], responses, texts, metrics)
+
+
+SEED_OFFSET = 7_919  # the seed stream of a second source, apart from the policy's
+
+
+def with_own_seeds(sampler):
+    """``sampler`` (the call shape of :func:`~alignkit.engine.generation.sample`) drawing from its own seed
+    stream: while the policy still equals the starting one, a reference or mixture sample drawn with the
+    policy's seed would be the policy's own sample (a tie: no preference, no gradient)."""
+    def draw(model, tokenizer, prompt_ids, sampling, progress=False):
+        return sampler(model, tokenizer, prompt_ids, replace(sampling, seed=sampling.seed + SEED_OFFSET),
+                       progress=progress)
+    return draw
+
+
+def mixture_sampler(reference, mixture_coef: float):
+    """A sampler of the geometric mixture of the model it is called with and ``reference`` (its own seeds)."""
+    def mixed(model, tokenizer, prompt_ids, sampling, progress=False):
+        return sample_mixture(model, reference, tokenizer, prompt_ids, sampling, mixture_coef, progress)
+    return with_own_seeds(mixed)

@@ -431,21 +431,13 @@ def load_model(cfg: Config, path: str = "", lora: bool = False):
 REFERENCE_SOURCES = ("reference", "mixture")  # sources that sample the starting policy (alone or mixed)
 
 
-def _other_seed(sampler):
-    """``sampler`` with its own seed stream: while the policy still equals the starting one, a reference or
-    mixture sample drawn with the policy's seed would be the policy's sample itself (a tie, no gradient)."""
-    def draw(model, tokenizer, prompt_ids, sampling, progress=False):
-        return sampler(model, tokenizer, prompt_ids, replace(sampling, seed=sampling.seed + 7_919), progress=progress)
-    return draw
-
-
 def _sources(cfg: Config, policy, tokenizer, device, owner=None, reference=None) -> list[ModelSource | None]:
     """The candidate sources of ``online.sources``: a model (policy, sampler or another one), None (dataset),
     the starting policy ``reference`` (source ``reference``) or its token-level geometric mixture with the
     policy (source ``mixture``, weight ``online.mixture_coef`` on the reference: Nash-MD)."""
     from alignkit.data.pipeline import tokenize_config
     from alignkit.engine.backends import sampler_for
-    from alignkit.engine.mixture import sample_mixture
+    from alignkit.engine.mixture import mixture_sampler, with_own_seeds
 
     tok_cfg = tokenize_config(cfg.data)
     out: list[ModelSource | None] = []
@@ -453,12 +445,11 @@ def _sources(cfg: Config, policy, tokenizer, device, owner=None, reference=None)
         if name == "dataset":
             out.append(None)
         elif name == "reference":
-            sampler = _other_seed(sampler_for(cfg.sampling, device, cfg.reference.path or cfg.model.name_or_path))
+            sampler = with_own_seeds(sampler_for(cfg.sampling, device, cfg.reference.path or cfg.model.name_or_path))
             out.append(ModelSource("reference", reference, tokenizer, tokenizer, tok_cfg, sampler))
         elif name == "mixture":
-            def mixed(model, tok, prompt_ids, sampling, progress=False):
-                return sample_mixture(model, reference, tok, prompt_ids, sampling, cfg.online.mixture_coef, progress)
-            out.append(ModelSource("mixture", policy, tokenizer, tokenizer, tok_cfg, _other_seed(mixed), owner))
+            sampler = mixture_sampler(reference, cfg.online.mixture_coef)
+            out.append(ModelSource("mixture", policy, tokenizer, tokenizer, tok_cfg, sampler, owner))
         elif name == "policy" and not cfg.online.sampler_model:
             sampler = sampler_for(cfg.sampling, device, cfg.model.name_or_path)
             out.append(ModelSource("policy", policy, tokenizer, tokenizer, tok_cfg, sampler, owner))
