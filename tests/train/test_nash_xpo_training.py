@@ -160,3 +160,13 @@ def test_the_trained_policy_beats_the_starting_one(tmp_path, config):
     result = final_against_initial(out)
     assert result["p_final_beats_initial"] > 0.5
     assert result["final_reward"] > result["initial_reward"]
+
+
+def test_alignkit_methods_lists_them_with_their_papers(capsys):
+    from alignkit.cli import main
+
+    assert main(["methods"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "arXiv 2312.00886" in lines["nash_md"] and "update=nash_md" in lines["nash_md"]
+    assert "arXiv 2405.21046" in lines["xpo"]
+    assert "arXiv 2312.00886" in lines["preference_model"] and "PairRM" in lines["preference_model"]
