@@ -73,7 +73,7 @@ class EvalConfig:
     reward_model: str = ""  # a reward model folder also scored on preference_data (via reward_logits)
     baseline: str = ""  # win rate against: 'chosen' (best response of each prompts row) or a file of
     # prompt + response rows (response / completion / responses[0] / chosen), e.g. another model's samples.jsonl
-    judge: RewardSpec | str | None = None  # a reward spec scoring both sides, or 'module:function':
+    judge: RewardSpec | str | None = None  # a reward spec scoring both sides (kind preference_model: P(response > baseline) > 1/2 wins), or 'module:function':
     # a pairwise judge fn(prompts, responses, baselines) -> N numbers (> 0: the response wins, < 0: loses, 0: tie)
     tie_eps: float = 0.0  # a reward judge calls |score difference| <= tie_eps a tie
     batch_size: int = 8  # prompts (rows) per forward pass of the log-prob engine
