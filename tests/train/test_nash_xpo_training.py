@@ -170,3 +170,26 @@ def test_alignkit_methods_lists_them_with_their_papers(capsys):
     assert "arXiv 2312.00886" in lines["nash_md"] and "update=nash_md" in lines["nash_md"]
     assert "arXiv 2405.21046" in lines["xpo"]
     assert "arXiv 2312.00886" in lines["preference_model"] and "PairRM" in lines["preference_model"]
+
+
+def test_xpo_with_alpha_zero_trains_as_alignkits_online_dpo(tmp_path):
+    """One stage on the same candidates (a policy and a reference sample per prompt, no tied scores): `xpo`
+    with alpha 0 and `iterative_dpo` (best vs worst, the starting policy as reference) end with equal weights."""
+    from safetensors.torch import load_file
+
+    common = [*SMALL, "sampling.num_samples=1", "sampling.max_new_tokens=16", "online.stages=1", "train.max_steps=2", "train.batch_size=2",
+              "online.sources=[policy, reference]", "online.reference=initial", "rewards=[{kind: length, unit: chars}]"]
+    runs = {}
+    for method, extra in (("xpo", ["online.loss_args={beta: 0.1, alpha: 0.0}"]),
+                          ("iterative_dpo", ["method=iterative_dpo", "online.loss=dpo", "online.loss_args={beta: 0.1}"])):
+        out = tmp_path / method
+        run_train(load_config(CONFIGS / "xpo_tiny.yaml", [f"train.output_dir={out}", *common, *extra]))
+        runs[method] = out
+    rows = [json.loads(x) for x in (runs["xpo"] / "stages/stage-0/samples.jsonl").read_text().splitlines()]
+    assert all(r["scores"][0] != r["scores"][1] for r in rows)  # a tie is a pair for XPO, none for iterative DPO
+    a, b = (load_file(str(runs[m] / "final" / "model.safetensors")) for m in ("xpo", "iterative_dpo"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from alignkit.models.loading import load_causal_lm
+
+    start = load_causal_lm(load_config(CONFIGS / "xpo_tiny.yaml").model)[0].state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a if k in start)  # the update did move the weights
