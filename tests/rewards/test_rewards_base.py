@@ -27,7 +27,7 @@ def test_sum_segments():
 
 
 def test_registry_names():
-    assert set(REWARDS) == {"vader", "length", "function", "model", "span_model"}
+    assert set(REWARDS) == {"vader", "length", "function", "model", "span_model", "preference_model"}
 
 
 def test_unknown_kind_names_the_key_and_the_allowed_values():
