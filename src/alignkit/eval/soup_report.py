@@ -145,8 +145,10 @@ def plot_fronts(soups: Sequence[Point], morl: Sequence[Point], start: Point | No
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.2))
-    for points, style, color, name in ((soups, "-o", "crimson", "rewarded soups (2 trainings)"),
-                                       (morl, "--s", "navy", f"MORL ({len(morl)} trainings)")):
+    for points, style, color, name in (
+        (soups, "-o", "crimson", f"rewarded soups, λ = weight of the {names[0]} model (2 trainings)"),
+        (morl, "--s", "navy", f"MORL on (1-μ) {names[0]} + μ {names[1]} ({len(morl)} trainings)"),
+    ):
         if not points:
             continue
         xs, xse, ys, yse = zip(*(_xy(p, names) for p in points))

@@ -200,9 +200,9 @@ def _in_hub_cache(name: str) -> bool:
         return False
 
 
-def missing_message(missing: list[str], config_path: str = "CONFIG") -> str:
+def missing_message(missing: list[str], config_path: str = "the config") -> str:
     runs = ", ".join(missing)
-    return (f"soup: the models {runs} do not exist yet (a soup interpolates finished runs); train them first "
-            f"(one run per reward from the same start, e.g. `alignkit train configs/ppo_tiny.yaml "
-            f"train.output_dir={missing[0]}`), or give {config_path} a `train:` section so that alignkit soup "
-            "trains them itself, cached and resumable (see configs/soup_sentiment.yaml)")
+    return (f"soup: the models {runs} do not exist; a soup interpolates finished runs of one start: give "
+            f"{config_path} a `train:` section so that alignkit soup trains them itself, cached and resumable "
+            f"(as configs/soup_tiny.yaml does), or train them first, one per reward from the same start "
+            f"(`alignkit train YOUR_CONFIG train.output_dir={missing[0]}`, ...)")
