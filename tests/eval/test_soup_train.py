@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from alignkit.cli import main
 from alignkit.config import load_config
@@ -31,8 +32,10 @@ TINY = [  # the shipped tiny soup from the untrained tiny Llama (plumbing only),
 
 def test_soup_trains_its_runs_and_the_morl_baseline_then_reports(tmp_path, capsys):
     out = tmp_path / "soup"
-    argv = ["soup", str(ROOT / "configs/soup_tiny.yaml"), *TINY, f"output_dir={out}"]
+    argv = ["soup", str(ROOT / "configs/soup_tiny.yaml"), *TINY, f"output_dir={out}", "threads=2"]
+    threads = torch.get_num_threads()
     assert main(argv) == 0
+    assert torch.get_num_threads() == threads  # `threads` holds for the command only
     printed = capsys.readouterr().out
     assert "LMC held for vader" in printed or "LMC failed for vader" in printed
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["brevity", "morl-mu0.5", "start", "vader"]

@@ -75,6 +75,8 @@ class SoupConfig:
     soup: SoupSection = field(default_factory=SoupSection)
     train: SoupTrainSection = field(default_factory=SoupTrainSection)  # train the models (one per reward)
     # and the MORL baseline from train.start, cached and resumable like compare (see alignkit.eval.soup_train)
+    threads: int = 0  # torch CPU threads of the whole command (0: torch's default; 1 suits a tiny model on a
+    # busy CPU, where more threads wait on each other)
     output_dir: str = "runs/soup"  # soup.csv, soup.md, soup.json, pareto_front.png, soups/LAMBDA/ samples
 
 
@@ -214,6 +216,8 @@ def check_soup(cfg: SoupConfig) -> None:
     elif len(cfg.models) < 2:
         raise ConfigError("models: a soup needs at least 2 models (or give train.start and one reward per model)")
     n_models = len(cfg.models) or len(cfg.rewards)
+    if cfg.threads < 0:
+        raise ConfigError(f"threads: {cfg.threads}; give a number of CPU threads (0: torch's default)")
     if cfg.soup.steps < 1:
         raise ConfigError("soup.steps: must be at least 1")
     if cfg.soup.preference and len(cfg.soup.preference) != len(cfg.rewards):
@@ -233,11 +237,21 @@ def check_soup(cfg: SoupConfig) -> None:
 def run_soup(cfg: SoupConfig, config_path: str = "the config") -> Path:
     """Train the models when ``train.start`` is set (unless finished earlier), evaluate every soup of the grid,
     write the report, save the chosen soup; returns output_dir."""
+    check_soup(cfg)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_soup(cfg, config_path)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting again (the Python API, tests)
+
+
+def _run_soup(cfg: SoupConfig, config_path: str) -> Path:
     from alignkit.eval.metrics import best_for_preference, pareto_front, simplex_grid
     from alignkit.eval.runner import evaluate_model, load_model
     from alignkit.eval.soup_train import missing_message, missing_models, train_runs, with_demo_paths
 
-    check_soup(cfg)
     cfg = with_demo_paths(cfg)
     out = Path(cfg.output_dir)
     ev = replace(cfg.eval, rewards=list(cfg.rewards))
