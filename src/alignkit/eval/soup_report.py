@@ -161,7 +161,7 @@ def plot_fronts(soups: Sequence[Point], morl: Sequence[Point], start: Point | No
     ax.set_xlabel(f"reward: {names[0]} (mean ± s.e. over prompts)")
     ax.set_ylabel(f"reward: {names[1]}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 
