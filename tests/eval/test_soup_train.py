@@ -100,6 +100,8 @@ def test_train_section_config_errors():
     check()
     bad = {
         ("models=[a,b]",): "either models",
+        ("train.method=dpo",): "does not learn from a reward",
+        ("train.method=nope",): "not a method",
         ("train.morl=[0.5,1.0]",): "strictly between 0 and 1",
         ("train.morl=[0.5,0.5]",): "repeats",
         ("rewards=[{kind: vader}, {kind: vader, weight: 2}]",): "distinct name",

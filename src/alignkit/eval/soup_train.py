@@ -104,7 +104,16 @@ def morl_name(mu: float) -> str:
 
 def check_train(cfg) -> None:
     """Config errors of a soup with a ``train:`` section, before anything is built or trained."""
+    from alignkit.train.methods import all_methods
+    from alignkit.train.run import method_sections
+
     t = cfg.train
+    if t.method not in all_methods():
+        raise ConfigError(f"train.method: {t.method!r} is not a method; `alignkit methods` lists them")
+    if "rewards" not in method_sections(t.method):
+        learners = ", ".join(m for m in sorted(all_methods()) if "rewards" in method_sections(m))
+        raise ConfigError(f"train.method: {t.method} does not learn from a reward, so it cannot fine-tune one "
+                          f"model per reward; use one that does ({learners})")
     if cfg.models:
         raise ConfigError("models: give either models (finished runs) or train.start (alignkit soup trains the "
                           "models itself), not both")
