@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +164,25 @@ def test_wandb_logs_offline_under_trl_names(tmp_path):
     data = log.read_bytes()
     for name in (b"train/rewards/accuracies", b"train/rewards/margins", b"train/learning_rate", b"train/num_tokens"):
         assert name in data, name
+
+
+def test_the_cli_is_a_layer_over_the_api_same_results(tmp_path, capsys):
+    """`alignkit eval` / `alignkit score` and alignkit.evaluate / alignkit.score on one config give one result."""
+    from alignkit.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "eval_tiny.yaml")
+    small = ["max_prompts=2", "sampling.num_samples=2", "sampling.max_new_tokens=6", "best_of_k=2", "progress=false"]
+    assert main(["eval", config, *small, f"output_dir={tmp_path / 'cli'}"]) == 0
+    report = alignkit.evaluate(config=config, overrides=[*small, f"output_dir={tmp_path / 'api'}"])
+    cli = json.loads((tmp_path / "cli" / "eval.json").read_text())
+    assert cli["rewards"] == json.loads(json.dumps(report["rewards"])) and cli["kl"] == report["kl"]
+    assert (tmp_path / "cli" / "samples.jsonl").read_text() == (tmp_path / "api" / "samples.jsonl").read_text()
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in pairs(3)))
+    (tmp_path / "reward.yaml").write_text("rewards:\n  - kind: length\n  - kind: vader\n")
+    assert main(["score", "--reward", str(tmp_path / "reward.yaml"), "--data", str(data),
+                 "--out", str(tmp_path / "cli.jsonl")]) == 0
+    assert "scored 3 rows" in capsys.readouterr().out
+    out = alignkit.score(str(tmp_path / "reward.yaml"), data=data, output=tmp_path / "api.jsonl")
+    assert out.read_text() == (tmp_path / "cli.jsonl").read_text()

@@ -9,9 +9,9 @@ that ``import alignkit.losses`` needs torch alone.
 
 __version__ = "0.1.0"
 
-# The Python API (see alignkit.api): alignkit.train(...), evaluate, compare, generate, score.
+# The Python API (see alignkit.api): alignkit.train(...), evaluate, compare, generate, score, soup.
 # ``alignkit.train`` is the training package, made callable; the rest load on first use.
-_API = ("evaluate", "compare", "generate", "score", "Run", "train_config")
+_API = ("evaluate", "compare", "generate", "score", "soup", "Run", "Samples", "train_config")
 
 
 def __getattr__(name: str):

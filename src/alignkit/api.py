@@ -1,7 +1,8 @@
-"""The Python API: train, evaluate, compare, generate and score from objects or paths.
+"""The Python API: train, evaluate, compare, generate, score and soup from objects or paths.
 
 Each function builds the same typed config the command line builds from YAML, then runs the
-same code. Objects (a model, a reference model, a tokenizer, a ``datasets.Dataset`` or a
+same code; the command line is a thin layer over these functions (it loads the YAML file into the
+typed config, passes it as ``config=``, and prints what comes back). Objects (a model, a reference model, a tokenizer, a ``datasets.Dataset`` or a
 list of dicts) reach the loaders without being written out: they are held in memory for the
 run and stand in the config under a name that says what they are
 (:mod:`alignkit.in_memory`); the saved ``config.yaml`` keeps those names.
@@ -174,7 +175,7 @@ def train_config(method: str | None = None, *, model: Any = None, ref_model: Any
     return _build(Config, data, overrides)
 
 
-# ---------------------------------------------------------------- the five verbs
+# ---------------------------------------------------------------- the verbs
 
 
 def train(method: str | None = None, *, model: Any = None, ref_model: Any = None, tokenizer: Any = None,
@@ -208,9 +209,10 @@ def train(method: str | None = None, *, model: Any = None, ref_model: Any = None
         in_memory.release(*held.values())
 
 
-def evaluate(model: Any, *, prompts: Any = None, reference: Any = None, tokenizer: Any = None,
+def evaluate(model: Any = None, *, prompts: Any = None, reference: Any = None, tokenizer: Any = None,
              config: Any = None, overrides: Sequence[str] = (), **settings: Any) -> dict:
-    """Evaluate a model (object or path) as ``alignkit eval`` does; returns the report (``eval.json``).
+    """Evaluate a model (object or path; default: the config's ``model``) as ``alignkit eval`` does; returns
+    the report (``eval.json``).
 
     ``prompts``, ``reference_responses`` and ``preference_data`` may be Datasets or lists of dicts;
     ``settings`` are :class:`~alignkit.eval.runner.EvalConfig` fields (``rewards=[{"kind": "vader"}]``,
@@ -220,7 +222,8 @@ def evaluate(model: Any, *, prompts: Any = None, reference: Any = None, tokenize
     held: dict[str, str] = {}
     try:
         data = _merge(_base(config), settings)
-        data["model"] = _place(model, "model", held)
+        if model is not None:
+            data["model"] = _place(model, "model", held)
         for key, value in (("prompts", prompts), ("reference", reference), ("tokenizer", tokenizer)):
             if value is not None:
                 data[key] = _data(value, key, held) if key == "prompts" else _place(value, key, held)
@@ -240,12 +243,23 @@ def compare(config: Any = None, *, overrides: Sequence[str] = (), **settings: An
     return run_compare(_build(CompareConfig, _merge(_base(config), settings), overrides))
 
 
-def generate(model: Any, prompts: Any, *, tokenizer: Any = None, output: str | Path = "", config: Any = None,
-             overrides: Sequence[str] = (), **sections: Any) -> list[dict]:
+class Samples(list):
+    """The rows :func:`generate` returns (a list of ``{prompt, responses[, scores]}``), with the file they
+    were written to (``path``) and the generation metrics (``metrics``: ``gen/tokens_per_s``, ...)."""
+
+    def __init__(self, rows: list[dict], path: Path, metrics: dict[str, float]):
+        super().__init__(rows)
+        self.path = path
+        self.metrics = metrics
+
+
+def generate(model: Any = None, prompts: Any = None, *, tokenizer: Any = None, output: str | Path = "",
+             config: Any = None, overrides: Sequence[str] = (), **sections: Any) -> Samples:
     """Sample ``sampling.num_samples`` responses per prompt (scored when ``rewards`` is given), as
     ``alignkit generate`` does; returns the ``{prompt, responses[, scores]}`` rows (also written to
-    ``output``, default ``train.output_dir/samples.jsonl``). ``prompts``: a path, a Dataset, a list of
-    dicts, or a list of prompt strings."""
+    ``output``, default ``train.output_dir/samples.jsonl``). ``model`` and ``prompts`` default to the
+    config's ``model`` and ``data.train``; ``prompts``: a path, a Dataset, a list of dicts, or a list of
+    prompt strings."""
     from alignkit.engine.cli import generate_file
 
     if isinstance(prompts, list) and prompts and all(isinstance(p, str) for p in prompts):
@@ -254,17 +268,57 @@ def generate(model: Any, prompts: Any, *, tokenizer: Any = None, output: str | P
     try:
         cfg = train_config(model=model, tokenizer=tokenizer, train_data=prompts, config=config, overrides=overrides,
                            held=held, **sections)
-        return generate_file(cfg, output)[1]
+        path, rows, metrics = generate_file(cfg, output)
+        return Samples(rows, path, metrics)
     finally:
         in_memory.release(*held.values())
 
 
-def score(reward: Any, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """One score per response from a reward spec (``{"kind": "vader"}``, a list of specs for a mix)
-    or a built :class:`~alignkit.rewards.base.Reward`."""
-    from alignkit.rewards.base import Reward, build_reward
+def score(reward: Any, prompts: Sequence[str] | None = None, responses: Sequence[str] | None = None, *,
+          data: str | Path | None = None, output: str | Path = "") -> Any:
+    """One score per response from a reward spec (``{"kind": "vader"}``, a list of specs for a mix, a YAML
+    file holding either or a config with ``rewards:``) or a built :class:`~alignkit.rewards.base.Reward`.
 
+    With ``prompts`` and ``responses``: returns the scores. With ``data`` (a file of prompt + responses or
+    pairwise rows), as ``alignkit score`` does: writes it back with a score per response to ``output``
+    (default: DATA with ``.scored.jsonl``) and returns that path."""
+    from alignkit.rewards.base import Reward, build_reward
+    from alignkit.rewards.score_file import score_file
+
+    built = reward if isinstance(reward, Reward) else build_reward(_reward_spec(reward))
+    if data is not None:
+        out = Path(output or str(data).removesuffix(".gz").rsplit(".", 1)[0] + ".scored.jsonl")
+        score_file(built, str(data), out)
+        return out
+    if prompts is None or responses is None:
+        raise ConfigError("score: give prompts and responses, or a data file (data=...)")
     if len(prompts) != len(responses):
         raise ConfigError(f"score: {len(prompts)} prompts but {len(responses)} responses")
-    built = reward if isinstance(reward, Reward) else build_reward(reward)
     return [float(x) for x in built.score(list(prompts), list(responses))]
+
+
+def _reward_spec(reward: Any) -> Any:
+    """A spec, a list of specs, or a YAML file holding one (or a config's ``rewards:``) as a spec."""
+    import yaml
+
+    if not isinstance(reward, (str, Path)):
+        return reward
+    path = Path(reward)
+    if not path.is_file():
+        raise ConfigError(f"{path}: reward config not found")
+    spec = yaml.safe_load(path.read_text())
+    if isinstance(spec, dict) and "rewards" in spec:
+        spec = spec["rewards"]
+    if not spec:
+        raise ConfigError(f"{path}: no reward spec; write e.g. `kind: vader`")
+    return spec
+
+
+def soup(config: Any = None, *, overrides: Sequence[str] = (), config_path: str = "the config",
+         **settings: Any) -> Path:
+    """Rewarded soups as ``alignkit soup`` does: train the models when the config has ``train.start``, evaluate
+    every interpolation, and report (``soup.md``, ``report.html``); returns the output folder.
+    ``config_path`` names the config in the message about models that do not exist."""
+    from alignkit.eval.soup import SoupConfig, run_soup
+
+    return run_soup(_build(SoupConfig, _merge(_base(config), settings), overrides), config_path)

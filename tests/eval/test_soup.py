@@ -139,6 +139,7 @@ def test_soup_cli_front_vader_against_length(two_models, tmp_path, capsys):
         [
             "soup",
             str(ROOT / "configs/soup_tiny.yaml"),
+            "train.start=",
             f"models={json.dumps(two_models)}",
             f"output_dir={out}",
             "soup.steps=2",
@@ -153,7 +154,7 @@ def test_soup_cli_front_vader_against_length(two_models, tmp_path, capsys):
     assert code == 0
     assert "Pareto" in capsys.readouterr().out
     summary = json.loads((out / "soup.json").read_text())
-    assert summary["rewards"] == ["vader", "length"]
+    assert summary["rewards"] == ["vader", "brevity"]
     assert [s["lambda"] for s in summary["soups"]] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
     points = [[s["rewards"][n]["mean"] for n in summary["rewards"]] for s in summary["soups"]]
     front = pareto_front(points)
@@ -177,6 +178,7 @@ def test_run_soup_saves_the_best_for_the_preference(two_models, tmp_path):
     cfg = load_config(
         ROOT / "configs/soup_tiny.yaml",
         [
+            "train.start=",
             f"models={json.dumps(two_models)}",
             f"output_dir={tmp_path}",
             "soup.steps=1",
@@ -194,8 +196,9 @@ def test_run_soup_saves_the_best_for_the_preference(two_models, tmp_path):
     assert (tmp_path / "best" / "model.safetensors").is_file()
 
 
-def test_shipped_soup_config_loads():
+def test_shipped_soup_config_loads_and_starts_from_a_pretrained_model():
     cfg = load_config(ROOT / "configs/soup_tiny.yaml", cls=SoupConfig)
-    assert len(cfg.models) == 2 and [r.kind for r in cfg.rewards] == ["vader", "length"]
+    assert cfg.models == [] and [r.kind for r in cfg.rewards] == ["vader", "length"]
+    assert cfg.train.start == "demo:pretrain/final"  # the demo's pretrained review model, not tiny-llama
     assert Path(resolve_data_path(cfg.eval.prompts)).is_file()
     check_soup(cfg)

@@ -354,6 +354,13 @@ def prepare(cfg: DemoConfig, timings: dict[str, float]) -> tuple[Path, Path, flo
     return Path(base), folder, accuracy, False
 
 
+def default_task_folder(progress: bool = False) -> Path:
+    """The cache folder of the default demo's stages 1-4 (``pretrain/final``, ``prompts.jsonl``,
+    ``eval_prompts.jsonl``, ``reward_model/final``, ...), built first when missing: what a
+    ``demo:FILE`` path of a soup config names."""
+    return prepare(DemoConfig(progress=progress), {})[1]
+
+
 def _builtin_prompts(cfg: DemoConfig) -> tuple[list[str], list[str]]:
     from alignkit.demo.corpus import generate_reviews, review_prompt
 

@@ -51,10 +51,12 @@ def generate_file(cfg, output: str | Path = "") -> tuple[Path, list[dict], dict[
     _args,
 )
 def generate(args: argparse.Namespace) -> int:
+    from alignkit.api import generate as generate_rows
     from alignkit.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    path, rows, metrics = generate_file(cfg, args.output)
+    rows = generate_rows(config=cfg, output=args.output)
+    path, metrics = rows.path, rows.metrics
     k = cfg.sampling.num_samples
     print(f"{len(rows)} prompts x {k} responses -> {path} ({metrics.get('gen/tokens_per_s', 0):.0f} tokens/s, "
           f"mean length {metrics.get('gen/mean_length', 0):.1f} tokens)")

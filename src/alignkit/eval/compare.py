@@ -207,12 +207,11 @@ def check_compare(cfg: CompareConfig) -> list[tuple[RunSpec, Config]]:
 
 
 def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str, seed: int | None = None) -> EvalConfig:
-    start = cfg.base.get("model", {}).get("name_or_path", "tiny-llama")
     ev = cfg.eval
     return replace(
         ev,
         model=model,
-        reference=ev.reference or start,
+        reference=start_model(cfg),
         rewards=ev.rewards or list(cfg.rewards),
         sampling=replace(ev.sampling, seed=cfg.seed if seed is None else seed),
         output_dir=str(out_dir),
@@ -304,7 +303,26 @@ def _guarded(label: str, run_dir: Path, fn, *args) -> tuple[dict | None, str]:
 
 def run_compare(cfg: CompareConfig) -> Path:
     """Train and evaluate every method, then write the report; returns the report folder."""
-    from alignkit.eval.report import ReportRow, write_compare_report
+    from alignkit.eval.report import write_compare_report
+
+    rows = compare_rows(cfg)
+    out = Path(cfg.output_dir)
+    return write_compare_report(
+        out / "report", rows, cfg.samples_shown, title=f"alignkit compare: {out.name}",
+        start_model=start_model(cfg), kl_budget=cfg.kl_budget or None, bootstrap=cfg.bootstrap,
+    )
+
+
+def start_model(cfg: CompareConfig) -> str:
+    """The KL reference of every run: ``eval.reference``, else the base config's starting model."""
+    return cfg.eval.reference or cfg.base.get("model", {}).get("name_or_path", "tiny-llama")
+
+
+def compare_rows(cfg: CompareConfig) -> list:
+    """Train (unless finished earlier) and evaluate the start and every run: the report's rows, in order.
+
+    ``alignkit soup`` trains its models through this too, so both commands share one run cache."""
+    from alignkit.eval.report import ReportRow
     from alignkit.eval.runner import evaluate_model, load_model, read_samples
 
     train_cfgs = check_compare(cfg)
@@ -334,10 +352,7 @@ def run_compare(cfg: CompareConfig) -> Path:
         samples = read_samples(run_dir / "samples.jsonl") if result else []
         rows.append(ReportRow(run.name, result, status, samples, read_metrics(run_dir / "metrics.jsonl"),
                               group=run.entry.name, setting=run.setting, seed=run.seed))
-    return write_compare_report(
-        out / "report", rows, cfg.samples_shown, title=f"alignkit compare: {out.name}",
-        start_model=start_ev.reference, kl_budget=cfg.kl_budget or None, bootstrap=cfg.bootstrap,
-    )
+    return rows
 
 
 def dataset_rows(ev: EvalConfig) -> list:

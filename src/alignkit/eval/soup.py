@@ -38,6 +38,7 @@ import torch
 from alignkit.config.rewards import RewardSpec
 from alignkit.errors import AlignkitError, ConfigError
 from alignkit.eval.runner import EvalConfig
+from alignkit.eval.soup_train import SoupTrainSection
 
 log = logging.getLogger("alignkit")
 
@@ -61,7 +62,7 @@ class SoupSection:
 class SoupConfig:
     models: list[str] = field(
         default_factory=list
-    )  # N run folders, final/ folders or saved models, one start
+    )  # N run folders, final/ folders or saved models, one start (empty with train.start: trained here)
     base_model: str = (
         ""  # interpolate=adapter: the model the adapters were trained on (default: their record)
     )
@@ -72,6 +73,10 @@ class SoupConfig:
         default_factory=EvalConfig
     )  # prompts, sampling, ... (model, rewards, output_dir set per soup)
     soup: SoupSection = field(default_factory=SoupSection)
+    train: SoupTrainSection = field(default_factory=SoupTrainSection)  # train the models (one per reward)
+    # and the MORL baseline from train.start, cached and resumable like compare (see alignkit.eval.soup_train)
+    threads: int = 0  # torch CPU threads of the whole command (0: torch's default; 1 suits a tiny model on a
+    # busy CPU, where more threads wait on each other)
     output_dir: str = "runs/soup"  # soup.csv, soup.md, soup.json, pareto_front.png, soups/LAMBDA/ samples
 
 
@@ -200,10 +205,19 @@ def lambda_label(lambdas: tuple[float, ...]) -> str:
 
 
 def check_soup(cfg: SoupConfig) -> None:
-    if len(cfg.models) < 2:
-        raise ConfigError("models: a soup needs at least 2 models")
+    from alignkit.eval.soup_train import check_train
+
     if not cfg.rewards:
         raise ConfigError("rewards: give the rewards to evaluate every soup on (e.g. one per model)")
+    if cfg.train.start:
+        check_train(cfg)
+        if len(cfg.rewards) < 2:
+            raise ConfigError("rewards: train.start trains one model per reward, and a soup needs at least 2")
+    elif len(cfg.models) < 2:
+        raise ConfigError("models: a soup needs at least 2 models (or give train.start and one reward per model)")
+    n_models = len(cfg.models) or len(cfg.rewards)
+    if cfg.threads < 0:
+        raise ConfigError(f"threads: {cfg.threads}; give a number of CPU threads (0: torch's default)")
     if cfg.soup.steps < 1:
         raise ConfigError("soup.steps: must be at least 1")
     if cfg.soup.preference and len(cfg.soup.preference) != len(cfg.rewards):
@@ -212,24 +226,48 @@ def check_soup(cfg: SoupConfig) -> None:
             f"got {len(cfg.soup.preference)}"
         )
     lam = cfg.soup.save_lambda
-    if lam and (len(lam) != len(cfg.models) or abs(sum(lam) - 1.0) > 1e-6):
+    if lam and (len(lam) != n_models or abs(sum(lam) - 1.0) > 1e-6):
         raise ConfigError(
-            f"soup.save_lambda: give one weight per model ({len(cfg.models)}) summing to 1, got {lam}"
+            f"soup.save_lambda: give one weight per model ({n_models}) summing to 1, got {lam}"
         )
     if cfg.soup.save and not (lam or cfg.soup.preference):
         raise ConfigError("soup.save: say which soup to save with soup.save_lambda or soup.preference")
 
 
-def run_soup(cfg: SoupConfig) -> Path:
-    """Evaluate every soup of the grid, write the report, save the chosen soup; returns output_dir."""
+def run_soup(cfg: SoupConfig, config_path: str = "the config") -> Path:
+    """Train the models when ``train.start`` is set (unless finished earlier), evaluate every soup of the grid,
+    write the report, save the chosen soup; returns output_dir."""
+    check_soup(cfg)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_soup(cfg, config_path)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting again (the Python API, tests)
+
+
+def _run_soup(cfg: SoupConfig, config_path: str) -> Path:
     from alignkit.eval.metrics import best_for_preference, pareto_front, simplex_grid
     from alignkit.eval.runner import evaluate_model, load_model
+    from alignkit.eval.soup_train import missing_message, missing_models, train_runs, with_demo_paths
 
-    check_soup(cfg)
+    cfg = with_demo_paths(cfg)
     out = Path(cfg.output_dir)
+    ev = replace(cfg.eval, rewards=list(cfg.rewards))
+    trained = None
+    if cfg.train.start:
+        trained = train_runs(cfg)
+        cfg = replace(cfg, models=trained.models)
+        # evaluated as compare evaluated the runs: against the start, with the training seed
+        ev = replace(ev, reference=ev.reference or trained.reference,
+                     sampling=replace(ev.sampling, seed=cfg.train.seed))
+    else:
+        missing = missing_models(cfg.models)
+        if missing:
+            raise AlignkitError(missing_message(missing, config_path))
     out.mkdir(parents=True, exist_ok=True)
     paths = [model_folder(p) for p in cfg.models]
-    ev = replace(cfg.eval, rewards=list(cfg.rewards))
     if cfg.soup.interpolate == "adapter":
         soup = AdapterSoup(cfg.models, cfg.base_model, ev)
     else:
@@ -270,8 +308,36 @@ def run_soup(cfg: SoupConfig) -> Path:
     if cfg.soup.save:
         lambdas = tuple(cfg.soup.save_lambda) if cfg.soup.save_lambda else grid[best]
         summary["saved"] = {"lambda": list(lambdas), "path": str(save_soup(soup, lambdas, cfg.soup.save))}
+    if len(paths) == 2 and len(names) >= 2:
+        summary["experiment"] = experiment_report(out, cfg, grid, results, trained)
     write_soup_report(out, summary, grid, results, front, best)
     return out
+
+
+def experiment_report(out: Path, cfg: SoupConfig, grid, results: list[dict], trained) -> dict:
+    """Two models: both fronts (with the MORL runs when trained), the LMC check and the cost (soup_report)."""
+    from alignkit.eval.runner import read_samples
+    from alignkit.eval.soup_report import Experiment, Point, per_prompt, write_experiment_report
+
+    names = list(results[0]["rewards"])[:2]
+
+    def point(label: str, samples: list[dict], result: dict | None, steps: int = 0) -> Point:
+        kl = (result or {}).get("kl", {}).get("mean")
+        return Point(label, {n: per_prompt(samples, n) for n in names}, kl, steps)
+
+    soups = [point(f"λ={lam[0]:g}", read_samples(out / "soups" / lambda_label(lam).replace("/", "_") / "samples.jsonl"),
+                   r) for lam, r in zip(grid, results)]
+    morl, start, steps = [], None, [0, 0]
+    if trained is not None:
+        ends = [point(f"μ={mu:g}", row.samples, row.result, trained.steps[row.label])
+                for mu, row in zip((0.0, 1.0), trained.ingredients)]
+        inner = [(mu, point(f"μ={mu:g}", row.samples, row.result, trained.steps[row.label]))
+                 for mu, row in trained.morl]
+        morl = [(0.0, ends[0]), *inner, (1.0, ends[1])] if inner else []
+        start = point("start", trained.start.samples, trained.start.result)
+        steps = [p.steps for p in ends]
+    exp = Experiment(names, soups, [lam[0] for lam in grid], morl, start, steps)
+    return write_experiment_report(out, exp, f"alignkit soup: {out.name}")
 
 
 def save_soup(soup, lambdas: tuple[float, ...], folder: str) -> Path:

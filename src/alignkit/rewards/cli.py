@@ -15,24 +15,9 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @command("score", "score every response of a data file with a reward (model, VADER, function, mix)", _args)
 def score(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from alignkit.api import score as score_data
 
-    import yaml
-
-    from alignkit.errors import ConfigError
-    from alignkit.rewards.base import build_reward
-    from alignkit.rewards.score_file import score_file
-
-    path = Path(args.reward)
-    if not path.is_file():
-        raise ConfigError(f"{path}: reward config not found")
-    spec = yaml.safe_load(path.read_text())
-    if isinstance(spec, dict) and "rewards" in spec:
-        spec = spec["rewards"]
-    if not spec:
-        raise ConfigError(f"{path}: no reward spec; write e.g. `kind: vader`")
-    reward = build_reward(spec)
-    out = Path(args.out or str(args.data).removesuffix(".gz").rsplit(".", 1)[0] + ".scored.jsonl")
-    n = score_file(reward, args.data, out)
+    out = score_data(args.reward, data=args.data, output=args.out)
+    n = sum(1 for line in out.read_text().splitlines() if line.strip())
     print(f"scored {n} rows -> {out}")
     return 0
