@@ -89,7 +89,7 @@ def tokenized(path: Path, fmt: str, tok, n: int, max_length: int, k: int = 2, tr
 
     examples = load_examples(path, format=fmt, skip_bad_rows=True, max_rows=40 * n)
     budget = max_length if truncate else 100_000
-    cfg = TokenizeConfig(max_prompt_length=budget - 64 if truncate else budget, max_length=budget, chat_strings=chat)
+    cfg = TokenizeConfig(max_prompt_length=budget - 64, max_length=budget, chat_strings=chat)
     out = []
     for ex in tokenize_examples(examples, tok, cfg, skip_bad_rows=True):
         if len(ex.response_ids) != k or len(ex.prompt_ids) + max(len(r) for r in ex.response_ids) > max_length:

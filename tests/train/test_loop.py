@@ -122,3 +122,16 @@ def test_used_examples_are_those_the_steps_draw():
     assert sorted(used) == sorted(drawn) and len(used) == 12  # 3 steps x 4, not the 100 rows
     everything = used_examples(TrainConfig(batch_size=4, num_epochs=2.0), items, world_size=1)
     assert sorted(everything) == items
+
+
+def test_tokenizing_only_the_used_rows_trains_the_same_batches_as_tokenizing_all(tmp_path, monkeypatch):
+    from alignkit.data.pipeline import TokenizedRows
+
+    common = ["train.max_steps=3", "train.batch_size=2", "data.eval_size=2"]
+    run_train(config(tmp_path, "lazy", *common, method="dpo", data="alignkit:tiny_pairs.jsonl"))
+    monkeypatch.setattr(TokenizedRows, "prepared", lambda self, indices: None)  # the whole file, as before
+    run_train(config(tmp_path, "eager", *common, method="dpo", data="alignkit:tiny_pairs.jsonl"))
+    assert_same_weights(final_weights(tmp_path / "lazy"), final_weights(tmp_path / "eager"), atol=0)
+    losses = [[json.loads(x).get("loss") for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+              for name in ("lazy", "eager")]
+    assert losses[0] == losses[1]

@@ -38,9 +38,35 @@ def make_accelerator(cfg: TrainConfig):
             "launch with `accelerate launch --config_file configs/accelerate/<ddp|fsdp|...>.yaml`"
         )
     set_seed(cfg.seed)
+    if accelerator.device.type == "cpu":
+        return_freed_memory()
     if cfg.tracker != "none":
         start_tracker(accelerator, cfg)
     return accelerator
+
+
+MMAP_THRESHOLD = 128 * 1024
+"""Bytes from which glibc serves an allocation with its own ``mmap`` (returned to the system when freed)."""
+
+
+def return_freed_memory() -> bool:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (its default start) so that freed activations
+    go back to the system; True when set. By default glibc raises the threshold to the size of every
+    freed mmapped block (up to 32 MB), after which a training step's activations and gradients come
+    from the heap, whose freed holes the process keeps: on a 6-layer SmolLM2-shaped model that was
+    190 MB more peak RSS after three steps. Linux/glibc only; ``MALLOC_MMAP_THRESHOLD_`` set by the
+    user wins. Allocation itself is unchanged, so are the results."""
+    import ctypes
+    import ctypes.util
+    import os
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not ctypes.util.find_library("c"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
 
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
@@ -88,11 +114,21 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig, total_steps: int):
 
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas)
+        params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas),
+        fused=fused_adamw_supported(params) or None,
     )
     name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.schedule]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
     return optimizer, scheduler
+
+
+def fused_adamw_supported(params: list[torch.Tensor]) -> bool:
+    """Whether AdamW can run fused (one kernel pass over each parameter's weight, gradient and two
+    moments): floating parameters on CPU or CUDA. Same update as the default ``foreach`` kernel (to
+    float rounding), but the default makes about ten passes over all parameters and allocates
+    parameter-sized temporaries (``exp_avg_sq.sqrt()``: 0.5 GB on a 135M-parameter model); on a
+    2-core CPU the fused step of SmolLM2-135M is about 8x faster (``benchmarks/README.md``)."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def is_deepspeed(accelerator) -> bool:

@@ -11,14 +11,22 @@ from alignkit.errors import ConfigError
 log = logging.getLogger("alignkit")
 
 
-def policy_and_data(cfg: Config, need: str = ""):
+def policy_and_data(cfg: Config, need: str = "", batches_per_step: int = 1):
     """The policy and its tokenizer (``cfg.model``), and the tokenized training and held-out data (``cfg.data``);
-    ``need`` is what every row must carry (see :mod:`alignkit.data.requirements`)."""
+    ``need`` is what every row must carry (see :mod:`alignkit.data.requirements`). Only the training rows
+    that the run's steps draw (global batches of ``batches_per_step`` micro-batch sets, see
+    :func:`~alignkit.train.runtime.used_indices`) are tokenized up front; any other row when read."""
+    import os
+
     from alignkit.data.pipeline import load_tokenized
+    from alignkit.distributed import world_size
     from alignkit.models.loading import load_causal_lm
+    from alignkit.train.runtime import used_indices
 
     model, tokenizer = load_causal_lm(cfg.model)
-    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed, need=need, method=cfg.method)
+    world = int(os.environ.get("WORLD_SIZE", world_size()))  # before the process group exists: the launcher's
+    train, held_out = load_tokenized(cfg.data, tokenizer, seed=cfg.train.seed, need=need, method=cfg.method,
+                                     used=lambda n: used_indices(cfg.train, n, world, batches_per_step))
     log.info("loaded %d training and %d held-out examples", len(train), len(held_out))
     return model, tokenizer, train, held_out
 

@@ -241,7 +241,7 @@ def train_rl(cfg) -> Path:
     run = Run(tcfg, desc=cfg.method)
     _refuse_unsupported_engine(run.accelerator, cfg.method)
     accelerator, rank, world = run.accelerator, run.rank, run.world
-    policy, tokenizer, train, held_out = policy_and_data(cfg)
+    policy, tokenizer, train, held_out = policy_and_data(cfg, batches_per_step=ppo.num_minibatches)
     module = build_actor_critic(policy, algo.critic, cfg, tokenizer.pad_token_id)
     disable_dropout(module)
     module.to(accelerator.device)

@@ -75,17 +75,23 @@ def global_batch_indices(n: int, global_batch: int, step: int, seed: int) -> lis
     return order[offset * global_batch : (offset + 1) * global_batch]
 
 
-def used_examples(cfg: TrainConfig, examples: Sequence[Any], world_size: int) -> list[Any]:
-    """The examples that :func:`~alignkit.train.loop.train_loop`'s steps will draw (in first-use order,
-    once each), so that what is prepared before training (a precomputed reference) scales with
-    ``max_steps``, not the data."""
-    global_batch = cfg.batch_size * cfg.grad_accum * world_size
+def used_indices(cfg: TrainConfig, n: int, world_size: int, batches_per_step: int = 1) -> list[int]:
+    """Indices of the rows that :func:`~alignkit.train.loop.train_loop`'s steps draw from ``n`` rows, in
+    first-use order, once each, so that what is prepared before training (tokenization, a precomputed
+    reference) scales with ``max_steps``, not the data. A step draws global batches of ``batch_size x
+    grad_accum x batches_per_step x world_size`` rows (PPO: ``batches_per_step = num_minibatches``)."""
+    global_batch = cfg.batch_size * cfg.grad_accum * batches_per_step * world_size
     seen: dict[int, None] = {}
-    for step in range(total_steps(cfg, len(examples), world_size)):
-        seen.update(dict.fromkeys(global_batch_indices(len(examples), global_batch, step, cfg.seed)))
-        if len(seen) == len(examples):
+    for step in range(total_steps(cfg, n, world_size, batches_per_step)):
+        seen.update(dict.fromkeys(global_batch_indices(n, global_batch, step, cfg.seed)))
+        if len(seen) == n:
             break
-    return [examples[i] for i in seen]
+    return list(seen)
+
+
+def used_examples(cfg: TrainConfig, examples: Sequence[Any], world_size: int) -> list[Any]:
+    """The examples at :func:`used_indices`, in first-use order."""
+    return [examples[i] for i in used_indices(cfg, len(examples), world_size)]
 
 
 def total_steps(cfg: TrainConfig, n_examples: int, world_size: int, batches_per_step: int = 1) -> int:

@@ -41,12 +41,13 @@ class SFTMethod:
 
 def train_sft(cfg) -> Path:
     """Supervised fine-tuning on the best response of each row (the chosen one of a pair)."""
+    from alignkit.data.pipeline import map_rows
     from alignkit.engine import SequenceScorer
     from alignkit.train.build import policy_and_data, policy_saver
     from alignkit.train.loop import train_loop
 
     model, tokenizer, train, held_out = policy_and_data(cfg, need="responses")
-    train = [best_response_only(ex) for ex in train]
+    train = map_rows(best_response_only, train)  # lazily: only the rows the run reads are tokenized
     held_out = [best_response_only(ex) for ex in held_out]
     method = SFTMethod(tokenizer.pad_token_id, cfg.engine.share_prompt)
     scorer = SequenceScorer(model, cfg.engine.chunk_size, compile=cfg.engine.compile)
