@@ -70,14 +70,14 @@ class HarmlessConfig:
     cache_dir: str = ""  # splits, reward model and lists (default: the demo's cache)
     seed: int = 0
     rm_pairs: int = 1200  # reward-model pairs (a split disjoint from the policy's and the eval pairs)
-    rm_steps: int = 40  # reward-model optimizer steps of 16 pairs
-    num_prompts: int = 64  # the policy's pairs (and prompts)
+    rm_steps: int = 24  # reward-model optimizer steps of 16 pairs
+    num_prompts: int = 48  # the policy's pairs (and prompts)
     num_samples: int = 2  # start-model replies per prompt added to each listwise DPO list
-    max_new_tokens: int = 40  # reply length in tokens (lists, RAFT, PPO and evaluation)
+    max_new_tokens: int = 32  # reply length in tokens (lists, RAFT, PPO and evaluation)
     methods: list[str] = field(default_factory=lambda: list(HARMLESS_METHODS))
-    method_steps: int = 8  # optimizer steps per method (RAFT: in all stages; PPO: iterations), 4 prompts each
-    eval_pairs: int = 48  # held-out pairs of the preference accuracy (their prompts come first as eval prompts)
-    eval_prompts: int = 16  # held-out prompts every model answers
+    method_steps: int = 6  # optimizer steps per method (RAFT: in all stages; PPO: iterations), 4 prompts each
+    eval_pairs: int = 32  # held-out pairs of the preference accuracy (their prompts come first as eval prompts)
+    eval_prompts: int = 12  # held-out prompts every model answers
     eval_samples: int = 2  # replies per held-out prompt
     threads: int = 0  # torch CPU threads (0: torch's default)
     fresh: bool = True  # train every method again (False: reuse finished runs, as compare does)
@@ -176,8 +176,8 @@ def train_judge(cfg: HarmlessConfig, folder: Path) -> float:
         "method": "reward_model",
         "model": {"name_or_path": cfg.reward_model},
         "data": {"train": str(folder / "rm_pairs.jsonl"), "eval": str(folder / "eval_pairs.jsonl")},
-        "reward_model": {"loss": "bradley_terry", "max_length": 192, "center_examples": 128},
-        "train": {"output_dir": str(folder / "reward_model"), "learning_rate": 3e-5, "batch_size": 16,
+        "reward_model": {"loss": "bradley_terry", "max_length": 128, "center_examples": 64},
+        "train": {"output_dir": str(folder / "reward_model"), "learning_rate": 5e-5, "batch_size": 16,
                   "max_steps": cfg.rm_steps, "warmup_steps": max(1, cfg.rm_steps // 10), "seed": cfg.seed,
                   "log_every": 5, "progress": cfg.progress, "overwrite": True},
     })
@@ -233,7 +233,7 @@ def _text(prompt) -> str:
 # ---------------------------------------------------------------- 4. compare
 
 BATCH = 4  # prompts per optimizer step of every method
-MAX_PROMPT, MAX_LENGTH = 96, 160  # tokens: prompt kept (its end), prompt + reply
+MAX_PROMPT, MAX_LENGTH = 80, 128  # tokens: prompt kept (its end), prompt + reply
 
 
 def compare_config(cfg: HarmlessConfig, folder: Path) -> dict[str, Any]:

@@ -272,15 +272,26 @@ def reference_perplexity(model, tokenizer, cfg: EvalConfig) -> dict:
     return {"perplexity": M.perplexity(nll, tokens), "tokens": tokens, "rows": len(examples)}
 
 
+def reference_logps(reference, examples, pad_id: int, cfg: EvalConfig) -> list[torch.Tensor]:
+    """The reference's log-probs ``[B, K]`` per batch of preference rows, computed once per loaded reference
+    and data settings (``compare`` scores every run's implicit reward against one loaded start model)."""
+    key = (cfg.preference_data, cfg.max_rows, cfg.max_length, cfg.max_prompt_length, cfg.chat_strings,
+           cfg.batch_size, len(examples))
+    cache = reference.__dict__.setdefault("_alignkit_preference_logps", {})  # lives as long as the model
+    if key not in cache:
+        cache[key] = [out.logps for _, out in engine_logps(reference, examples, pad_id, cfg.batch_size)]
+    return cache[key]
+
+
 def implicit_scores(model, reference, tokenizer, examples, cfg: EvalConfig, kind: str):
     """Policy scores ``[B, K]`` per batch of preference rows, with the targets and masks."""
     pad = tokenizer.pad_token_id
     pol = engine_logps(model, examples, pad, cfg.batch_size)
-    ref = engine_logps(reference, examples, pad, cfg.batch_size) if kind == "ratio" else None
+    ref = iter(reference_logps(reference, examples, pad, cfg)) if kind == "ratio" else None
     for batch, out in pol:
         score = out.logps
         if kind == "ratio":
-            score = score - next(ref)[1].logps
+            score = score - next(ref)
         elif kind == "mean_logp":
             score = score / out.lengths.clamp(min=1)
         yield score, batch.scores, batch.mask
