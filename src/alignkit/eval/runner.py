@@ -275,8 +275,9 @@ def reference_perplexity(model, tokenizer, cfg: EvalConfig) -> dict:
 def reference_logps(reference, examples, pad_id: int, cfg: EvalConfig) -> list[torch.Tensor]:
     """The reference's log-probs ``[B, K]`` per batch of preference rows, computed once per loaded reference
     and data settings (``compare`` scores every run's implicit reward against one loaded start model)."""
+    weights_version = sum(p._version for p in reference.parameters())  # any in-place update changes it
     key = (cfg.preference_data, cfg.max_rows, cfg.max_length, cfg.max_prompt_length, cfg.chat_strings,
-           cfg.batch_size, len(examples))
+           cfg.batch_size, len(examples), weights_version)
     cache = reference.__dict__.setdefault("_alignkit_preference_logps", {})  # lives as long as the model
     if key not in cache:
         cache[key] = [out.logps for _, out in engine_logps(reference, examples, pad_id, cfg.batch_size)]
