@@ -232,3 +232,16 @@ def test_length_normalised_methods_are_evaluated_with_mean_logp():
     assert [implicit_reward_of(m) for m in ("dpo", "listwise_dpo", "cpo", "sft", "raft")] == [
         "ratio", "ratio", "logp", "logp", "logp"
     ]
+
+
+def test_baseline_start_judges_every_run_but_the_start_against_the_start_samples(tmp_path):
+    from alignkit.eval.compare import eval_config
+
+    cfg = config([f"output_dir={tmp_path}", "eval.baseline=start", "eval.judge.kind=vader"])
+    run = eval_config(cfg, str(tmp_path / "runs/dpo/final"), tmp_path / "runs/dpo", "ratio")
+    assert run.baseline == str(tmp_path / "runs/start/samples.jsonl") and run.judge is not None
+    start = eval_config(cfg, "", tmp_path / "runs/start", "logp")
+    assert start.baseline == "" and start.judge is None
+    cfg.include_start = False
+    with pytest.raises(ConfigError, match="include_start"):
+        check_compare(cfg)

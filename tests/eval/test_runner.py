@@ -366,3 +366,27 @@ def test_score_all_adds_each_rewards_details_as_name_slash_detail():
     assert sorted(out) == ["halves", "halves/error_rate", "length"]
     torch.testing.assert_close(out["halves"], torch.tensor([[2.0, 1.0], [1.0, 2.0]]))
     torch.testing.assert_close(out["halves/error_rate"], torch.full((2, 2), 0.5))
+
+
+def test_the_reference_is_scored_once_per_loaded_model_and_data(tokenizer, tmp_path, monkeypatch):
+    """compare evaluates every run against one loaded start model: its log-probs of the held-out pairs are
+    computed once, and again after its weights change in place."""
+    import alignkit.eval.runner as runner
+
+    policy, reference = build_tiny_model(tokenizer, seed=1).eval(), build_tiny_model(tokenizer, seed=0).eval()
+    calls = []
+    real = runner.engine_logps
+
+    def counting(model, *args, **kwargs):
+        calls.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "engine_logps", counting)
+    cfg = EvalConfig(preference_data=PAIRS, max_rows=6, max_length=128)
+    first = preference_accuracy(policy, reference, tokenizer, cfg)
+    assert preference_accuracy(policy, reference, tokenizer, cfg) == first
+    assert sum(m is reference for m in calls) == 1 and sum(m is policy for m in calls) == 2
+    with torch.no_grad():
+        next(reference.parameters()).mul_(1.5)
+    preference_accuracy(policy, reference, tokenizer, cfg)
+    assert sum(m is reference for m in calls) == 2

@@ -270,13 +270,13 @@ def train_reward(cfg: DemoConfig, model_dir: Path, folder: Path) -> float:
 # ---------------------------------------------------------------- 5. compare
 
 
-def method_entry(name: str, folder: Path) -> dict[str, Any]:
+def method_entry(name: str, folder: Path, family_overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One ``methods:`` entry of the compare config: the data of the method's shape and its family's demo
-    hyper-parameters (both read from the method's spec)."""
+    hyper-parameters (both read from the method's spec; ``family_overrides`` defaults to this demo's)."""
     from alignkit.train.methods import method_spec
 
     spec = method_spec(name)
-    overrides = dict(FAMILY_OVERRIDES.get(spec.family, {}))
+    overrides = dict((FAMILY_OVERRIDES if family_overrides is None else family_overrides).get(spec.family, {}))
     if spec.data in DATA_FILES:
         overrides = {"data.train": str(folder / DATA_FILES[spec.data]), **overrides}
     return {"name": name, "method": name, "overrides": overrides}
@@ -382,34 +382,46 @@ def _check_model(name: str) -> None:
         raise AlignkitError(_offline_message("model", name, err)) from None
 
 
-def run_demo(cfg: DemoConfig) -> DemoResult:
-    """Run every stage; returns the report folder, the table and the measured numbers."""
+def compare_stage(data: dict[str, Any], out: Path, fresh: bool) -> Path:
+    """Write ``out/compare.yaml`` and run it (every demo tier's last stage); returns the report folder.
+
+    ``fresh``: a folder an earlier demo wrote (it has compare.yaml) loses its runs, so every method is
+    measured again; otherwise finished runs are reused as ``alignkit compare`` does.
+    """
     import yaml
 
     from alignkit.config import from_dict
     from alignkit.eval.compare import CompareConfig, run_compare
 
-    if cfg.online_reward not in ("reward_model", "vader"):
-        raise AlignkitError(f"online_reward: {cfg.online_reward!r}; choose reward_model or vader")
+    if fresh and (out / "compare.yaml").is_file() and (out / "runs").is_dir():
+        shutil.rmtree(out / "runs")  # a folder this demo wrote before: measure again, do not reuse
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return run_compare(from_dict(CompareConfig, data))
+
+
+def quiet_transformers(threads: int) -> None:
+    """No transformers progress bars or info logs; ``threads`` torch CPU threads (0: torch's default)."""
     import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    threads = cfg.threads or (0 if cfg.model else 1)
     if threads:
         torch.set_num_threads(threads)
+
+
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """Run every stage; returns the report folder, the table and the measured numbers."""
+    if cfg.online_reward not in ("reward_model", "vader"):
+        raise AlignkitError(f"online_reward: {cfg.online_reward!r}; choose reward_model or vader")
+    quiet_transformers(cfg.threads or (0 if cfg.model else 1))
     timings: dict[str, float] = {}
     start = time.perf_counter()
     base, folder, accuracy, cached = prepare(cfg, timings)
     t0 = time.perf_counter()
-    data = compare_config(cfg, base, folder)
     out = Path(cfg.output_dir)
-    if cfg.fresh and (out / "compare.yaml").is_file() and (out / "runs").is_dir():
-        shutil.rmtree(out / "runs")  # a folder this demo wrote before: measure again, do not reuse
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    report = run_compare(from_dict(CompareConfig, data))
+    report = compare_stage(compare_config(cfg, base, folder), out, cfg.fresh)
     timings["compare"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     vader = {}

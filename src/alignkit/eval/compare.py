@@ -174,6 +174,9 @@ def check_compare(cfg: CompareConfig) -> list[tuple[RunSpec, Config]]:
         raise ConfigError("methods: no methods to compare; give a list of {name, method, overrides}")
     if not cfg.eval.prompts:
         raise ConfigError("eval.prompts: no prompts to evaluate on")
+    if cfg.eval.baseline == START_BASELINE and not cfg.include_start:
+        raise ConfigError("eval.baseline: 'start' judges every run against the start model's samples; "
+                          "set include_start: true")
     seen: set[str] = set()
     out = []
     for i, entry in enumerate(cfg.methods):
@@ -206,8 +209,16 @@ def check_compare(cfg: CompareConfig) -> list[tuple[RunSpec, Config]]:
     return out
 
 
+START_BASELINE = "start"  # eval.baseline: the start model's samples, runs/start/samples.jsonl
+
+
 def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str, seed: int | None = None) -> EvalConfig:
+    """A run's eval settings; ``eval.baseline: start`` names the start row's samples, which the start row
+    itself (``model`` empty) is not judged against."""
     ev = cfg.eval
+    if ev.baseline == START_BASELINE:
+        on_start = str(Path(cfg.output_dir) / "runs" / "start" / "samples.jsonl")
+        ev = replace(ev, baseline=on_start if model else "", judge=ev.judge if model else None)
     return replace(
         ev,
         model=model,

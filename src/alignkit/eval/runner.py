@@ -62,6 +62,8 @@ class EvalConfig:
     max_prompt_length: int = 0  # prompt tokens kept (the end of the prompt), below max_length (0: half of it)
     max_length: int = 1024  # prompt + response tokens when scoring reference responses and preference data
     max_rows: int = 0  # use the first max_rows rows of reference_responses and preference_data (0: all)
+    chat_strings: bool = False  # render string rows (HH dialogues, prompt strings) with the chat template, as
+    # data.chat_strings does in training (a chat model trained that way is sampled and scored the same way)
     rewards: list[RewardSpec] = field(default_factory=list)  # each is reported separately
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # samples per prompt, temperature, ...
     best_of_k: int = 0  # K: also report the reward of best-of-k for k = 1, 2, 4, ..., K (0: off)
@@ -72,7 +74,8 @@ class EvalConfig:
     # accuracy: ratio = log pi/pi_ref, logp = log pi, mean_logp = log pi per token; auto: ratio given a reference
     reward_model: str = ""  # a reward model folder also scored on preference_data (via reward_logits)
     baseline: str = ""  # win rate against: 'chosen' (best response of each prompts row) or a file of
-    # prompt + response rows (response / completion / responses[0] / chosen), e.g. another model's samples.jsonl
+    # prompt + response rows (response / completion / responses[0] / chosen), e.g. another model's samples.jsonl;
+    # in `alignkit compare`, 'start': the start model's own samples (runs/start/samples.jsonl)
     judge: RewardSpec | str | None = None  # a reward spec scoring both sides (kind preference_model: P(response > baseline) > 1/2 wins), or 'module:function':
     # a pairwise judge fn(prompts, responses, baselines) -> N numbers (> 0: the response wins, < 0: loses, 0: tie)
     tie_eps: float = 0.0  # a reward judge calls |score difference| <= tie_eps a tie
@@ -168,7 +171,8 @@ def load_rows(path: str, max_rows: int = 0):
 def tokenize(examples, tokenizer, cfg: EvalConfig):
     from alignkit.data.tokenize import TokenizeConfig, tokenize_examples
 
-    tok_cfg = TokenizeConfig(max_prompt_length=cfg.max_prompt_length, max_length=cfg.max_length)
+    tok_cfg = TokenizeConfig(max_prompt_length=cfg.max_prompt_length, max_length=cfg.max_length,
+                             chat_strings=cfg.chat_strings)
     return tokenize_examples(examples, tokenizer, tok_cfg)
 
 
@@ -268,15 +272,27 @@ def reference_perplexity(model, tokenizer, cfg: EvalConfig) -> dict:
     return {"perplexity": M.perplexity(nll, tokens), "tokens": tokens, "rows": len(examples)}
 
 
+def reference_logps(reference, examples, pad_id: int, cfg: EvalConfig) -> list[torch.Tensor]:
+    """The reference's log-probs ``[B, K]`` per batch of preference rows, computed once per loaded reference
+    and data settings (``compare`` scores every run's implicit reward against one loaded start model)."""
+    weights_version = sum(p._version for p in reference.parameters())  # any in-place update changes it
+    key = (cfg.preference_data, cfg.max_rows, cfg.max_length, cfg.max_prompt_length, cfg.chat_strings,
+           cfg.batch_size, len(examples), weights_version)
+    cache = reference.__dict__.setdefault("_alignkit_preference_logps", {})  # lives as long as the model
+    if key not in cache:
+        cache[key] = [out.logps for _, out in engine_logps(reference, examples, pad_id, cfg.batch_size)]
+    return cache[key]
+
+
 def implicit_scores(model, reference, tokenizer, examples, cfg: EvalConfig, kind: str):
     """Policy scores ``[B, K]`` per batch of preference rows, with the targets and masks."""
     pad = tokenizer.pad_token_id
     pol = engine_logps(model, examples, pad, cfg.batch_size)
-    ref = engine_logps(reference, examples, pad, cfg.batch_size) if kind == "ratio" else None
+    ref = iter(reference_logps(reference, examples, pad, cfg)) if kind == "ratio" else None
     for batch, out in pol:
         score = out.logps
         if kind == "ratio":
-            score = score - next(ref)[1].logps
+            score = score - next(ref)
         elif kind == "mean_logp":
             score = score / out.lengths.clamp(min=1)
         yield score, batch.scores, batch.mask
