@@ -74,6 +74,8 @@ def _methods(args: argparse.Namespace) -> int:
 
             algo, ppo_defaults = ALGORITHMS[spec.uses], vars(PPOConfig())
             hp = f"({algo.paper}) " + ", ".join(f"ppo.{k}={ppo_defaults[k]}" for k in algo.reads)
+        elif spec.paper:
+            hp = f"({spec.paper}) {hp}".rstrip()
         print(f"{name:14s} {spec.family:12s} {spec.data:8s} {ref:14s} {hp or update}".rstrip())
     print("\n".join(method_lines()))
     return 0

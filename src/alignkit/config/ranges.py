@@ -148,6 +148,10 @@ CONFIG_RANGES: dict[str, Range] = {
     "online.kl_beta": NON_NEGATIVE,
     "online.rso_beta": POSITIVE,
     "online.rso_num_accepted": Range(2),
+    "mixture.num_groups": AT_LEAST_ONE,
+    "mixture.em_iterations": AT_LEAST_ONE,
+    "mixture.init_steps": AT_LEAST_ONE,
+    "mixture.m_step_steps": AT_LEAST_ONE,
 }
 
 

@@ -39,11 +39,14 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=type(value), default=value, help=f"{helps[name]} (default: {value!r})", **kwargs)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="comma-separated methods to compare (default: %(default)s)")
-    p.add_argument("--task", choices=["reviews", "digits"], default="reviews",
+    p.add_argument("--task", choices=["reviews", "digits", "maxmin"], default="reviews",
                    help="reviews: align the tiny review model (language); digits: align a class-conditional "
                         "diffusion model of scikit-learn's digits with RAFT, DDPO, D3PO and Diffusion-DPO "
-                        "(--output-dir, --cache-dir, --seed, --threads, --methods and --seeds apply)")
-    p.add_argument("--seeds", type=int, default=1, help="--task digits: training seeds per method (default: 1)")
+                        "(--output-dir, --cache-dir, --seed, --threads, --methods and --seeds apply); maxmin: "
+                        "MaxMin-RLHF on reviews labelled by two groups of annotators, a majority preferring "
+                        "positive sentiment and a minority brevity (--output-dir, --cache-dir, --threads, --seeds "
+                        "and --method-steps apply)")
+    p.add_argument("--seeds", type=int, default=1, help="--task digits, maxmin: training seeds (default: 1)")
     p.add_argument("--resume", action="store_true", help="reuse method runs already finished in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -58,6 +61,8 @@ def demo_command(args: argparse.Namespace) -> int:
         from alignkit.diffusion.cli import run_digits_command
 
         return run_digits_command(args)
+    if args.task == "maxmin":
+        return _maxmin(args)
 
     values = {name: getattr(args, name) for name in FLAGS}
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -74,6 +79,22 @@ def demo_command(args: argparse.Namespace) -> int:
     stages = ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total")
     print(f"time: {time.perf_counter() - t0:.0f}s ({stages}{', base cached' if result.cached else ''})")
     print(f"report: {(result.report_dir / 'report.html').resolve()}")
+    return 0
+
+
+def _maxmin(args: argparse.Namespace) -> int:
+    import torch
+
+    from alignkit.demo.maxmin import MaxMinExperiment, run_experiment
+
+    torch.set_num_threads(args.threads or 1)  # the tiny review model gains little from more threads
+    output_dir = "runs/maxmin" if args.output_dir == DemoConfig().output_dir else args.output_dir
+    exp = MaxMinExperiment(output_dir=output_dir, seeds=list(range(args.seeds)), cache_dir=args.cache_dir,
+                           rl_steps=30 if args.method_steps == DemoConfig().method_steps else args.method_steps,
+                           progress=not args.no_progress)
+    t0 = time.perf_counter()
+    print(run_experiment(exp))
+    print(f"time: {time.perf_counter() - t0:.0f}s; runs and table.md in {output_dir}")
     return 0
 
 
