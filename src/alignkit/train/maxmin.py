@@ -85,7 +85,7 @@ def fit_bradley_terry(method: RewardModelMethod, model, examples: Sequence[Examp
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss) / len(batch)
+        loss_value = float(loss.detach()) / len(batch)
     model.eval()
     return loss_value
 
