@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from alignkit.demo.maxmin import MAJORITY, MINORITY, annotators, brevity, format_table, label_pairs
+import json
+
+import pytest
+
+from alignkit.demo.maxmin import (
+    MAJORITY,
+    MINORITY,
+    MaxMinExperiment,
+    annotators,
+    brevity,
+    format_table,
+    label_pairs,
+    run_experiment,
+)
 
 ROW = {"prompt": "I watched this movie.", "responses": [" It was great and wonderful!", " Bad.", " It was fine I guess."]}
 
@@ -44,3 +57,14 @@ def test_table_reports_mean_and_sd_over_seeds():
     table = format_table([result, other])
     assert "| MaxMin-RLHF | +0.200 ± 0.141 | -11.000 ± 1.414 |" in table
     assert "EM clustering accuracy (annotators): 0.950 ± 0.071 over 2 seeds (per seed: 0.90, 1.00)" in table
+
+
+@pytest.mark.slow
+def test_the_experiment_runs_end_to_end_on_a_small_budget(tmp_path):
+    """`alignkit demo --task maxmin` with 2 RL steps: every row of the table gets numbers."""
+    exp = MaxMinExperiment(output_dir=str(tmp_path), seeds=[0], rl_steps=2, eval_samples=1)
+    table = run_experiment(exp)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results[0]["rewards"]) == {"start", "baseline", "maxmin"}
+    assert "| MaxMin-RLHF |" in table and (tmp_path / "table.md").is_file()
+    assert 0.5 <= results[0]["clustering_accuracy"] <= 1.0
