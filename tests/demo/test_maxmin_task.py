@@ -50,13 +50,14 @@ def test_pairs_are_deterministic_in_the_seed():
 
 
 def test_table_reports_mean_and_sd_over_seeds():
-    result = {"rewards": {k: {MAJORITY: 0.1, MINORITY: -10.0} for k in ("start", "baseline", "maxmin")},
+    result = {"seed": 0, "rewards": {k: {MAJORITY: 0.1, MINORITY: -10.0} for k in ("start", "baseline", "maxmin")},
               "clustering_accuracy": 0.9}
-    other = {"rewards": {k: {MAJORITY: 0.3, MINORITY: -12.0} for k in ("start", "baseline", "maxmin")},
+    other = {"seed": 1, "rewards": {k: {MAJORITY: 0.3, MINORITY: -12.0} for k in ("start", "baseline", "maxmin")},
              "clustering_accuracy": 1.0}
     table = format_table([result, other])
     assert "| MaxMin-RLHF | +0.200 ± 0.141 | -11.000 ± 1.414 |" in table
     assert "EM clustering accuracy (annotators): 0.950 ± 0.071 over 2 seeds (per seed: 0.90, 1.00)" in table
+    assert "| 1 | 1.00 | +0.300 / -12.00 | +0.300 / -12.00 |" in table
 
 
 @pytest.mark.slow

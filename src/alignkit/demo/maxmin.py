@@ -182,6 +182,12 @@ def format_table(results: list[dict]) -> str:
     for key, label in labels.items():
         cells = [_mean_sd([r["rewards"][key][g] for r in results]) for g in (MAJORITY, MINORITY)]
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    lines += ["", "| seed | EM accuracy | baseline: " + MAJORITY + " / " + MINORITY + " | MaxMin: " + MAJORITY + " / "
+              + MINORITY + " |", "|---|---|---|---|"]
+    for r in results:
+        acc = "-" if r["clustering_accuracy"] is None else f"{r['clustering_accuracy']:.2f}"
+        both = [f"{r['rewards'][key][MAJORITY]:+.3f} / {r['rewards'][key][MINORITY]:+.2f}" for key in ("baseline", "maxmin")]
+        lines.append(f"| {r['seed']} | {acc} | {both[0]} | {both[1]} |")
     accuracy = [r["clustering_accuracy"] for r in results if r["clustering_accuracy"] is not None]
     if accuracy:
         lines.append("")
