@@ -18,7 +18,7 @@ from alignkit.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"(<!-- (slow|not run) -->\n)?```(bash|python)\n(.*?)```", re.S)
-FAMILY_PAGES = ("preference", "reward-models", "sampling", "rl", "evaluation", "scaling-out", "nash_xpo")
+FAMILY_PAGES = ("preference", "reward-models", "sampling", "rl", "evaluation", "scaling-out", "nash_xpo", "maxmin")
 
 
 def blocks(page: str, slow: bool) -> list[tuple[str, str]]:

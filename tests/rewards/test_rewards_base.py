@@ -27,13 +27,13 @@ def test_sum_segments():
 
 
 def test_registry_names():
-    assert set(REWARDS) == {"vader", "length", "function", "model", "span_model", "preference_model"}
+    assert set(REWARDS) == {"vader", "length", "function", "model", "span_model", "preference_model", "min"}
 
 
 def test_unknown_kind_names_the_key_and_the_allowed_values():
     with pytest.raises(
         ConfigError,
-        match=r"reward\.kind: unknown reward 'sentiment'; choose one of: function, length, model, preference_model, span_model, vader",
+        match=r"reward\.kind: unknown reward 'sentiment'; choose one of: function, length, min, model, preference_model, span_model, vader",
     ):
         build_reward(RewardSpec(kind="sentiment"))
     with pytest.raises(ConfigError, match=r"rewards\[1\]\.kind: unknown reward 'nope'"):

@@ -203,3 +203,17 @@ def test_task_rewards_of_dense_segments_by_hand():
     # each value clipped into [-2, 2]; -mean (and -penalty when there is no EOS) on the last token
     assert segs == [[(0, 0.5), (2, 1.0), (2, -2.0)], [(1, -2.0), (1, -2.0 - 1.0)]]
     torch.testing.assert_close(scores, torch.tensor([-0.5, -5.0]))
+
+
+def test_a_rewards_details_are_logged_with_the_rollout(tok):
+    """MaxMin-RLHF's min reward: each group's reward (its batch mean) is in the rollout's metrics."""
+    from alignkit.rewards.minimum import MinReward
+    from alignkit.rewards.simple import LengthReward
+
+    reward = MinReward([LengthReward("chars", name="chars"), LengthReward("words", name="words")], over="sample")
+    _, rollout = make_rollout(tok, build_tiny_model(tok, seed=0), reward=reward)
+    chars = torch.tensor([float(len(t)) for t in rollout.texts])
+    assert rollout.metrics["reward/chars"] == pytest.approx(float(chars.mean()))
+    words = torch.tensor([float(len(t.split())) for t in rollout.texts])
+    assert rollout.metrics["reward/words"] == pytest.approx(float(words.mean()))
+    assert torch.equal(rollout.scores.cpu(), torch.minimum(chars, words))

@@ -149,6 +149,10 @@ CONFIG_RANGES: dict[str, Range] = {
     "online.rso_beta": POSITIVE,
     "online.rso_num_accepted": Range(2),
     "online.mixture_coef": Range(0, 1),  # a weight of the geometric mixture pi^(1-m) pi_ref^m
+    "mixture.num_groups": AT_LEAST_ONE,
+    "mixture.em_iterations": AT_LEAST_ONE,
+    "mixture.init_steps": AT_LEAST_ONE,
+    "mixture.m_step_steps": AT_LEAST_ONE,
 }
 
 

@@ -9,13 +9,14 @@ from typing import Literal
 
 @dataclass
 class RewardSpec:
-    kind: str = ""  # which reward: vader, length, function, model, span_model or preference_model (a judge of two responses) (the keys of alignkit.rewards.REWARDS)
+    kind: str = ""  # which reward: vader, length, function, model, span_model, preference_model (a judge of two responses) or min (the keys of alignkit.rewards.REWARDS)
     name: str = (
         ""  # display name in metrics; defaults to the kind (the function's name, the model folder's name)
     )
     weight: float = 1.0  # multiplier of this reward in the sum when several rewards are mixed
     path: str = ""  # kind=model: a folder saved by alignkit, a reward checkpoint, a Hub id, or 'minilm';
-    # kind=span_model: a folder saved by method span_reward_model (dense: its own segments, granularity unused)
+    # kind=span_model: a folder saved by method span_reward_model (dense: its own segments, granularity unused);
+    # kind=min: the final/ folder of method maxmin_reward_models (its group_0, group_1, ... reward models)
     function: str = ""  # kind=function: 'module:function' called as fn(prompts, responses)
     granularity: Literal["sequence", "sentence"] = (
         "sequence"  # 'sentence': dense per-sentence segments (vader)
@@ -25,6 +26,7 @@ class RewardSpec:
     max_length: int | None = (
         None  # kind=model: prompt + response tokens; None: the length saved with the model
     )
+    over: Literal["batch", "sample"] = "batch"  # kind=min: the group with the lowest batch mean (MaxMin-RLHF) or the min per sample
 
 
 @dataclass
@@ -46,3 +48,15 @@ class SpanRewardModelConfig:
     max_length: int = 512  # context + answer tokens (the context's end is cut first)
     error_reward: float = -1.0  # reward of a segment predicted to have an error
     ok_reward: float = 1.0  # reward of a segment predicted to have none
+
+
+@dataclass
+class MixtureConfig:
+    """Settings of ``method: maxmin_reward_models``: MaxMin-RLHF's EM for a mixture of reward models
+    (Chakraborty et al. 2024, arXiv 2402.08925, Algorithm 1). The reward models themselves follow the
+    ``reward_model:`` section (kind, max_length, loss, centering)."""
+
+    num_groups: int = 2  # H: reward models in the mixture, one per (unknown) group of annotators
+    em_iterations: int = 5  # at most this many E/M rounds; EM stops earlier when no assignment changes
+    init_steps: int = 60  # optimizer steps of the pooled reward model on all data (EM's start; saved as pooled/)
+    m_step_steps: int = 30  # optimizer steps refitting each group's reward model per round (from its last fit)

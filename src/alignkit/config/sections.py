@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alignkit.config.rewards import RewardModelConfig, RewardSpec, SpanRewardModelConfig
+from alignkit.config.rewards import MixtureConfig, RewardModelConfig, RewardSpec, SpanRewardModelConfig
 from alignkit.config.rl import PPOConfig
 from alignkit.config.sampling import OnlineConfig, SamplingConfig
 
@@ -110,3 +110,4 @@ class Config:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)  # method: reward_model
     span_reward_model: SpanRewardModelConfig = field(default_factory=SpanRewardModelConfig)  # method: span_reward_model
     online: OnlineConfig = field(default_factory=OnlineConfig)  # sampling methods: raft, rso, online, iterative_dpo
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)  # method: maxmin_reward_models (MaxMin-RLHF)

@@ -10,7 +10,9 @@ Formats (a "text" is a string or a list of ``{"role", "content"}`` chat messages
 
 - ``pairwise``: ``{prompt, chosen, rejected}`` -> K=2, scores ``[1, 0]``. TRL's
   implicit-prompt chat form ``{chosen, rejected}`` (two whole conversations) takes
-  the shared leading messages as the prompt.
+  the shared leading messages as the prompt. Optional ``annotator`` (who labelled the
+  pair) and ``group`` (the annotator's true group, for evaluation) columns go to
+  ``meta`` (MaxMin-RLHF's mixture of reward models reads them).
 - ``hh_rlhf``: Anthropic HH ``{chosen, rejected}`` dialogue strings, split at the
   last ``"\\n\\nAssistant:"``. The prompt keeps that marker; the response keeps
   its leading space (TRL's convention), so ``prompt + response`` is the original
@@ -194,7 +196,11 @@ def pairwise(row: Row, location: str) -> Example:
     chosen, rejected = _same_form(prompt, [chosen, rejected], ["chosen", "rejected"])
     if chosen == rejected:
         raise BadRow("chosen and rejected are identical")
-    return Example(prompt, [chosen, rejected], scores=[1.0, 0.0], source=location)
+    meta = {key: row[key] for key in ANNOTATION_COLUMNS if row.get(key) is not None}
+    return Example(prompt, [chosen, rejected], scores=[1.0, 0.0], source=location, meta=meta)
+
+
+ANNOTATION_COLUMNS = ("annotator", "group")  # pairwise columns kept in meta: who labelled a pair, and its group
 
 
 def _implicit_prompt(row: Row) -> tuple[Text, Text, Text]:

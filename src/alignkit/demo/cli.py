@@ -70,14 +70,17 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated methods to compare (default: {','.join(DEFAULT_METHODS)}; "
                         f"harmless: {','.join(HarmlessConfig().methods)})")
-    p.add_argument("--task", choices=["reviews", "digits", "harmless"], default=None,
+    p.add_argument("--task", choices=["reviews", "digits", "harmless", "maxmin"], default=None,
                    help="reviews: align the tiny review model (language); harmless: align a real chat model "
                         "(default smollm2-135m-instruct) for harmlessness on HH-RLHF pairs, judged by a MiniLM "
                         "reward model trained on a disjoint split; digits: align a class-conditional "
                         "diffusion model of scikit-learn's digits with RAFT, DDPO, D3PO and Diffusion-DPO "
-                        "(--output-dir, --cache-dir, --seed, --threads, --methods and --seeds apply). "
+                        "(--output-dir, --cache-dir, --seed, --threads, --methods and --seeds apply); maxmin: "
+                        "MaxMin-RLHF on reviews labelled by two groups of annotators, a majority preferring "
+                        "positive sentiment and a minority brevity (--output-dir, --cache-dir, --threads, --seeds "
+                        "and --method-steps apply). "
                         "Default: harmless for --model smollm2-135m-instruct, else reviews")
-    p.add_argument("--seeds", type=int, default=1, help="--task digits: training seeds per method (default: 1)")
+    p.add_argument("--seeds", type=int, default=1, help="--task digits, maxmin: training seeds (default: 1)")
     p.add_argument("--resume", action="store_true", help="reuse method runs already finished in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -110,6 +113,8 @@ def demo_command(args: argparse.Namespace) -> int:
         from alignkit.diffusion.cli import run_digits_command
 
         return run_digits_command(args)
+    if task == "maxmin":
+        return _maxmin(args)
     return _reviews(args)
 
 
@@ -154,6 +159,21 @@ def _harmless(args: argparse.Namespace) -> int:
     print(f"time: {time.perf_counter() - t0:.0f}s ({stages}{', data cached' if result.cached else ''})")
     print(f"summary: {result.summary.resolve()}")
     print(f"report: {(result.report_dir / 'report.html').resolve()}")
+
+
+def _maxmin(args: argparse.Namespace) -> int:
+    import torch
+
+    from alignkit.demo.maxmin import MaxMinExperiment, run_experiment
+
+    torch.set_num_threads(args.threads or 1)  # the tiny review model gains little from more threads
+    output_dir = "runs/maxmin" if args.output_dir == DemoConfig().output_dir else args.output_dir
+    exp = MaxMinExperiment(output_dir=output_dir, seeds=list(range(args.seeds)), cache_dir=args.cache_dir,
+                           rl_steps=30 if args.method_steps == DemoConfig().method_steps else args.method_steps,
+                           progress=not args.no_progress)
+    t0 = time.perf_counter()
+    print(run_experiment(exp))
+    print(f"time: {time.perf_counter() - t0:.0f}s; runs and table.md in {output_dir}")
     return 0
 
 

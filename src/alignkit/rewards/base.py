@@ -146,6 +146,25 @@ def _preference_model(spec: RewardSpec, where: str) -> Reward:
                                      max_length=spec.max_length)
 
 
+def _min(spec: RewardSpec, where: str) -> Reward:
+    """MaxMin-RLHF's egalitarian reward: the minimum over the group reward models of a mixture
+    (the ``final/`` folder of method ``maxmin_reward_models``, holding ``group_0``, ``group_1``, ...)."""
+    from alignkit.rewards.minimum import OVER, MinReward
+    from alignkit.rewards.model import ModelReward
+
+    _sequence_only(spec, where)
+    folder = Path(_need(spec, "path", where))
+    groups = sorted(folder.glob("group_*"), key=lambda p: int(p.name.rpartition("_")[2]))
+    if not groups:
+        raise ConfigError(f"{where}.path: {folder} holds no group_0, group_1, ... reward models; give the final/ "
+                          "folder of a run of method maxmin_reward_models")
+    if spec.over not in OVER:
+        raise ConfigError(f"{where}.over: {spec.over!r} is not one of: {', '.join(OVER)}")
+    rewards = [ModelReward.from_path(g, name=g.name, batch_size=spec.batch_size, max_length=spec.max_length)
+               for g in groups]
+    return MinReward(rewards, over=spec.over, name=spec.name or "min")
+
+
 REWARDS: dict[str, Callable[[RewardSpec, str], Reward]] = {
     "vader": _vader,
     "length": _length,
@@ -153,6 +172,7 @@ REWARDS: dict[str, Callable[[RewardSpec, str], Reward]] = {
     "model": _model,
     "span_model": _span_model,
     "preference_model": _preference_model,
+    "min": _min,
 }
 
 

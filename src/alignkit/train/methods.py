@@ -27,7 +27,7 @@ from alignkit.errors import ConfigError
 METHOD_MODULES = ("alignkit.train.sft", "alignkit.train.preference", "alignkit.train.reward_model",
                   "alignkit.train.span_reward_model", "alignkit.train.sampling", "alignkit.train.ppo",
                   "alignkit.train.rl_family", "alignkit.diffusion.train", "alignkit.train.preference_model",
-                  "alignkit.train.nash_xpo")
+                  "alignkit.train.nash_xpo", "alignkit.train.maxmin")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class MethodSpec:
     default_update: str = ""  # sampling methods: the update when online.loss is empty (sft or a loss name)
     check: Callable[[Any], None] = _no_check  # fn(Config): raise ConfigError before any model loads
     sections: tuple[str, ...] = ()  # config sections it reads beyond COMMON_SECTIONS (help, saved config.yaml)
-    paper: str = ""  # where the method comes from, shown by `alignkit methods`
+    paper: str = ""  # the method's paper, shown by `alignkit methods` (RL algorithms carry theirs in ALGORITHMS)
 
 
 COMMON_SECTIONS = ("method", "model", "data", "train")  # every method reads these

@@ -319,6 +319,8 @@ def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Ten
         "entropy": masked_mean(rollout.entropy, mask),
         "response_length": mask.sum(1).float().mean(),
         "ended": rollout.ended.float().mean(),  # fraction of samples that end with EOS
+        # the reward's own diagnostics (e.g. each group's reward under MaxMin-RLHF's min)
+        **{k: torch.tensor(v) for k, v in rollout.metrics.items() if k.startswith("reward/")},
     }
     if returns is not None:
         metrics["explained_variance"] = explained_variance(rollout.values, returns, mask)

@@ -263,20 +263,22 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
     prompts = [tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids for _ in range(K)]
     texts = [t for ts in samples.texts for t in ts]
     flat = [r for rs in responses for r in rs]
-    segments = None
+    segments, details = None, {}
     if reward.dense:
         char_segments = reward.score_segments(prompts, texts)
         segments = [segments_to_tokens(tokenizer, ids, segs) for ids, segs in zip(flat, char_segments)]
         scores = sum_segments(char_segments)
     else:
-        scores = reward.score(prompts, texts).float()
+        scores, details = reward.score_with_details(prompts, texts)  # details: e.g. each group's reward (min)
+        scores = scores.float()
     stop = eos_ids(inner.policy, tokenizer)
     device = out.logprobs.device
     return Rollout(
         prompt_ids=samples.prompt_ids, response_ids=responses, prompts=prompts, texts=texts,
         mask=out.mask, logprobs=out.logprobs, ref_logprobs=ref, entropy=out.entropy, values=out.values,
         scores=scores.to(device), segments=segments,
-        ended=torch.tensor([r[-1] in stop for r in flat], device=device), metrics=samples.metrics,
+        ended=torch.tensor([r[-1] in stop for r in flat], device=device),
+        metrics={**samples.metrics, **{f"reward/{k}": float(v.float().mean()) for k, v in details.items()}},
         max_new_tokens=sampling.max_new_tokens,
         sampler_logprobs=None if samples.logprobs is None else _sampler_logprobs(samples.logprobs, out.logprobs),
     )

@@ -1,0 +1,71 @@
+"""The two-group review task of MaxMin-RLHF: who labels a pair, and with which function."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit.demo.maxmin import (
+    MAJORITY,
+    MINORITY,
+    MaxMinExperiment,
+    annotators,
+    brevity,
+    format_table,
+    label_pairs,
+    run_experiment,
+)
+
+ROW = {"prompt": "I watched this movie.", "responses": [" It was great and wonderful!", " Bad.", " It was fine I guess."]}
+
+
+def test_annotators_have_the_minority_share_and_are_seeded():
+    groups = annotators(20, 0.25, seed=0)
+    assert len(groups) == 20 and sum(g == MINORITY for g in groups.values()) == 5
+    assert groups == annotators(20, 0.25, seed=0) and groups != annotators(20, 0.25, seed=1)
+
+
+def test_brevity_is_minus_the_words():
+    assert brevity(["p", "p"], ["one two three", ""]) == [-3.0, -0.0]
+
+
+def test_a_minority_annotator_prefers_the_shorter_response():
+    """brevity: -5, -1, -5. Pairs (0, 1) and (1, 2): ' Bad.' wins; (0, 2) is a tie (5 words each): skipped."""
+    rows = label_pairs([ROW], {"a00": MINORITY}, seed=0)
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [(" Bad.", ROW["responses"][0]), (" Bad.", ROW["responses"][2])]
+    assert all(r["annotator"] == "a00" and r["group"] == MINORITY for r in rows)
+
+
+def test_a_majority_annotator_prefers_the_more_positive_response():
+    """VADER: 'great and wonderful!' > 'fine I guess' (mildly positive) > 'Bad.' (negative)."""
+    rows = label_pairs([ROW], {"a00": MAJORITY}, seed=0)
+    r = ROW["responses"]
+    assert [(x["chosen"], x["rejected"]) for x in rows] == [(r[0], r[1]), (r[0], r[2]), (r[2], r[1])]
+
+
+def test_pairs_are_deterministic_in_the_seed():
+    groups = annotators(4, 0.5, seed=0)
+    assert label_pairs([ROW] * 5, groups, seed=3) == label_pairs([ROW] * 5, groups, seed=3)
+
+
+def test_table_reports_mean_and_sd_over_seeds():
+    result = {"seed": 0, "rewards": {k: {MAJORITY: 0.1, MINORITY: -10.0} for k in ("start", "baseline", "maxmin")},
+              "clustering_accuracy": 0.9}
+    other = {"seed": 1, "rewards": {k: {MAJORITY: 0.3, MINORITY: -12.0} for k in ("start", "baseline", "maxmin")},
+             "clustering_accuracy": 1.0}
+    table = format_table([result, other])
+    assert "| MaxMin-RLHF | +0.200 ± 0.141 | -11.000 ± 1.414 |" in table
+    assert "EM clustering accuracy (annotators): 0.950 ± 0.071 over 2 seeds (per seed: 0.90, 1.00)" in table
+    assert "| 1 | 1.00 | +0.300 / -12.00 | +0.300 / -12.00 |" in table
+
+
+@pytest.mark.slow
+def test_the_experiment_runs_end_to_end_on_a_small_budget(tmp_path):
+    """`alignkit demo --task maxmin` with 2 RL steps: every row of the table gets numbers."""
+    exp = MaxMinExperiment(output_dir=str(tmp_path), seeds=[0], rl_steps=2, eval_samples=1)
+    table = run_experiment(exp)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results[0]["rewards"]) == {"start", "baseline", "maxmin"}
+    assert "| MaxMin-RLHF |" in table and (tmp_path / "table.md").is_file()
+    assert 0.5 <= results[0]["clustering_accuracy"] <= 1.0
