@@ -37,7 +37,8 @@ def compare_command(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, cls=CompareConfig)
     report = run_compare(cfg)
     print((report / "table.md").read_text(), end="")
-    print("\n" + (report / "matched_kl.md").read_text(), end="")
+    if (report / "matched_kl.md").is_file():  # a diffusion compare has no matched-KL table
+        print("\n" + (report / "matched_kl.md").read_text(), end="")
     print(f"report: {report / 'report.html'}")
     return 0
 
