@@ -31,6 +31,30 @@ def save_grid(images: torch.Tensor, per_prompt: int, path: Path, scale: int = 3)
     return path
 
 
+def save_grids_figure(grids: dict[str, torch.Tensor], per_prompt: int, path: Path, scale: int = 4) -> Path:
+    """Every model's grid (as :func:`save_grid`) side by side under its label: the report's ``grids.png``.
+
+    Pixels are drawn as they are (nearest neighbour, ink black on white, blank gaps white), so that
+    the figure shows what the classifier saw.
+    """
+    from alignkit.diffusion.digits import as_numpy_grid
+    from alignkit.eval.report import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.2 * len(grids), 3.0), squeeze=False)
+    for ax, (label, images) in zip(axes[0], grids.items()):
+        rows = images.shape[0] // per_prompt
+        shown = images.view(rows, per_prompt, *images.shape[1:])[:, :GRID_COLUMNS].reshape(-1, *images.shape[1:])
+        grid = np.kron(as_numpy_grid(shown, rows), np.ones((scale, scale), dtype=np.float32))
+        ax.imshow(grid, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, facecolor="white")
+    plt.close(fig)
+    return path
+
+
 def _mean_se(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -91,6 +115,7 @@ def write_diffusion_report(out: Path, runs: dict[str, list[dict]], grids: dict[s
     clean = {label: [{k: v for k, v in r.items()} for r in rs] for label, rs in runs.items()}
     (out / "results.json").write_text(json.dumps({"rows": rows, "runs": clean, "soup": list(soup), **(extra or {})},
                                                  indent=1))
+    save_grids_figure(grids, per_prompt, out / "grids.png")
     figures = []
     for label, images in grids.items():
         path = save_grid(images, per_prompt, out / f"grid_{label}.png")
