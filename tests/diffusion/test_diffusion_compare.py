@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from alignkit.config import from_dict
 from alignkit.errors import ConfigError

@@ -52,7 +52,7 @@ def diffusion_runs(train_cfgs: list[tuple]) -> bool:
 
 def check_diffusion_compare(cfg, train_cfgs: list[tuple]) -> int:
     """Config errors before anything trains; returns the images per digit of the evaluation."""
-    for i, (_, train_cfg) in enumerate(train_cfgs):
+    for _, train_cfg in train_cfgs:
         if train_cfg.model.name_or_path != "digits":
             raise ConfigError(f"base.model.name_or_path: {train_cfg.model.name_or_path!r}; compare evaluates "
                               "diffusion methods on the built-in digits model only (name_or_path: digits)")
@@ -85,7 +85,13 @@ def run_diffusion_compare(cfg, train_cfgs: list[tuple]) -> Path:
     from diffusers import UNet2DModel
 
     from alignkit.demo.pipeline import cache_root
-    from alignkit.diffusion.digits import NUM_CLASSES, PretrainConfig, cached_digits_unet, digit_rewards, digits_policy
+    from alignkit.diffusion.digits import (
+        NUM_CLASSES,
+        PretrainConfig,
+        cached_digits_unet,
+        digit_rewards,
+        digits_policy,
+    )
     from alignkit.diffusion.evaluate import evaluate_policy
     from alignkit.diffusion.report import write_diffusion_report
     from alignkit.diffusion.train import image_rewards

@@ -23,7 +23,12 @@ from typing import Any
 
 import torch
 
-from alignkit.models.span_model import SpanRewardModel, load_span_reward_model, predicted_errors, segment_logits
+from alignkit.models.span_model import (
+    SpanRewardModel,
+    load_span_reward_model,
+    predicted_errors,
+    segment_logits,
+)
 from alignkit.rewards.base import Reward, Segment, check_batch, sum_segments
 
 
