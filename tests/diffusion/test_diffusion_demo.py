@@ -10,8 +10,9 @@ pytest.importorskip("sklearn")
 
 @pytest.mark.slow
 def test_digits_demo_runs_every_method_and_the_best_beats_the_start(tmp_path):
-    """What the measured runs support (README, 3 seeds): the best method (Diffusion-DPO there, +0.016 with
-    s.e. 0.004) beats the start model; not every method does at this budget (RAFT and D3PO did not)."""
+    """What the measured runs support (README, 3 seeds): the best methods (Diffusion-DPO +0.016 with s.e.
+    0.004, D3PO since its pairs share x_T and its clip binds) beat the start model; not every method does
+    at this budget (RAFT did not)."""
     from alignkit.diffusion.demo import DigitsDemoConfig, run_digits_demo
 
     cfg = DigitsDemoConfig(output_dir=str(tmp_path / "out"), soup_method="", progress=False)

@@ -37,4 +37,5 @@ def test_report_has_the_table_a_grid_per_model_and_the_soup(tmp_path):
     assert page.count('<img src="data:image/png;base64,') == 3  # two grids and the Pareto plot
     assert "Rewarded soup" in page and "λ_ink=0.5" in page
     assert {p.name for p in tmp_path.glob("grid_*.png")} == {"grid_start.png", "grid_ddpo.png"}
+    assert (tmp_path / "grids.png").stat().st_size > 0  # every grid side by side (the README's figure)
     assert json.loads((tmp_path / "results.json").read_text())["rows"]["ddpo"]["seeds"] == 2

@@ -107,3 +107,19 @@ def test_one_round_of_every_method_updates_the_unet(method):
 def test_unknown_hyperparameter_is_a_config_error():
     with pytest.raises(ConfigError, match="loss.beta: diffusion method 'ddpo' has no hyper-parameter 'beta'"):
         train_diffusion(_task(), DiffusionTrainConfig(method="ddpo", hparams={"beta": 1.0}))
+
+
+def test_the_two_chains_of_a_d3po_pair_start_from_one_noise():
+    """D3PO (pairs of chain log-probs) draws x_T once per pair, as the authors' code samples its pairs;
+    Diffusion-DPO (pairs of denoising errors) and DDPO draw one per chain."""
+    from alignkit.diffusion.registry import get_diffusion_method
+    from alignkit.diffusion.trainer import _initial_noise
+
+    policy = _task().policy
+    shared = _initial_noise(get_diffusion_method("d3po"), policy, 4, torch.Generator().manual_seed(0))
+    assert shared.shape == (4, 1, 8, 8)
+    assert torch.equal(shared[0], shared[1]) and torch.equal(shared[2], shared[3])
+    assert not torch.equal(shared[1], shared[2])
+    for name in ("diffusion_dpo", "ddpo"):
+        own = _initial_noise(get_diffusion_method(name), policy, 4, torch.Generator().manual_seed(0))
+        assert not torch.equal(own[0], own[1])

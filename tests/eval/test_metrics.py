@@ -154,3 +154,19 @@ def test_error_class_metrics_by_hand():
     assert error_class_metrics([0] * 5, [1, 0, 1, 0, 0]) == {"accuracy": 0.6, "precision": 0.0, "recall": 0.0, "f1": 0.0}
     with pytest.raises(ValueError):
         error_class_metrics([1], [1, 0])
+
+
+def test_accuracy_threshold_by_hand():
+    """p 0.1 0.3 0.35 0.8 with gold 0 1 1 1: t = 0.5 gets 2 of 4 right (only 0.8 called an error);
+    the midpoint 0.2 between 0.1 and 0.3 gets all 4. Gold 1 1 with p 0.2 0.4: every t below 0.2 is
+    right on both (0.2 - 1e-6). Gold 0 0 with p 0.6 0.7: "nothing is an error" (t = 0.7). Ties: the
+    candidate nearest 0.5 (p 0.3 0.7 with gold 0 1: 0.5 and the midpoint 0.5 agree)."""
+    from alignkit.eval.metrics import accuracy_threshold
+
+    assert accuracy_threshold([0.1, 0.3, 0.35, 0.8], [0, 1, 1, 1]) == pytest.approx(0.2)
+    assert accuracy_threshold([0.2, 0.4], [1, 1]) == pytest.approx(0.2 - 1e-6)
+    assert accuracy_threshold([0.6, 0.7], [0, 0]) == pytest.approx(0.7)
+    assert accuracy_threshold([0.3, 0.7], [0, 1]) == 0.5
+    assert accuracy_threshold([], []) == 0.5
+    with pytest.raises(ValueError):
+        accuracy_threshold([0.5], [1, 0])

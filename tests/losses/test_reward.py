@@ -147,3 +147,16 @@ def test_segment_error_loss_is_cross_entropy_at_each_segment_end():
     assert logits.grad[0, 1] < 0 and logits.grad[1, 0] < 0
     extreme = segment_error_loss(torch.tensor([[1e4, -1e4]]), torch.tensor([1]))
     assert torch.isfinite(extreme).all() and float(extreme) == pytest.approx(2e4)
+
+
+def test_segment_error_loss_weighs_error_segments_by_error_weight():
+    """error_weight 3: the error row (label 1) costs 3 log 2 = 2.0794, the correct row keeps
+    log(1 + e^-2) = 0.1269 (weight 1)."""
+    import math
+
+    import torch
+
+    from alignkit.losses.reward import segment_error_loss
+
+    losses = segment_error_loss(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([1, 0]), error_weight=3.0)
+    torch.testing.assert_close(losses, torch.tensor([3 * math.log(2), math.log(1 + math.exp(-2))]))

@@ -8,6 +8,7 @@ from alignkit.models.span_model import (
     SpanModelInfo,
     encode_segments,
     load_span_reward_model,
+    predicted_errors,
     save_span_reward_model,
     segment_logits,
 )
@@ -65,3 +66,14 @@ def test_save_load_roundtrip_keeps_predictions_and_info(tiny, tmp_path):
 def test_a_base_checkpoint_is_refused_as_a_trained_model(tiny_encoder):
     with pytest.raises(AlignkitError, match="not a trained fine-grained reward model"):
         load_span_reward_model(tiny_encoder)
+
+
+def test_predicted_errors_compare_p_error_with_the_threshold():
+    """Logits (0, 0): p(error) 0.5, not above 0.5 (a tie is "no error", as the argmax); (0, ln 3): p 0.75;
+    (ln 3, 0): p 0.25, above a threshold of 0.2."""
+    import math
+
+    logits = torch.tensor([[0.0, 0.0], [0.0, math.log(3)], [math.log(3), 0.0]])
+    assert predicted_errors(logits, 0.5).tolist() == [False, True, False]
+    assert predicted_errors(logits, 0.2).tolist() == [True, True, True]
+    assert predicted_errors(logits, 0.8).tolist() == [False, False, False]

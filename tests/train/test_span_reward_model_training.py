@@ -34,10 +34,14 @@ def test_a_few_span_rows_train_and_report_heldout_metrics_against_the_majority(t
         f"model.name_or_path={tiny_encoder}", f"data.train={data}", "data.format=auto", "data.eval_size=4",
         "span_reward_model.level=sentence", "span_reward_model.min_span_words=0", "span_reward_model.max_length=64",
         "train.max_steps=3", "train.batch_size=4", "train.warmup_steps=0", f"train.output_dir={out}",
-        "train.progress=false",
+        "train.progress=false", "span_reward_model.validation_size=2", "span_reward_model.error_weight=2.0",
     ])
     run_train(cfg)
     final = records(out)[-1]
+    # 2 of the 8 training questions choose the threshold (4 segments); it is saved with the model
+    assert 0.0 <= final["eval/validation_accuracy"] <= 1.0 and final["eval/validation_accuracy"] * 4 % 1 == 0
+    saved = json.loads((out / "final" / "alignkit_span_reward.json").read_text())
+    assert saved["threshold"] == pytest.approx(final["eval/threshold"])
     # 4 held-out questions x 2 sentences; the labels are half errors, so the majority class (a tie:
     # "no error") is right on 4 of 8 and finds no error (F1 0)
     assert final["eval/segments"] == 8 and final["eval/error_share"] == 0.5

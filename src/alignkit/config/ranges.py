@@ -143,6 +143,8 @@ CONFIG_RANGES: dict[str, Range] = {
     "span_reward_model.max_length": AT_LEAST_ONE,
     "span_reward_model.error_reward": FINITE,
     "span_reward_model.ok_reward": FINITE,
+    "span_reward_model.error_weight": POSITIVE,
+    "span_reward_model.validation_size": NON_NEGATIVE,
     "online.stages": AT_LEAST_ONE,
     "online.prompts_per_stage": NON_NEGATIVE,
     "online.kl_beta": NON_NEGATIVE,

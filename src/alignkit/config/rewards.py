@@ -48,6 +48,9 @@ class SpanRewardModelConfig:
     max_length: int = 512  # context + answer tokens (the context's end is cut first)
     error_reward: float = -1.0  # reward of a segment predicted to have an error
     ok_reward: float = 1.0  # reward of a segment predicted to have none
+    error_weight: float = 1.0  # cross-entropy weight of error segments (above 1 when errors are the minority)
+    validation_size: float = 0.0  # training questions (a fraction when below 1) held out to choose the
+    # p(error) threshold of the most accurate predictions; 0 keeps 0.5
 
 
 @dataclass

@@ -153,12 +153,17 @@ def timesteps_for(policy: DiffusionPolicy, num_steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_chain(policy: DiffusionPolicy, cond: torch.Tensor, *, num_steps: int, eta: float = 1.0,
-                 generator: torch.Generator | None = None) -> Chain:
-    """Sample one chain per condition, recording every latent and step log-prob (``[B]`` conds)."""
+                 generator: torch.Generator | None = None, initial_noise: torch.Tensor | None = None) -> Chain:
+    """Sample one chain per condition, recording every latent and step log-prob (``[B]`` conds).
+
+    ``initial_noise`` ``[B, C, H, W]``: x_T (drawn from ``generator`` when None).
+    """
     check_eta(eta)
     timesteps = timesteps_for(policy, num_steps)
     device = next(policy.unet.parameters()).device
-    x = torch.randn((cond.shape[0], *policy.sample_shape), generator=generator).to(device)
+    if initial_noise is None:
+        initial_noise = torch.randn((cond.shape[0], *policy.sample_shape), generator=generator)
+    x = initial_noise.to(device)
     latents, log_probs = [x], []
     for t in timesteps:
         mean, std = step_mean_std(policy, policy.predict_noise(x, t, cond), x, t, num_steps, eta)

@@ -31,6 +31,30 @@ def save_grid(images: torch.Tensor, per_prompt: int, path: Path, scale: int = 3)
     return path
 
 
+def save_grids_figure(grids: dict[str, torch.Tensor], per_prompt: int, path: Path, scale: int = 4) -> Path:
+    """Every model's grid (as :func:`save_grid`) side by side under its label: the report's ``grids.png``.
+
+    Pixels are drawn as they are (nearest neighbour, ink black on white, blank gaps white), so that
+    the figure shows what the classifier saw.
+    """
+    from alignkit.diffusion.digits import as_numpy_grid
+    from alignkit.eval.report import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.2 * len(grids), 3.0), squeeze=False)
+    for ax, (label, images) in zip(axes[0], grids.items()):
+        rows = images.shape[0] // per_prompt
+        shown = images.view(rows, per_prompt, *images.shape[1:])[:, :GRID_COLUMNS].reshape(-1, *images.shape[1:])
+        grid = np.kron(as_numpy_grid(shown, rows), np.ones((scale, scale), dtype=np.float32))
+        ax.imshow(grid, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, facecolor="white")
+    plt.close(fig)
+    return path
+
+
 def _mean_se(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -47,8 +71,9 @@ def aggregate(runs: list[dict]) -> dict:
     for key in ("kl", "diversity", "seconds"):
         if key in runs[0]:
             row[key], row[f"{key}_se"] = _mean_se([r[key] for r in runs])
-    if len(runs) > 1 and "start" not in runs[0]:
-        row["per_seed_classifier"] = [round(r["rewards"]["classifier"]["mean"], 4) for r in runs]
+    if len(runs) > 1:
+        first = next(iter(runs[0]["rewards"]))
+        row[f"per_seed_{first}"] = [round(r["rewards"][first]["mean"], 4) for r in runs]
     return row
 
 
@@ -61,27 +86,42 @@ def _pm(row: dict, key: str, spec: str = ".3f") -> str:
 
 def write_digits_report(out: Path, runs: dict[str, list[dict]], grids: dict[str, torch.Tensor], soup: list[dict],
                         timings: dict[str, float], cfg, classifier_accuracy: float, cached: bool):
-    """Write results.json, table.md/.csv, grid_<label>.png, soup.png and report.html; returns (markdown, rows)."""
+    """The demo's report (see :func:`write_diffusion_report`); returns (markdown, rows)."""
+    return write_diffusion_report(out, runs, grids, cfg.eval_per_prompt, _notes(cfg, classifier_accuracy, timings, cached),
+                                  soup=soup, soup_method=cfg.soup_method,
+                                  extra={"timings": timings, "classifier_held_out_accuracy": classifier_accuracy},
+                                  title="alignkit demo: aligning a digits diffusion model")
+
+
+def write_diffusion_report(out: Path, runs: dict[str, list[dict]], grids: dict[str, torch.Tensor], per_prompt: int,
+                           notes: str, *, soup: list[dict] = (), soup_method: str = "", extra: dict | None = None,
+                           title: str = "alignkit: diffusion models compared"):
+    """Write results.json, table.md/.csv, grid_<label>.png, soup.png and report.html; returns (markdown, rows).
+
+    ``runs``: label -> one evaluation result per seed (:func:`alignkit.diffusion.evaluate.evaluate_policy`,
+    plus ``seconds``), ``"start"`` first; ``grids``: label -> its ``[digits * per_prompt, 1, H, W]`` images.
+    """
     rows = {label: aggregate(r) for label, r in runs.items()}
-    start_reward = rows["start"]["classifier"]
-    headers = ["model", "seeds", "classifier reward", "gain", "ink", "KL to start (nats/image)", "diversity",
+    first, *others = list(runs["start"][0]["rewards"])  # the gain is the first reward's
+    headers = ["model", "seeds", f"{first} reward", "gain", *others, "KL to start (nats/image)", "diversity",
                "train time (s)"]
-    cells = [[label, str(row["seeds"]), _pm(row, "classifier"),
-              "—" if label == "start" else f"{row['classifier'] - start_reward:+.3f}", _pm(row, "ink"),
+    cells = [[label, str(row["seeds"]), _pm(row, first),
+              "—" if label == "start" else f"{row[first] - rows['start'][first]:+.3f}", *(_pm(row, o) for o in others),
               _pm(row, "kl", ".1f"), _pm(row, "diversity", ".2f"), _pm(row, "seconds", ".0f")]
              for label, row in rows.items()]
     table = markdown_table(headers, cells)
     (out / "table.md").write_text(table)
     write_csv(out / "table.csv", [{"model": label, **row} for label, row in rows.items()])
     clean = {label: [{k: v for k, v in r.items()} for r in rs] for label, rs in runs.items()}
-    (out / "results.json").write_text(json.dumps({"rows": rows, "runs": clean, "soup": soup, "timings": timings,
-                                                  "classifier_held_out_accuracy": classifier_accuracy}, indent=1))
+    (out / "results.json").write_text(json.dumps({"rows": rows, "runs": clean, "soup": list(soup), **(extra or {})},
+                                                 indent=1))
+    save_grids_figure(grids, per_prompt, out / "grids.png")
     figures = []
     for label, images in grids.items():
-        path = save_grid(images, cfg.eval_per_prompt, out / f"grid_{label}.png")
+        path = save_grid(images, per_prompt, out / f"grid_{label}.png")
         figures.append(f"<figure>{image_tag(path, label)}<figcaption>{html.escape(label)}</figcaption></figure>")
     sections = [
-        ("Results", html_table(headers, cells) + _notes(cfg, classifier_accuracy, timings, cached)),
+        ("Results", html_table(headers, cells) + notes),
         ("Samples (one row per digit 0-9, same initial noise for every model)",
          '<div class="scroll">' + "".join(figures) + "</div>"),
     ]
@@ -93,10 +133,10 @@ def write_digits_report(out: Path, runs: dict[str, list[dict]], grids: dict[str,
         plot = plot_pareto(points, labels, front, ["classifier", "ink"], out / "soup.png")
         soup_cells = [[lab, f"{p[0]:.3f}", f"{p[1]:.3f}", f"{s['kl']:.1f}", f"{s['diversity']:.2f}"]
                       for lab, p, s in zip(labels, points, soup)]
-        sections.append((f"Rewarded soup: {cfg.soup_method} tuned on the classifier (λ_ink=0) and on ink (λ_ink=1)",
+        sections.append((f"Rewarded soup: {soup_method} tuned on the classifier (λ_ink=0) and on ink (λ_ink=1)",
                          html_table(["weights", "classifier", "ink", "KL", "diversity"], soup_cells)
                          + f"<figure>{image_tag(plot, 'soup Pareto front')}</figure>"))
-    (out / "report.html").write_text(html_page("alignkit demo: aligning a digits diffusion model", sections))
+    (out / "report.html").write_text(html_page(title, sections))
     return table, rows
 
 

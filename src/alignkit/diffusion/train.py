@@ -27,25 +27,36 @@ from alignkit.errors import ConfigError
 from alignkit.train.run import register_trainer
 
 
+def image_rewards(specs, digit_rewards: dict | None) -> dict:
+    """``rewards`` specs -> {display name (``name``, else the kind or function): image reward}, in order."""
+    named = {}
+    for i, spec in enumerate(specs):
+        fn = _image_reward(i, spec, digit_rewards)
+        label = spec.name or (spec.function.rpartition(":")[2] if spec.kind == "function" else spec.kind)
+        named[label if label not in named else f"{label}_{i}"] = fn
+    return named
+
+
 def _reward(cfg: Config, digit_rewards: dict | None):
     from alignkit.diffusion.digits import mixed_reward
 
     if not cfg.rewards:
         raise ConfigError("rewards: a diffusion method needs a reward or a labeller; e.g. rewards: [{kind: classifier}]")
-    named = {}
-    for i, spec in enumerate(cfg.rewards):
-        if spec.kind == "function":
-            module, _, fn = spec.function.partition(":")
-            try:
-                named[f"r{i}"] = getattr(importlib.import_module(module), fn)
-            except (ImportError, AttributeError, ValueError):
-                raise ConfigError(f"rewards[{i}].function: cannot import {spec.function!r} (write module:function)") from None
-        elif digit_rewards is not None and spec.kind in digit_rewards:
-            named[f"r{i}"] = digit_rewards[spec.kind]
-        else:
-            kinds = ", ".join(sorted(digit_rewards or {}) + ["function"])
-            raise ConfigError(f"rewards[{i}].kind: {spec.kind!r} is not an image reward; choose one of: {kinds}")
+    named = {f"r{i}": _image_reward(i, spec, digit_rewards) for i, spec in enumerate(cfg.rewards)}
     return mixed_reward(named, {f"r{i}": s.weight for i, s in enumerate(cfg.rewards)})
+
+
+def _image_reward(i: int, spec, digit_rewards: dict | None):
+    if spec.kind == "function":
+        module, _, fn = spec.function.partition(":")
+        try:
+            return getattr(importlib.import_module(module), fn)
+        except (ImportError, AttributeError, ValueError):
+            raise ConfigError(f"rewards[{i}].function: cannot import {spec.function!r} (write module:function)") from None
+    if digit_rewards is not None and spec.kind in digit_rewards:
+        return digit_rewards[spec.kind]
+    kinds = ", ".join(sorted(digit_rewards or {}) + ["function"])
+    raise ConfigError(f"rewards[{i}].kind: {spec.kind!r} is not an image reward; choose one of: {kinds}")
 
 
 def _task(cfg: Config):

@@ -4,7 +4,8 @@ feedback, compute the method's inputs, step.
 A round, as in RAFT's and DDPO's outer loops:
 
 1. sample ``prompts_per_round`` prompt ids, each ``samples_per_prompt`` (K) times, and their denoising
-   chains from the current policy (:func:`~alignkit.diffusion.policy.sample_chain`);
+   chains from the current policy (:func:`~alignkit.diffusion.policy.sample_chain`; the two chains of a
+   pair start from one x_T when the loss reads chain log-probs);
 2. turn them into the method's ``feedback`` (:mod:`alignkit.diffusion.registry`): the best of each
    prompt's K samples (or the top fraction of all) by reward, a per-prompt normalised reward per chain,
    or a preferred/dispreferred pair per prompt from the labeller;
@@ -181,6 +182,19 @@ def compute_inputs(kind: str, policy: DiffusionPolicy, reference: DiffusionPolic
     return out
 
 
+def _initial_noise(fn, policy: DiffusionPolicy, n: int, generator: torch.Generator) -> torch.Tensor:
+    """x_T of a round's ``n`` chains ``[n, C, H, W]``: one draw per chain, except that the two chains of a pair
+    share theirs when the loss reads chain log-probs (D3PO, as the authors' code samples its pairs).
+
+    x_T is no action of the policy: with two draws, which image of a pair wins is largely decided by
+    the starting noise, and the per-step log-prob ratios the loss raises or lowers carry no signal about it.
+    Sharing x_T leaves the denoising steps as the only difference between the two images.
+    """
+    if fn.feedback == "pairs" and fn.inputs == "chain_log_prob":
+        return torch.randn((n // 2, *policy.sample_shape), generator=generator).repeat_interleave(2, dim=0)
+    return torch.randn((n, *policy.sample_shape), generator=generator)
+
+
 def call_loss(fn, inputs: dict[str, torch.Tensor], hparams: dict):
     """``fn`` with the inputs its signature names (the rest of ``inputs`` is ignored) and ``hparams``."""
     params = inspect.signature(fn).parameters
@@ -206,7 +220,8 @@ def train_diffusion(task: DiffusionTask, cfg: DiffusionTrainConfig, progress: bo
         ids = torch.randint(0, task.num_prompts, (cfg.prompts_per_round,), generator=gen)
         ids = ids.repeat_interleave(cfg.samples_per_prompt)  # [P*K], each prompt's samples adjacent
         with eval_mode(policy.unet):
-            chains = sample_chain(policy, task.condition(ids), num_steps=cfg.num_steps, eta=cfg.eta, generator=gen)
+            chains = sample_chain(policy, task.condition(ids), num_steps=cfg.num_steps, eta=cfg.eta, generator=gen,
+                                  initial_noise=_initial_noise(fn, policy, len(ids), gen))
             images = policy.images(chains.x0)
         data = build_feedback(fn.feedback, chains, ids, images, task, cfg)
         record: dict = {"round": round_ + 1, **data.metrics}

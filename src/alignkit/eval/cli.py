@@ -40,7 +40,8 @@ def compare_command(args: argparse.Namespace) -> int:
 
     report = compare(config=load_config(args.config, args.overrides, cls=CompareConfig))
     print((report / "table.md").read_text(), end="")
-    print("\n" + (report / "matched_kl.md").read_text(), end="")
+    if (report / "matched_kl.md").is_file():  # a diffusion compare has no matched-KL table
+        print("\n" + (report / "matched_kl.md").read_text(), end="")
     print(f"report: {report / 'report.html'}")
     return 0
 

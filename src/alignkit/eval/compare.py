@@ -22,6 +22,9 @@ folder ``runs/NAME-<knob><value>-s<seed>`` (the knob's last part; no ``-s0``, so
 ``seeds`` of a finished sweep reuses its seed-0 runs). Rows are grouped by entry into a frontier and the matched-KL table (see
 :mod:`alignkit.eval.frontier`) at ``kl_budget`` (0: the largest KL every entry reaches).
 
+Diffusion methods (``method: ddpo`` ...) are compared by :mod:`alignkit.diffusion.compare`: rewards,
+KL to the start model, diversity and a sample grid per method.
+
 Budget: ``budget.max_steps`` is the number of optimizer steps of every method;
 ``budget.samples`` (training prompts seen) sets it to ``ceil(samples / prompts per step)``,
 where a step takes ``train.batch_size x train.grad_accum`` prompts, times
@@ -172,8 +175,6 @@ def check_compare(cfg: CompareConfig) -> list[tuple[RunSpec, Config]]:
     """Every run's train config, built now so that config errors stop the run before any training."""
     if not cfg.methods:
         raise ConfigError("methods: no methods to compare; give a list of {name, method, overrides}")
-    if not cfg.eval.prompts:
-        raise ConfigError("eval.prompts: no prompts to evaluate on")
     if cfg.eval.baseline == START_BASELINE and not cfg.include_start:
         raise ConfigError("eval.baseline: 'start' judges every run against the start model's samples; "
                           "set include_start: true")
@@ -206,10 +207,18 @@ def check_compare(cfg: CompareConfig) -> list[tuple[RunSpec, Config]]:
                 out.append((run, train_cfg))
         except ConfigError as err:
             raise ConfigError(f"methods[{i}] ({entry.name}): {err}") from None
+    if not cfg.eval.prompts and not _diffusion(out):  # a diffusion compare's prompts are the digits
+        raise ConfigError("eval.prompts: no prompts to evaluate on")
     return out
 
 
 START_BASELINE = "start"  # eval.baseline: the start model's samples, runs/start/samples.jsonl
+
+
+def _diffusion(train_cfgs: list[tuple[RunSpec, Config]]) -> bool:
+    from alignkit.diffusion.compare import diffusion_runs
+
+    return diffusion_runs(train_cfgs)
 
 
 def eval_config(cfg: CompareConfig, model: str, out_dir: Path, implicit: str, seed: int | None = None) -> EvalConfig:
@@ -337,6 +346,10 @@ def compare_rows(cfg: CompareConfig) -> list:
     from alignkit.eval.runner import evaluate_model, load_model, read_samples
 
     train_cfgs = check_compare(cfg)
+    if _diffusion(train_cfgs):
+        from alignkit.diffusion.compare import run_diffusion_compare
+
+        return run_diffusion_compare(cfg, train_cfgs)
     out = Path(cfg.output_dir)
     runs = out / "runs"
     start_ev = eval_config(cfg, "", runs / "start", "logp")

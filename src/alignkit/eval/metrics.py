@@ -183,6 +183,26 @@ def error_class_metrics(predicted: Sequence[int], gold: Sequence[int]) -> dict[s
     return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
 
 
+def accuracy_threshold(p_error: Sequence[float], gold: Sequence[int]) -> float:
+    """The decision threshold t on p(error) whose predictions ``p > t`` are most accurate on ``gold``.
+
+    Candidates are 0.5 and the midpoints between consecutive distinct probabilities (every distinct
+    prediction of the segments); ties go to the candidate nearest 0.5. Choose it on validation
+    segments, never on the test ones. Without segments, 0.5.
+    """
+    if len(p_error) != len(gold):
+        raise ValueError(f"{len(p_error)} probabilities but {len(gold)} labels")
+    values = sorted(set(float(p) for p in p_error))
+    candidates = [0.5] + [(a + b) / 2 for a, b in zip(values, values[1:])]
+    if values:
+        candidates += [values[0] - 1e-6, values[-1]]  # everything an error / nothing an error
+
+    def correct(t: float) -> int:
+        return sum((p > t) == (g == 1) for p, g in zip(p_error, gold))
+
+    return max(candidates, key=lambda t: (correct(t), -abs(t - 0.5)))
+
+
 # ---------------------------------------------------------------- multi-objective
 
 

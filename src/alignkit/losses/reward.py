@@ -12,6 +12,7 @@ over the batch's pairs), ``margin`` (r of each row's best response minus its wor
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from alignkit.losses.batch import RankedBatch
@@ -47,15 +48,18 @@ def kwise(batch: RankedBatch):
     return pair_mean(per_pair, better_pairs(batch.scores, batch.mask)), reward_model_metrics(batch, r)
 
 
-def segment_error_loss(logits, labels):
+def segment_error_loss(logits, labels, error_weight: float = 1.0):
     """Per-segment cross-entropy of a fine-grained reward model (Wu et al. 2023, sec. 4.1).
 
     ``logits`` ``[M, 2]`` at the M segment-end tokens (class 1: the segment has an error),
-    ``labels`` ``[M]`` in {0, 1}. Returns ``[M]``: ``-log softmax(logits)[label]``, i.e.
-    ``logsumexp(z) - z_label``, the token-classification loss read only at segment ends.
+    ``labels`` ``[M]`` in {0, 1}. Returns ``[M]``: ``w_label (logsumexp(z) - z_label)``, the
+    token-classification loss read only at segment ends, with ``w_1 = error_weight`` and
+    ``w_0 = 1`` (a class weight: above 1 it counts a missed error more than a false alarm).
     Not a ``[B, K]`` preference loss, so it is not in the ``LOSSES`` registry.
     """
-    return F.cross_entropy(logits.float(), labels.long(), reduction="none")
+    labels = labels.long()
+    weights = torch.where(labels == 1, error_weight, 1.0).to(logits.device)
+    return F.cross_entropy(logits.float(), labels, reduction="none") * weights
 
 
 def preference_model_loss(logits, weights):

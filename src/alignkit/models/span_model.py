@@ -17,7 +17,8 @@ the segment's end character (fast-tokenizer offsets); a segment cut away by trun
 has no position and no prediction.
 
 A folder written by :func:`save_span_reward_model` is a Hugging Face checkpoint plus
-``alignkit_span_reward.json`` (level, categories, max_length and the two reward values).
+``alignkit_span_reward.json`` (level, categories, max_length, the two reward values and the decision
+threshold on p(error), chosen on validation questions when the model was trained with some).
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ class SpanModelInfo:
     max_length: int = 512  # context + answer tokens
     error_reward: float = -1.0  # reward of a segment predicted to have an error
     ok_reward: float = 1.0  # reward of a segment predicted to have none
+    threshold: float = 0.5  # a segment is predicted to have an error when p(error) exceeds it
+
+
+def predicted_errors(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``[M, 2]`` segment logits -> ``[M]`` bool: p(error) = softmax(logits)[:, 1] > ``threshold``
+    (at 0.5, the argmax with ties going to "no error")."""
+    return logits.float().softmax(-1)[:, 1] > threshold
 
 
 class SpanRewardModel(nn.Module):

@@ -2,7 +2,8 @@
 
 Fine-Grained RLHF (Wu et al. 2023, eq. 1): each response is cut into the segments the
 model was trained on (its saved level: sentences or sub-sentences, :mod:`alignkit.data.spans`);
-the model predicts error / no error at each segment's last token, and the segment's reward
+the model predicts error / no error at each segment's last token (p(error) above its saved
+threshold), and the segment's reward
 is the model's ``error_reward`` (paper: -1) or ``ok_reward`` (+1), placed at the
 segment's end character. PPO maps that end onto the policy's own tokens as it does for
 every dense reward (:func:`alignkit.train.rollout.segments_to_tokens`); a mix weighs it
@@ -22,7 +23,12 @@ from typing import Any
 
 import torch
 
-from alignkit.models.span_model import SpanRewardModel, load_span_reward_model, segment_logits
+from alignkit.models.span_model import (
+    SpanRewardModel,
+    load_span_reward_model,
+    predicted_errors,
+    segment_logits,
+)
 from alignkit.rewards.base import Reward, Segment, check_batch, sum_segments
 
 
@@ -58,7 +64,7 @@ class SpanModelReward(Reward):
                 continue
             logits, index = segment_logits(self.model, self.tokenizer, prompts[start:stop], responses[start:stop],
                                            ends[start:stop])
-            for (i, j), error in zip(index, (logits.argmax(-1) == 1).tolist()):
+            for (i, j), error in zip(index, predicted_errors(logits, self.model.info.threshold).tolist()):
                 errors[start + i][j] = error
         return [list(zip(e, err)) for e, err in zip(ends, errors)]
 
