@@ -325,7 +325,12 @@ def run_compare(cfg: CompareConfig) -> Path:
     """Train and evaluate every method, then write the report; returns the report folder."""
     from alignkit.eval.report import write_compare_report
 
-    rows = compare_rows(cfg)
+    train_cfgs = check_compare(cfg)
+    if _diffusion(train_cfgs):  # images: their own rewards, KL proxy, diversity and sample grids
+        from alignkit.diffusion.compare import run_diffusion_compare
+
+        return run_diffusion_compare(cfg, train_cfgs)
+    rows = compare_rows(cfg, train_cfgs)
     out = Path(cfg.output_dir)
     return write_compare_report(
         out / "report", rows, cfg.samples_shown, title=f"alignkit compare: {out.name}",
@@ -338,18 +343,15 @@ def start_model(cfg: CompareConfig) -> str:
     return cfg.eval.reference or cfg.base.get("model", {}).get("name_or_path", "tiny-llama")
 
 
-def compare_rows(cfg: CompareConfig) -> list:
+def compare_rows(cfg: CompareConfig, train_cfgs: list[tuple[RunSpec, Config]] | None = None) -> list:
     """Train (unless finished earlier) and evaluate the start and every run: the report's rows, in order.
 
-    ``alignkit soup`` trains its models through this too, so both commands share one run cache."""
+    ``alignkit soup`` trains its models through this too, so both commands share one run cache.
+    ``train_cfgs``: :func:`check_compare`'s result when the caller has it."""
     from alignkit.eval.report import ReportRow
     from alignkit.eval.runner import evaluate_model, load_model, read_samples
 
-    train_cfgs = check_compare(cfg)
-    if _diffusion(train_cfgs):
-        from alignkit.diffusion.compare import run_diffusion_compare
-
-        return run_diffusion_compare(cfg, train_cfgs)
+    train_cfgs = check_compare(cfg) if train_cfgs is None else train_cfgs
     out = Path(cfg.output_dir)
     runs = out / "runs"
     start_ev = eval_config(cfg, "", runs / "start", "logp")
