@@ -101,6 +101,8 @@ def sequence_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOC
 def grpo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
     """GRPO: PPO's per-token surrogate + ``beta * k3(pi, pi_ref)`` per token (Shao et al. 2024, sec. 4.1)."""
     loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
+    if beta == 0:  # no reference was run (see alignkit.train.ppo.uses_no_reference)
+        return loss, stats
     kl = masked_mean(kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3"), mb.mask, dim=1)  # (n,)
     return loss + beta * kl, {**stats, "kl_loss": kl.detach().mean()}
 

@@ -223,6 +223,11 @@ def _refuse_unsupported_engine(accelerator, method: str) -> None:
                           "configs/accelerate/fsdp.yaml or configs/accelerate/ddp.yaml")
 
 
+def uses_no_reference(ppo: PPOConfig) -> bool:
+    """``kl_coef: 0`` with no adaptive target: every KL term is multiplied by 0."""
+    return ppo.kl_coef == 0 and ppo.target_kl is None
+
+
 def rewards_and_advantages(algo: Algorithm, cfg: PPOConfig, rollout: Rollout, moments: RunningMoments,
                            beta: float) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Steps 2 and 3: processed scores ``[N]``, shaped rewards, advantages and returns ``[N, T]``."""
@@ -245,7 +250,9 @@ def train_rl(cfg) -> Path:
     module = build_actor_critic(policy, algo.critic, cfg, tokenizer.pad_token_id)
     disable_dropout(module)
     module.to(accelerator.device)
-    reference = build_reference(cfg, policy, module.scorer, tokenizer.pad_token_id, []).to(accelerator.device)
+    # a KL coefficient fixed at 0 never reads the reference: neither built nor run (as TRL's beta 0)
+    reference = None if uses_no_reference(ppo) else build_reference(
+        cfg, policy, module.scorer, tokenizer.pad_token_id, []).to(accelerator.device)
     reward = build_reward(cfg.rewards)
     ptx = ptx_batches(cfg, tokenizer, rank, world) if ppo.ptx_coef > 0 else None
     prompts_per_step = tcfg.batch_size * tcfg.grad_accum * ppo.num_minibatches  # per process

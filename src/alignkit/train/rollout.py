@@ -256,8 +256,12 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
         samples = sampler(inner.policy, tokenizer, prompt_ids, sampling)
     responses = [[r or [tokenizer.eos_token_id] for r in rs] for rs in samples.response_ids]
     batch = response_batch(samples.prompt_ids, responses)
-    out = model(batch, values=values, entropy=True)
-    ref = reference_logprobs(reference, batch).to(out.logprobs.device)
+    if not values and _has_policy_logprobs(samples):  # the decode's own log-probs: no second policy forward
+        out = _decoded_policy_output(samples, [r for rs in responses for r in rs])
+    else:
+        out = model(batch, values=values, entropy=True)
+    # no reference (KL coefficient 0): log pi_ref := log pi, so every KL term is exactly 0
+    ref = out.logprobs.clone() if reference is None else reference_logprobs(reference, batch).to(out.logprobs.device)
 
     K = len(responses[0])
     prompts = [tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids for _ in range(K)]
@@ -280,6 +284,26 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
         max_new_tokens=sampling.max_new_tokens,
         sampler_logprobs=None if samples.logprobs is None else _sampler_logprobs(samples.logprobs, out.logprobs),
     )
+
+
+def _has_policy_logprobs(samples) -> bool:
+    """The sampler was the policy itself and kept its log-probs (:func:`alignkit.engine.generation.decode`),
+    and no response was empty (an empty one is scored as a lone EOS the decode never produced)."""
+    return samples.policy_logprobs is not None and all(r for rs in samples.response_ids for r in rs)
+
+
+def _decoded_policy_output(samples, responses: list[list[int]]) -> PolicyOutput:
+    """The rollout's ``log pi_old`` and entropies ``[N, T]`` from the decode loop.
+
+    They are what the scoring forward would give: the same model, unchanged since it sampled,
+    the same logits (the decode's, at temperature 1 like the losses), up to the float error
+    of cached decoding against one full forward (``tests/train/test_rollout_reuse.py``).
+    """
+    logprobs, entropy = samples.policy_logprobs, samples.policy_entropy
+    lengths = torch.tensor([len(r) for r in responses], device=logprobs.device)
+    T = int(lengths.max())
+    mask = torch.arange(T, device=logprobs.device) < lengths[:, None]  # (N, T)
+    return PolicyOutput(torch.where(mask, logprobs[:, :T], 0.0), mask, torch.where(mask, entropy[:, :T], 0.0))
 
 
 def _sampler_logprobs(logprobs: list[list[list[float]]], training: torch.Tensor) -> torch.Tensor:
