@@ -146,6 +146,31 @@ def sampling_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return x
 
 
+def sample_step(logits: torch.Tensor, cfg: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decode step from raw logits ``[R, V]`` (fp32): the drawn tokens, their log-probs and the
+    entropies, both at temperature 1 (the model's own distribution), each ``[R]``.
+
+    The draw is by inverse CDF, ``token = min{i : cumsum(p)_i > u * sum(p)}``, ``u ~ U[0, 1)``: an exact
+    sample of ``p`` (a token of probability 0 is never drawn: its CDF step is empty) that costs one
+    cumsum, where ``torch.multinomial`` over a 49k vocabulary took 30x longer on a CPU.
+    ``H = lse - sum_v p_v x_v`` with ``p = softmax(x)``, ``lse = logsumexp(x)``.
+    """
+    lse = logits.logsumexp(-1, keepdim=True)  # (R, 1)
+    p = (logits - lse).exp()  # the model's distribution at temperature 1, (R, V)
+    finite = logits.clamp(min=torch.finfo(logits.dtype).min)  # a -inf logit (a masked token): 0 * min, not NaN
+    entropy = lse.squeeze(-1) - torch.linalg.vecdot(p, finite)
+    if cfg.temperature <= 0:
+        token = logits.argmax(-1)
+    else:
+        plain = cfg.temperature == 1 and cfg.top_k <= 0 and cfg.top_p >= 1
+        q = p if plain else sampling_logits(logits, cfg).softmax(-1)  # the sampling distribution
+        cdf = q.cumsum(-1)
+        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[1] - 1)
+    logp = logits.gather(-1, token[:, None]).squeeze(-1) - lse.squeeze(-1)
+    return token, logp, entropy
+
+
 @torch.no_grad()
 def decode(lm, ids: torch.Tensor, attn: torch.Tensor, cfg: SamplingConfig, eos_ids: set[int], pad_id: int):
     """Sample ``cfg.num_samples`` continuations of each left-padded prompt row of ``ids [B, P]``.
@@ -176,16 +201,11 @@ def decode(lm, ids: torch.Tensor, attn: torch.Tensor, cfg: SamplingConfig, eos_i
         out = lm(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, use_cache=True,
                  **{cache_key: cache}, **head_only_last)
         cache = _cache_of(out)
-        logits = out.logits[:, -1].float()  # (R, V)
-        logp = logits.log_softmax(-1)
-        if cfg.temperature <= 0:
-            token = logits.argmax(-1)
-        else:
-            token = torch.multinomial(sampling_logits(logits, cfg).softmax(-1), 1).squeeze(-1)  # (R,)
+        token, logp, entropy = sample_step(out.logits[:, -1].float(), cfg)  # (R,) each
         token = torch.where(done, pad_id, token)
         live = (~done).float()
-        logps.append(logp.gather(-1, token[:, None]).squeeze(-1) * live)
-        ents.append(-(logp.exp() * logp).sum(-1) * live)
+        logps.append(logp * live)
+        ents.append(entropy * live)
         tokens.append(token)
         done = done | torch.isin(token, eos)
         if bool(done.all()):
