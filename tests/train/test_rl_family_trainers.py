@@ -120,8 +120,8 @@ def test_a_sampler_that_gives_log_probs_gets_truncated_importance_weights():
 #   dapo                   reward 0.487 0.494 0.507  KL (nats/response) 3.99 3.53 4.64
 #   dr_grpo                reward 0.567 0.559 0.578  KL 1.43 1.59 1.43
 #   gspo                   reward 0.686 0.671 0.674  KL 9.11 9.90 6.05  (kl_coef 0 in gspo_tiny)
-#   reinforce_pp           reward 0.624 0.590 0.572  KL 2.05 1.62 1.09  (measured with rl_family's OpenRLHF-exact
-#                          estimator, before the runtime branch's `reinforce_pp` took the name)
+#   reinforce_pp           reward 0.624 0.590 0.572  KL 2.05 1.62 1.09  (the OpenRLHF-exact estimator, now the
+#                          registered `reinforce_pp`)
 #   reinforce_pp_baseline  reward 0.560 0.551 0.563  KL 1.18 1.80 1.28
 #   ma_ppo                 reward 0.706 0.629 0.661  KL 4.36 1.56 2.08
 # The asserted margin: reward up by > 0.3 (least measured gain 0.397).

@@ -42,6 +42,6 @@ class PPOConfig:
     overlong_penalty: float = 1.0  # DAPO: the penalty at max_new_tokens (paper: 1)
     dynamic_sampling: bool = False  # DAPO: drop groups whose K rewards are all equal, sample more to refill
     dynamic_sampling_rounds: int = 4  # at most this many sampling rounds per step; short batches keep equal groups
-    tis_cap: float | None = None  # truncated IS cap C when another engine samples (dapo, dr_grpo, reinforce_pp*); None: off
+    tis_cap: float | None = None  # truncated IS cap C when another engine samples: per token (dapo, dr_grpo, reinforce_pp*), per response (gspo, rloo); None: off
     macro_action: Literal["ngram", "punctuation"] = "ngram"  # MA-RLHF: fixed n-grams or punctuation-ended spans
     macro_n: int = 5  # MA-RLHF: tokens per n-gram macro action (the longest punctuation span too)

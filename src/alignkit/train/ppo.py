@@ -126,6 +126,7 @@ def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout
         returns=returns[rows, :L] if algo.critic else None,
         macro_ids=None if rollout.macro_ids is None else rollout.macro_ids[rows, :L],
         is_weights=None if rollout.is_weights is None else rollout.is_weights[rows, :L],
+        rollout_logprobs=None if rollout.is_weights is None else rollout.sampler_logprobs[rows, :L],
         max_length=rollout.max_new_tokens,
     )
     pg_loss, pg_stats = algo.policy_loss(out.logprobs, mb, beta, cfg)  # (n,)
