@@ -236,9 +236,9 @@ def test_full_weights_gathers_an_fsdp_root_around_direct_calls_and_leaves_other_
 def test_ppo_runs_its_rollouts_and_updates_in_two_processes(two_process_runs):
     out = two_process_runs["ppo"]
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in steps if "loss/policy" in r] == [1, 2]
-    assert all(math.isfinite(r["reward"]) and math.isfinite(r["kl"]) for r in steps)
-    assert steps[-1]["approx_kl"] > 0  # the optimizer steps moved the policy within the PPO epochs
+    assert [r["step"] for r in steps if "loss/policy_avg" in r] == [1, 2]
+    assert all(math.isfinite(r["reward"]) and math.isfinite(r["objective/kl"]) for r in steps)
+    assert steps[-1]["policy/approxkl_avg"] > 0  # the optimizer steps moved the policy within the PPO epochs
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "value_model.safetensors").is_file()
 
 

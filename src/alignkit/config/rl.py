@@ -34,7 +34,7 @@ class PPOConfig:
     ptx_coef: float = 0.0  # PPO-ptx: weight of the pretraining NLL added to every update (InstructGPT's gamma)
     ptx_data: str = ""  # pretraining/SFT data for PPO-ptx (any sft-like file; alignkit:NAME for built-ins)
     ptx_batch_size: int = 8  # pretraining examples per optimizer step and process
-    eval_samples: int = 1  # samples per held-out prompt when evaluating (eval/reward, eval/kl)
+    eval_samples: int = 1  # samples per held-out prompt when evaluating (eval/reward, eval/objective/kl)
     clip_eps_high: float | None = None  # DAPO's decoupled upper clip (clip-higher, 0.28 in the paper); None: clip_eps
     seq_clip_low: float = 3e-4  # GSPO: lower clip of the sequence-level ratio (paper: 3e-4)
     seq_clip_high: float = 4e-4  # GSPO: upper clip of the sequence-level ratio (paper: 4e-4)

@@ -183,6 +183,8 @@ def gspo_surrogate(
     with torch.no_grad():
         metrics = {
             "clipfrac": (clipped < unclipped).float().mean(),
+            "clipfrac_low": ((s < 1.0 - clip_low) & (adv < 0)).float().mean(),
+            "clipfrac_high": ((s > 1.0 + clip_high) & (adv > 0)).float().mean(),
             "approx_kl": ((s - 1) - log_s).mean(),
             "ratio_mean": s.mean(),
         }

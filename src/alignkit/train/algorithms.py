@@ -114,8 +114,9 @@ def grpo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfi
     loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
     if beta == 0:  # no reference was run (see alignkit.train.ppo.uses_no_reference)
         return loss, stats
-    kl = masked_mean(kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3"), mb.mask, dim=1)  # (n,)
-    return loss + beta * kl, {**stats, "kl_loss": kl.detach().mean()}
+    k3 = kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")  # (n, L)
+    kl = masked_mean(k3, mb.mask, dim=1)  # (n,)
+    return loss + beta * kl, {**stats, "kl_loss": masked_mean(k3.detach(), mb.mask)}  # token mean, as TRL's `kl`
 
 
 # ---------------------------------------------------------------- advantages (one registered algorithm each)

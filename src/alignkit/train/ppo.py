@@ -262,9 +262,10 @@ def train_rl(cfg) -> Path:
     sampler = sampler_for(cfg.sampling, accelerator.device, cfg.model.name_or_path)
     kl_ctl = (FixedKLController(ppo.kl_coef) if ppo.target_kl is None
               else AdaptiveKLController(ppo.kl_coef, ppo.target_kl, ppo.kl_horizon))
-    moments = RunningMoments()
+    moments, tokens = RunningMoments(), TokenCount()
     run.track("kl_ctl", kl_ctl)
     run.track("moments", moments)
+    run.track("tokens", tokens)
     eval_prompts = [ex.prompt_ids for ex in held_out][rank::world]
     eval_sampling = replace(cfg.sampling, num_samples=ppo.eval_samples, seed=_seed(cfg.sampling.seed, tcfg.seed, rank))
     if held_out:
@@ -306,31 +307,74 @@ def train_rl(cfg) -> Path:
                             max_grad_norm=tcfg.max_grad_norm, ptx=ptx, guard=run.guard)
         run.scheduler.step()
         # 5. log, and adapt the KL coefficient to the KL just measured
-        metrics = step_metrics(rollout, scores, rewards, returns)
+        metrics = step_metrics(rollout, scores, rewards, returns, has_reference=reference is not None)
+        update = {TRL_NAMES.get(k, k): v for k, v in update.items()}
         record = {"step": step + 1, **mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
-                  "learning_rate": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"]}
-        kl_ctl.update(record["kl"], n_steps=len(rollout.scores) * world)
-        run.end_step(record, show=("reward", "kl", "kl_coef"))
+                  "learning_rate": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"],
+                  **tokens.count(rollout, accelerator, run.step_seconds()),
+                  "epoch": (step + 1) * prompts_per_step * world / max(len(train), 1)}
+        if reference is not None:
+            kl_ctl.update(record["objective/kl"], n_steps=len(rollout.scores) * world)
+        run.end_step(record, show=("reward", "objective/kl", "kl_coef"))
     run.finish(lambda unwrapped, out_dir, state: save_final(unwrapped, tokenizer, out_dir, state,
                                                             save_merged=cfg.model.lora.save_merged))
     return run.output_dir
 
 
-def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Tensor | None) -> dict[str, Tensor]:
-    """What a step logs about its rollout (the update adds its losses)."""
+# the update's statistics (named by the loss layer) -> the names TRL's PPOTrainer / GRPOTrainer log them under
+TRL_NAMES = {
+    "loss/policy": "loss/policy_avg", "loss/value": "loss/value_avg", "approx_kl": "policy/approxkl_avg",
+    "clipfrac": "policy/clipfrac_avg", "vf_clipfrac": "val/clipfrac_avg", "ratio_mean": "val/ratio",
+    "clipfrac_low": "clip_ratio/low_mean", "clipfrac_high": "clip_ratio/high_mean", "kl_loss": "kl",
+}
+
+
+def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Tensor | None,
+                 has_reference: bool = True) -> dict[str, Tensor]:
+    """What a step logs about its rollout (the update adds its losses), named as TRL names the same
+    quantity (``docs/metrics.md``)."""
     mask = rollout.mask
+    shaped = rewards.sum(1)  # (N,) score - beta * KL, summed over each sample
+    K = rollout.num_samples
     metrics = {
         "reward": rollout.scores.mean(),  # the raw task reward
+        "reward_std": rollout.scores.std() if len(rollout.scores) > 1 else rollout.scores.new_zeros(()),
         "reward/score": scores.mean(),  # after normalisation, clipping and the EOS penalty
-        "reward/shaped": rewards.sum(1).mean(),  # score - beta * KL, summed over each sample
-        "kl": kl_penalty(rollout.logprobs, rollout.ref_logprobs, mask).sum(1).mean(),  # k1 per sample
-        "entropy": masked_mean(rollout.entropy, mask),
-        "response_length": mask.sum(1).float().mean(),
-        "ended": rollout.ended.float().mean(),  # fraction of samples that end with EOS
+        "objective/rlhf_reward": shaped.mean(),
+        "objective/non_score_reward": (shaped - scores).mean(),  # -beta * KL summed over each sample
+        "objective/entropy": masked_sum(-rollout.logprobs, mask, dim=1).mean(),  # -log pi(y|x), TRL's estimate
+        "entropy": masked_mean(rollout.entropy, mask),  # per token, from the full next-token distributions
+        "completions/mean_length": mask.sum(1).float().mean(),
+        "completions/clipped_ratio": 1 - rollout.ended.float().mean(),  # samples cut at max_new_tokens
     }
+    if has_reference:  # (no reference at kl_coef 0: the KL is not measured)
+        metrics["objective/kl"] = kl_penalty(rollout.logprobs, rollout.ref_logprobs, mask).sum(1).mean()  # k1
+    if K > 1:
+        metrics["frac_reward_zero_std"] = (rollout.scores.view(-1, K).std(1) == 0).float().mean()
     if returns is not None:
         metrics["explained_variance"] = explained_variance(rollout.values, returns, mask)
     return metrics
+
+
+class TokenCount:
+    """TRL's ``num_tokens``: prompt + response tokens of every sample trained on so far, over all processes
+    (a prompt counts once per sample, as TRL counts input tokens); saved in checkpoints."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def count(self, rollout: Rollout, accelerator, seconds: float) -> dict[str, float]:
+        """Add ``rollout``'s tokens (summed over processes: every process calls this once per step)."""
+        mine = sum(len(p) * len(rs) + sum(map(len, rs)) for p, rs in zip(rollout.prompt_ids, rollout.response_ids))
+        step_tokens = int(accelerator.reduce(torch.tensor(float(mine), device=accelerator.device), "sum"))
+        self.seen += step_tokens
+        return {"num_tokens": self.seen, "tokens_per_second": step_tokens / max(seconds, 1e-9)}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seen = int(state["seen"])
 
 
 def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], ResponseBatch]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from alignkit.losses.macro import macro_gae, macro_policy_loss, ngram_macro_ids, punctuation_macro_ids
-from alignkit.losses.rl import grpo_advantages, kl_penalty, last_token_index
+from alignkit.losses.rl import grpo_advantages, kl_penalty, last_token_index, masked_mean
 from alignkit.losses.rl_family import (
     clipped_surrogate,
     constant_length_sum,
@@ -99,7 +99,9 @@ def _token_losses(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
     per_token, stats = clipped_surrogate(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps, high,
                                          mb.is_weights)
     if beta != 0:
-        per_token = per_token + beta * kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")
+        k3 = kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")
+        per_token = per_token + beta * k3
+        stats = {**stats, "kl_loss": masked_mean(k3.detach(), mb.mask)}
     return per_token, stats
 
 
@@ -122,6 +124,7 @@ def gspo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfi
     if beta != 0:
         kl = kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")
         loss = loss + beta * kl.sum(1) / mb.mask.sum(1).clamp(min=1)
+        stats = {**stats, "kl_loss": masked_mean(kl.detach(), mb.mask)}
     return loss, stats
 
 

@@ -318,15 +318,18 @@ def _sampler_logprobs(logprobs: list[list[list[float]]], training: torch.Tensor)
 @torch.no_grad()
 def evaluate_policy(model: nn.Module, reference, reward, tokenizer, prompt_ids: list[list[int]],
                     sampling: SamplingConfig) -> dict[str, float]:
-    """Fresh samples' mean reward, KL(pi || pi_ref) per response (k1 summed over tokens) and length."""
+    """Fresh samples' mean ``reward``, ``objective/kl`` (KL(pi || pi_ref) per response, k1 summed over
+    tokens), per-token ``entropy`` and ``completions/mean_length`` (TRL's names)."""
     r = collect_rollout(model, reference, reward, tokenizer, prompt_ids, sampling, values=False)
     kl = kl_penalty(r.logprobs, r.ref_logprobs, r.mask).sum(1)  # (N,) log pi(y|x) - log pi_ref(y|x)
-    return {
+    metrics = {
         "reward": float(r.scores.mean()),
-        "kl": float(kl.mean()),
         "entropy": float(masked_mean(r.entropy, r.mask)),
-        "response_length": float(r.mask.sum(1).float().mean()),
+        "completions/mean_length": float(r.mask.sum(1).float().mean()),
     }
+    if reference is not None:  # none at kl_coef 0: the KL is not measured
+        metrics["objective/kl"] = float(kl.mean())
+    return metrics
 
 
 # ---------------------------------------------------------------- task rewards
