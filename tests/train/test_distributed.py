@@ -53,8 +53,10 @@ RAFT = [str(ROOT / "configs" / "raft_tiny.yaml"), *STAGES]
 ITERATIVE_DPO = [str(ROOT / "configs" / "iterative_dpo_tiny.yaml"), *STAGES]
 REWARD_MODEL = [str(ROOT / "configs" / "reward_model_tiny.yaml"), "train.max_steps=3", "train.batch_size=2",
                 "train.grad_accum=2", "train.progress=false"]  # MiniLM with a new head
+# the length reward: the random tiny model's 6-token samples almost never hold a word VADER scores,
+# and a reward of 0 everywhere gives no gradient, so the policy would not move
 PPO = [str(ROOT / "configs" / "ppo_tiny.yaml"), "train.max_steps=2", "train.batch_size=2", "ppo.num_minibatches=1",
-       "sampling.max_new_tokens=6", "train.progress=false"]
+       "sampling.max_new_tokens=6", "rewards=[{kind: length, unit: chars}]", "train.progress=false"]
 COMMON = [
     "model.name_or_path=tiny-llama",
     "data.eval_size=0",
