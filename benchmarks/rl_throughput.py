@@ -300,7 +300,8 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
-                sys.exit(f"{side} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+                sys.exit(f"{side} failed (exit status {out.returncode}; a negative one is the signal that killed "
+                         f"it):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
             results[side] = json.loads(line[7:])
             print(side, json.dumps(results[side]), flush=True)
     print("\n| side | samples/s | s/step | gen tok/s | update tok/s | peak RSS MB | mean len | "
