@@ -120,3 +120,18 @@ def test_no_reference_is_run_at_a_kl_coefficient_of_zero(setup):
     r = collect_rollout(module, None, build_reward({"kind": "vader"}), tok, prompts,
                         replace(SamplingConfig(), num_samples=2, max_new_tokens=6), values=False)
     assert torch.equal(r.ref_logprobs, r.logprobs)
+
+
+def test_under_bf16_autocast_the_rollout_scores_its_samples_again(setup, monkeypatch):
+    """Lower precision: the decode's and the forward's log-probs differ by ~1e-2, so pi_old comes from the
+    forward the update will repeat (ratio exactly 1), not from the decode."""
+    tok, module, reference, prompts = setup
+    calls = []
+    forward = type(module).forward
+    monkeypatch.setattr(type(module), "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    sampling = SamplingConfig(num_samples=2, max_new_tokens=4, seed=1)
+    collect_rollout(module, reference, build_reward({"kind": "vader"}), tok, prompts, sampling, values=False)
+    assert calls == []  # fp32: the decode's log-probs
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        collect_rollout(module, reference, build_reward({"kind": "vader"}), tok, prompts, sampling, values=False)
+    assert calls == [1]

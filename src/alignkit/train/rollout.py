@@ -256,7 +256,7 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
         samples = sampler(inner.policy, tokenizer, prompt_ids, sampling)
     responses = [[r or [tokenizer.eos_token_id] for r in rs] for rs in samples.response_ids]
     batch = response_batch(samples.prompt_ids, responses)
-    if not values and _has_policy_logprobs(samples):  # the decode's own log-probs: no second policy forward
+    if not values and _has_policy_logprobs(samples) and _full_precision(inner):  # the decode's: no second forward
         out = _decoded_policy_output(samples, [r for rs in responses for r in rs])
     else:
         out = model(batch, values=values, entropy=True)
@@ -290,6 +290,14 @@ def _has_policy_logprobs(samples) -> bool:
     """The sampler was the policy itself and kept its log-probs (:func:`alignkit.engine.generation.decode`),
     and no response was empty (an empty one is scored as a lone EOS the decode never produced)."""
     return samples.policy_logprobs is not None and all(r for rs in samples.response_ids for r in rs)
+
+
+def _full_precision(model: nn.Module) -> bool:
+    """fp32 weights and no autocast: the decode's log-probs then equal the scoring forward's to ~1e-6. In
+    bf16 / fp16 the cached decode and the one-pass forward differ by ~1e-2 (the rollout/training mismatch
+    of another engine), so pi_old is scored again and the first ratio stays exactly 1."""
+    weight = next(model.parameters())
+    return weight.dtype == torch.float32 and not torch.is_autocast_enabled(weight.device.type)
 
 
 def _decoded_policy_output(samples, responses: list[list[int]]) -> PolicyOutput:
