@@ -4,8 +4,9 @@ Every step (CleanRL's "iteration") reads top to bottom:
 
 1. **Rollout** (:mod:`alignkit.train.rollout`): ``batch_size x grad_accum x num_minibatches``
    prompts per process, chosen by (seed, step); K = ``sampling.num_samples`` samples each,
-   seeded by (seed, step, process); rewards; per-token log-probs of the policy and the
-   reference; the critic's values.
+   seeded by (seed, step, process); rewards; per-token log-probs of the policy (the decode's
+   own when it sampled in fp32 and no critic needs a forward, else one no-gradient forward) and
+   of the reference (none at a fixed ``kl_coef: 0``); the critic's values.
 2. **Rewards.** The task score is optionally normalised by running moments, clipped and
    lowered for a sample without EOS (:func:`~alignkit.train.rollout.task_rewards`), then
    shaped as in InstructGPT (Ouyang et al. 2022, eq. 2; Ziegler et al. 2019):
