@@ -9,13 +9,14 @@ so that each side's peak RSS is its own. Same on both sides: the weights, the fi
 ``--prompts`` review prompts of alignkit's built-in ``review_prompts.jsonl`` (raw text,
 no chat template), K = ``--k`` samples per prompt, ``--new-tokens`` max new tokens,
 temperature 1, no top-k / top-p, transformers ``generate`` (no vLLM), the VADER reward
-(alignkit's ``vader`` reward function, called by both), a reference model with
-``beta = 0.04`` (k3 per token, in the loss), one optimisation pass per rollout, AdamW
-lr 1e-6 constant, fp32, no gradient checkpointing. A step = one rollout of all prompts
+(alignkit's ``vader`` reward function, called by both), the KL coefficient ``--beta``
+(default 0.0, TRL 1.16's ``GRPOConfig.beta`` default: neither side loads nor runs a reference
+model; with ``--beta 0.04`` both do, k3 per token in the loss), one optimisation pass per
+rollout, AdamW lr 1e-6 constant, fp32, no gradient checkpointing. A step = one rollout of all prompts
 + one optimizer step on all its samples.
 
 Time split, measured by wrapping each side's own functions in the side's process:
-generation (``generate``), scoring (the reward), reference (and, where a side runs one,
+generation (alignkit's ``sample``, TRL's ``generate``), scoring (the reward), reference (and, where a side runs one,
 the no-gradient policy forward for the old log-probs), update (the rest of the step).
 Samples/s = prompts x K per step over the mean step time of ``--steps`` steps after
 ``--warmup``; generation tokens/s counts generated tokens over generation time; update
@@ -44,7 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "src" / "alignkit" / "assets" / "review_prompts.jsonl"
-BETA, LR = 0.04, 1e-6
+LR = 1e-6
 TIMES: dict[str, float] = defaultdict(float)
 COUNTS: dict[str, int] = defaultdict(int)
 
@@ -131,7 +132,7 @@ def run_alignkit(args, workdir: Path) -> dict:
         f"model.name_or_path={workdir / 'model'}", f"data.train={workdir / 'prompts.jsonl'}",
         "data.max_prompt_length=64", f"sampling.num_samples={args.k}",
         f"sampling.max_new_tokens={args.new_tokens}", f"sampling.batch_size={args.prompts}",
-        "ppo.num_ppo_epochs=1", f"ppo.kl_coef={BETA}", f"train.batch_size={args.prompts}",
+        "ppo.num_ppo_epochs=1", f"ppo.kl_coef={args.beta}", f"train.batch_size={args.prompts}",
         f"train.max_steps={steps}", f"train.learning_rate={LR}", "train.schedule=constant", "train.progress=false",
         f"train.output_dir={workdir / 'alignkit_run'}",
     ])
@@ -191,7 +192,7 @@ def run_trl(args, workdir: Path) -> dict:
     config = GRPOConfig(
         output_dir=str(workdir / "trl_run"), per_device_train_batch_size=args.prompts * args.k,
         num_generations=args.k, max_completion_length=args.new_tokens, temperature=1.0, top_p=1.0, top_k=0,
-        beta=BETA, learning_rate=LR, lr_scheduler_type="constant", max_steps=steps, num_iterations=1,
+        beta=args.beta, learning_rate=LR, lr_scheduler_type="constant", max_steps=steps, num_iterations=1,
         gradient_accumulation_steps=1, bf16=False, fp16=False, gradient_checkpointing=False, use_vllm=False,
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, seed=0, shuffle_dataset=False, disable_tqdm=True,
@@ -276,6 +277,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--beta", type=float, default=0.0, help="KL coefficient of both sides (TRL 1.16's default: 0)")
     p.add_argument("--sides", default="alignkit,trl")
     p.add_argument("--side", choices=["alignkit", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -294,11 +296,12 @@ def main() -> None:
         for side in args.sides.split(","):
             cmd = [sys.executable, __file__, "--side", side, "--workdir", str(workdir), "--model", args.model,
                    "--prompts", str(args.prompts), "--k", str(args.k), "--new-tokens", str(args.new_tokens),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--beta", str(args.beta)]
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
-                sys.exit(f"{side} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+                sys.exit(f"{side} failed (exit status {out.returncode}; a negative one is the signal that killed "
+                         f"it):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
             results[side] = json.loads(line[7:])
             print(side, json.dumps(results[side]), flush=True)
     print("\n| side | samples/s | s/step | gen tok/s | update tok/s | peak RSS MB | mean len | "

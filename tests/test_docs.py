@@ -97,3 +97,21 @@ def test_metrics_md_documents_every_metric_the_losses_and_the_loop_log(tmp_path)
     candidates.kept = torch.tensor([[True, False]])
     logged |= set(stage_metrics(candidates))
     assert logged - documented == set()
+
+
+@pytest.mark.parametrize("config", ["ppo_tiny", "grpo_tiny"])
+def test_metrics_md_documents_every_metric_an_rl_step_logs(tmp_path, config):
+    """Every key of an on-policy step (PPO: the critic's; GRPO: the in-loss KL) and of its evaluation."""
+    import json
+
+    from alignkit.config import load_config
+    from alignkit.train.run import run_train
+
+    documented = set(re.findall(r"`([a-z_0-9/]+)`", (DOCS / "metrics.md").read_text()))
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml", [f"train.output_dir={tmp_path}", "train.progress=false",
+                                                            "train.max_steps=1", "train.eval_every=1",
+                                                            "data.eval_size=4"])
+    out = run_train(cfg)
+    logged = {k for line in (out / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
+    assert "policy/approxkl_avg" in logged and "eval/objective/kl" in logged
+    assert logged - documented == set()

@@ -1,5 +1,7 @@
 """Sampling: seeded reproducibility, K samples per prompt, the stop at EOS, left padding, and best-of-K."""
 
+import math
+
 import pytest
 import torch
 
@@ -117,3 +119,25 @@ def test_the_k_samples_of_a_prompt_share_one_prompt_forward(monkeypatch):
     assert all(w == (12, 1) for w in widths[1:])  # then one token per step for the B * K rows
     monkeypatch.setattr(generation, "_shared_prompt_cache", lambda *a: {})
     assert sample(lm, tok, prompts, cfg).response_ids == shared.response_ids
+
+
+def test_a_decode_step_draws_from_p_and_reports_temperature_one_logprob_and_entropy():
+    """p = (1/2, 0, 1/4, 1/4): entropy = 1/2 ln 2 + 2 * 1/4 ln 4 = 1.5 ln 2; the zero-probability
+    token is never drawn; frequencies match p; at temperature 0.5 the draws follow p^2 / sum p^2 =
+    (2/3, 0, 1/6, 1/6) while the log-probs stay those of p (the distribution the losses train)."""
+    from alignkit.engine.generation import sample_step
+
+    p = torch.tensor([0.5, 0.0, 0.25, 0.25])
+    logits = p.log().expand(40_000, 4).contiguous()
+    torch.manual_seed(0)
+    token, logp, entropy = sample_step(logits, SamplingConfig(temperature=1.0))
+    torch.testing.assert_close(entropy, torch.full((40_000,), 1.5 * math.log(2)))
+    torch.testing.assert_close(logp, p.log()[token])
+    assert (token != 1).all()
+    torch.testing.assert_close(torch.bincount(token, minlength=4).float() / 40_000, p, atol=0.01, rtol=0)
+    token, logp, _ = sample_step(logits, SamplingConfig(temperature=0.5))
+    freq = torch.bincount(token, minlength=4).float() / 40_000
+    torch.testing.assert_close(freq, torch.tensor([2 / 3, 0, 1 / 6, 1 / 6]), atol=0.01, rtol=0)
+    torch.testing.assert_close(logp, p.log()[token])
+    token, _, _ = sample_step(logits, SamplingConfig(temperature=1.0, top_k=1))
+    assert (token == 0).all()

@@ -135,6 +135,11 @@ def test_csv_round_trip(tmp_path):
 def test_curve_points_reads_steps_and_stages():
     assert curve_points([{"step": 1, "loss": 2.0}, {"step": 2}], ("loss",)) == [(1, 2.0)]
     assert curve_points([{"stage": 0, "train/loss": 3.0}], ("loss", "train/loss")) == [(1, 3.0)]
+    # the KL panel: an RL run's KL to the reference, not its GRPO loss's per-token k3 (`kl`)
+    from alignkit.eval.report import CURVE_KEYS
+
+    assert curve_points([{"step": 1, "objective/kl": 4.0, "kl": 0.02}], CURVE_KEYS["kl"]) == [(1, 4.0)]
+    assert curve_points([{"step": 1, "kl": 0.5}], CURVE_KEYS["kl"]) == [(1, 0.5)]  # KTO's z0
 
 
 def _png_ok(path) -> bool:

@@ -28,6 +28,7 @@ from alignkit.losses.rl_family import (
     sequence_token_mean,
     sequence_token_sum,
     truncated_importance_weights,
+    truncated_sequence_importance_weights,
 )
 
 
@@ -151,6 +152,27 @@ def test_gspo_by_hand():
     torch.testing.assert_close(logp.grad, t([-math.exp(0.2) / 2, -math.exp(0.2) / 2, 0.0]))
 
 
+def test_sequence_truncated_importance_weights_by_hand():
+    """Row 0: old - rollout = [0.3, 0.2 | masked 9] -> sum 0.5, w = e^0.5 = 1.6487 (under the cap 2);
+    row 1: [1.0, 0.5] -> e^1.5 = 4.48 -> capped at 2; row 2: [-0.4] -> e^-0.4 = 0.6703."""
+    old = t([-1.0, -1.0, 9.0], [-1.0, -1.0, 0.0], [-1.4, 0.0, 0.0])
+    rollout = t([-1.3, -1.2, 0.0], [-2.0, -1.5, 0.0], [-1.0, 0.0, 0.0])
+    mask = m([1, 1, 0], [1, 1, 0], [1, 0, 0])
+    w = truncated_sequence_importance_weights(old, rollout, mask, cap=2.0)
+    torch.testing.assert_close(w, t(math.exp(0.5), 2.0, math.exp(-0.4)))
+
+
+def test_gspo_with_sequence_truncated_is_by_hand():
+    """GSPO's example above (unclipped: loss -1.2214, d/dlogp_t = -0.6107) weighted by w = 1.5:
+    loss -1.8321, gradient -0.9161 per token; the weight carries no gradient of its own."""
+    logp = t([0.1, 0.3, 7.0]).requires_grad_()
+    old, adv, mask = torch.zeros(1, 3), t([1.0, 1.0, 0.0]), m([1, 1, 0])
+    loss, _ = gspo_surrogate(logp, old, adv, mask, clip_low=1.0, clip_high=1.0, weights=t(1.5))
+    torch.testing.assert_close(loss, t(-1.5 * math.exp(0.2)))
+    loss.sum().backward()
+    torch.testing.assert_close(logp.grad, t([-0.75 * math.exp(0.2), -0.75 * math.exp(0.2), 0.0]))
+
+
 def test_reductions_by_hand():
     """per-token [[1, 2 | 0], [3 | 0, 0]]: token mean [1.5, 3]; token sum [3, 3]; / L_max = 4: [0.75, 0.75]."""
     x, mask = t([1.0, 2.0, 9.0], [3.0, 9.0, 9.0]), m([1, 1, 0], [1, 0, 0])
@@ -239,6 +261,21 @@ def test_gspo_matches_trl():
     adv = grpo_advantages(scores).view(-1)
     ours = gspo_surrogate(logp, old, adv[:, None].expand_as(mask), mask, 3e-4, 4e-4)[0].mean()
     theirs = trl_loss("grpo", logp, old, adv, mask, level="sequence", eps_low=3e-4, eps_high=4e-4)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(grads(ours, logp), grads(theirs, logp))
+
+
+def test_sequence_truncated_is_in_gspo_matches_trl():
+    """TRL ``vllm_importance_sampling_mode="sequence_truncate"`` with GSPO (importance_sampling_level
+    "sequence"): the response's ratio exp(sum_t (old - sampling)) clamped at the cap multiplies its loss."""
+    logp, old, mask, scores = random_batch(6)
+    rollout = (old + 0.1 * torch.randn(old.shape, generator=torch.Generator().manual_seed(6))).detach()
+    adv = grpo_advantages(scores).view(-1)
+    w = truncated_sequence_importance_weights(old, rollout, mask, cap=2.0)
+    theirs_w = torch.exp(torch.where(mask, old - rollout, 0.0).sum(-1, keepdim=True)).clamp(max=2.0)
+    torch.testing.assert_close(w, theirs_w.squeeze(-1))
+    ours = gspo_surrogate(logp, old, adv[:, None].expand_as(mask), mask, 3e-4, 4e-4, weights=w)[0].mean()
+    theirs = trl_loss("grpo", logp, old, adv, mask, level="sequence", eps_low=3e-4, eps_high=4e-4, is_ratio=theirs_w)
     torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(grads(ours, logp), grads(theirs, logp))
 

@@ -229,7 +229,7 @@ def test_lora_shared_base_mode_trains(tmp_path):
     out = run_train(rl_config(tmp_path, "lora", "model.lora.enabled=true", "train.max_steps=2",
                               "train.learning_rate=1e-3"))
     last = rows(out)[-1]
-    assert last["step"] == 2 and last["kl"] != 0  # the adapter moved away from the reference (the base)
+    assert last["step"] == 2 and last["objective/kl"] != 0  # the adapter moved away from the reference (the base)
     assert (out / "final" / "adapter_config.json").is_file() and (out / "final" / "value_model.safetensors").is_file()
 
 
@@ -242,10 +242,15 @@ def test_every_shipped_config_trains_and_logs_its_metrics(tmp_path, name):
                               config=name))
     records = rows(out)
     assert [r["step"] for r in records] == [1, 2, 2]  # two steps, then the final evaluation
-    expected = {"reward", "reward/shaped", "kl", "kl_coef", "entropy", "clipfrac", "approx_kl",
-                "response_length", "step_time", "loss/policy", "eval/reward", "eval/kl"}
+    expected = {"reward", "reward_std", "objective/rlhf_reward", "objective/non_score_reward", "objective/kl",
+                "objective/entropy", "entropy", "kl_coef", "policy/clipfrac_avg", "policy/approxkl_avg", "val/ratio",
+                "clip_ratio/low_mean", "clip_ratio/high_mean", "completions/mean_length", "completions/clipped_ratio",
+                "step_time", "loss/policy_avg", "num_tokens", "tokens_per_second", "epoch", "learning_rate",
+                "eval/reward", "eval/objective/kl", "eval/entropy", "eval/completions/mean_length"}
     if name.startswith("ppo"):
-        expected |= {"loss/value", "explained_variance"}
+        expected |= {"loss/value_avg", "val/clipfrac_avg", "explained_variance"}
+    if "grpo" in name:
+        expected |= {"kl", "frac_reward_zero_std"}
     if name == "ppo_ptx_tiny":
         expected |= {"loss/ptx"}
     assert expected <= set(records[1]), expected - set(records[1])
@@ -269,15 +274,15 @@ def test_batch_1_times_8_accumulation_equals_batch_8(tmp_path, name):
     acc = run_train(rl_config(tmp_path, "acc", *common, "train.batch_size=1", "train.grad_accum=8", config=name))
     (a,), (b,) = rows(big), rows(acc)
     assert a["reward"] == b["reward"]  # the same prompts and samples
-    # (approx_kl and clipfrac are token means per forward, averaged over forwards: they depend on the split)
-    keys = ["grad_norm", "loss/policy"] + (["loss/value"] if name == "ppo_tiny" else [])
+    # (policy/approxkl_avg and policy/clipfrac_avg are token means per forward, averaged over forwards: they depend on the split)
+    keys = ["grad_norm", "loss/policy_avg"] + (["loss/value_avg"] if name == "ppo_tiny" else [])
     for key in keys:
         assert a[key] == pytest.approx(b[key], abs=1e-5), key
     assert a["grad_norm"] > 0
     wa, wb = load_file(str(big / "final" / "model.safetensors")), load_file(str(acc / "final" / "model.safetensors"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0, msg=k)
-    assert a["approx_kl"] > 0 and b["approx_kl"] > 0  # the policy moved between minibatches
+    assert a["policy/approxkl_avg"] > 0 and b["policy/approxkl_avg"] > 0  # the policy moved between minibatches
 
 
 def test_an_interrupted_and_resumed_run_repeats_the_same_steps(tmp_path, monkeypatch):
@@ -303,7 +308,7 @@ def test_an_interrupted_and_resumed_run_repeats_the_same_steps(tmp_path, monkeyp
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
     for x, y in zip(rows(straight), rows(resumed)):  # the same samples, rewards, KL coefficient and losses
-        for k in ("step", "reward", "kl", "kl_coef", "loss/policy", "loss/value"):
+        for k in ("step", "reward", "objective/kl", "kl_coef", "loss/policy_avg", "loss/value_avg", "num_tokens"):
             assert x[k] == pytest.approx(y[k], abs=1e-6), (k, x, y)
 
 
@@ -352,9 +357,9 @@ def train_on_the_task(tmp_path, sft_model, config, seed=0):
 def test_rl_raises_the_vader_reward_of_fresh_samples_with_a_bounded_kl(tmp_path, sft_model, config):
     before, after, history = train_on_the_task(tmp_path, sft_model, config)
     print(config, "before", before, "after", after, "s/step", sum(r["step_time"] for r in history) / len(history))
-    assert before["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert before["objective/kl"] == pytest.approx(0.0, abs=1e-6)
     assert after["reward"] > before["reward"] + 0.3, (before, after)
-    assert 0.0 < after["kl"] < 6.0, after
+    assert 0.0 < after["objective/kl"] < 6.0, after
 
 
 # Measured (seed 0, as above; reward 0.090 before): grpo_tiny 0.662 (KL 7.0); ppo_dense_tiny 0.776 (KL 11.3:

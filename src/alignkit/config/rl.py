@@ -34,7 +34,7 @@ class PPOConfig:
     ptx_coef: float = 0.0  # PPO-ptx: weight of the pretraining NLL added to every update (InstructGPT's gamma)
     ptx_data: str = ""  # pretraining/SFT data for PPO-ptx (any sft-like file; alignkit:NAME for built-ins)
     ptx_batch_size: int = 8  # pretraining examples per optimizer step and process
-    eval_samples: int = 1  # samples per held-out prompt when evaluating (eval/reward, eval/kl)
+    eval_samples: int = 1  # samples per held-out prompt when evaluating (eval/reward, eval/objective/kl)
     clip_eps_high: float | None = None  # DAPO's decoupled upper clip (clip-higher, 0.28 in the paper); None: clip_eps
     seq_clip_low: float = 3e-4  # GSPO: lower clip of the sequence-level ratio (paper: 3e-4)
     seq_clip_high: float = 4e-4  # GSPO: upper clip of the sequence-level ratio (paper: 4e-4)
@@ -42,6 +42,6 @@ class PPOConfig:
     overlong_penalty: float = 1.0  # DAPO: the penalty at max_new_tokens (paper: 1)
     dynamic_sampling: bool = False  # DAPO: drop groups whose K rewards are all equal, sample more to refill
     dynamic_sampling_rounds: int = 4  # at most this many sampling rounds per step; short batches keep equal groups
-    tis_cap: float | None = None  # truncated IS cap C when another engine samples (dapo, dr_grpo, reinforce_pp*); None: off
+    tis_cap: float | None = None  # truncated IS cap C when another engine samples: per token (dapo, dr_grpo, reinforce_pp*), per response (gspo, rloo); None: off
     macro_action: Literal["ngram", "punctuation"] = "ngram"  # MA-RLHF: fixed n-grams or punctuation-ended spans
     macro_n: int = 5  # MA-RLHF: tokens per n-gram macro action (the longest punctuation span too)

@@ -59,7 +59,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
     schedule: Literal["constant", "linear", "cosine"] = "linear"  # decay after warm-up
-    warmup_steps: int = 0  # linear warm-up optimizer steps
+    warmup_steps: int = 0  # linear warm-up optimizer steps: step s (from 0) runs at lr * (s + 1) / warmup_steps
     max_steps: int = 0  # optimizer steps; 0 means num_epochs over the data
     num_epochs: float = 1.0  # passes over the training data when max_steps is 0
     batch_size: int = 8  # prompts per device per micro-batch

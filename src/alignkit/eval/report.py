@@ -170,7 +170,9 @@ def _save(fig, path: Path) -> Path:
 
 
 # a panel of the learning curves, and the metrics.jsonl keys that feed it (trainers name them differently)
-CURVE_KEYS = {"loss": ("loss", "train/loss"), "reward": ("reward", "reward/mean"), "kl": ("kl",)}
+# (on-policy RL logs its KL to the reference as TRL's PPOTrainer, ``objective/kl``; its ``kl``, where a
+# GRPO-style loss logs one, is the loss's per-token k3, so ``objective/kl`` comes first)
+CURVE_KEYS = {"loss": ("loss", "train/loss"), "reward": ("reward", "reward/mean"), "kl": ("objective/kl", "kl")}
 
 
 def curve_points(records: Sequence[dict], aliases: Sequence[str]) -> list[tuple[float, float]]:

@@ -215,13 +215,17 @@ def clipped_terms(
     """The clipped surrogate elementwise, ``-min(A r, A clip(r, 1 - clip_low, 1 + clip_high))``
     (Schulman et al. 2017, eq. 7, with DAPO's decoupled upper clip), and its metrics over ``mask``:
     ``clipfrac`` (the clipped term is the smaller: its gradient is 0), ``approx_kl`` (KL(pi_old || pi)
-    by the k3 estimator ``(r - 1) - log r``, as CleanRL) and ``ratio_mean``. One place for every
-    surrogate: per token (PPO, DAPO) and per macro action (MA-RLHF)."""
+    by the k3 estimator ``(r - 1) - log r``, as CleanRL), ``ratio_mean``, and ``clipfrac`` split as TRL's
+    GRPOTrainer splits it: ``clipfrac_low`` (``r < 1 - clip_low`` where ``A < 0``) and ``clipfrac_high``
+    (``r > 1 + clip_high`` where ``A > 0``), ``clipfrac = clipfrac_low + clipfrac_high``. One place for
+    every surrogate: per token (PPO, DAPO) and per macro action (MA-RLHF)."""
     unclipped = ratio * advantages
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
     with torch.no_grad():
         metrics = {
             "clipfrac": masked_mean((clipped < unclipped).float(), mask),
+            "clipfrac_low": masked_mean(((ratio < 1.0 - clip_low) & (advantages < 0)).float(), mask),
+            "clipfrac_high": masked_mean(((ratio > 1.0 + clip_high) & (advantages > 0)).float(), mask),
             "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
             "ratio_mean": masked_mean(ratio, mask),
         }

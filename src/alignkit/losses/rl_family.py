@@ -123,6 +123,19 @@ def truncated_importance_weights(old_logprobs: torch.Tensor, rollout_logprobs: t
     return torch.where(mask, log_w.exp().clamp(max=cap), 0.0).detach()
 
 
+def truncated_sequence_importance_weights(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor,
+                                          mask: torch.Tensor, cap: float = 2.0) -> torch.Tensor:
+    """Truncated importance sampling for a sequence-level loss (GSPO, RLOO), ``[N]``, no gradient.
+
+    The action of a sequence-level loss is the whole response, so its correction is the
+    response's importance ratio ``w_i = min(pi_old(y_i|x) / pi_rollout(y_i|x), C) =
+    min(exp(sum_t (log pi_old - log pi_rollout)_t), C)`` (TRL's
+    ``vllm_importance_sampling_mode="sequence_truncate"``), which multiplies the sequence's loss.
+    """
+    log_w = masked_sum(old_logprobs - rollout_logprobs, mask, dim=1)  # (N,) log pi_old(y|x) - log pi_rollout(y|x)
+    return log_w.exp().clamp(max=cap).detach()
+
+
 def clipped_surrogate(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -152,6 +165,7 @@ def gspo_surrogate(
     mask: torch.Tensor,
     clip_low: float = 3e-4,
     clip_high: float = 4e-4,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GSPO (Zheng et al. 2025, eqs. 5-7): one length-normalised ratio per sequence, ``[N]``.
 
@@ -159,6 +173,7 @@ def gspo_surrogate(
     ``l_i = -min(s_i A_i, clip(s_i, 1 - clip_low, 1 + clip_high) A_i)`` with ``A_i`` the
     sequence's advantage (read at its first token of ``advantages [N, T]``). The paper's
     ranges are 3e-4 and 4e-4 (the ratio is a per-token geometric mean, close to 1).
+    ``weights [N]`` (:func:`truncated_sequence_importance_weights`) multiply each ``l_i``.
     """
     log_s = masked_mean(logprobs - old_logprobs, mask, dim=1)  # (N,) mean_t log r_t
     s = log_s.exp()
@@ -168,10 +183,13 @@ def gspo_surrogate(
     with torch.no_grad():
         metrics = {
             "clipfrac": (clipped < unclipped).float().mean(),
+            "clipfrac_low": ((s < 1.0 - clip_low) & (adv < 0)).float().mean(),
+            "clipfrac_high": ((s > 1.0 + clip_high) & (adv > 0)).float().mean(),
             "approx_kl": ((s - 1) - log_s).mean(),
             "ratio_mean": s.mean(),
         }
-    return -torch.minimum(unclipped, clipped), metrics
+    loss = -torch.minimum(unclipped, clipped)  # (N,)
+    return (loss if weights is None else loss * weights), metrics
 
 
 # ---------------------------------------------------------------- reductions to per-sequence values

@@ -3,6 +3,9 @@ schedule, what FSDP and DeepSpeed need before ``prepare``, and the gathered weig
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -108,18 +111,36 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
 
 
-def make_optimizer(module: nn.Module, cfg: TrainConfig, total_steps: int):
-    """AdamW over the trainable parameters and the schedule of ``cfg.schedule`` over ``total_steps``."""
-    from transformers import get_scheduler
+def schedule_factor(step: int, *, kind: str, warmup: int, total: int) -> float:
+    """The learning-rate multiplier of optimizer step ``step`` (0-based).
 
+    Warm-up: step ``s < warmup`` runs at ``(s + 1) / warmup``, so the first step already learns
+    (``lr / warmup``) and step ``warmup - 1`` runs at the full rate. ``transformers``' schedules
+    give ``s / warmup``, so their first step runs at lr 0 and only moves Adam's moments
+    (reported as a bug in transformers#34754 and torchtune#2010; torchtitan#1261 shifts it by one
+    the same way). After warm-up, as ``transformers``: constant 1; linear ``1 - p``; cosine
+    ``(1 + cos(pi p)) / 2``, with ``p = (s - warmup) / (total - warmup)``.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(module: nn.Module, cfg: TrainConfig, total_steps: int):
+    """AdamW over the trainable parameters and the schedule of ``cfg.schedule`` over ``total_steps``
+    (:func:`schedule_factor`)."""
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas),
         fused=fused_adamw_supported(params) or None,
     )
-    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.schedule]
-    scheduler = get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
-    return optimizer, scheduler
+    factor = partial(schedule_factor, kind=cfg.schedule, warmup=cfg.warmup_steps, total=total_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def fused_adamw_supported(params: list[torch.Tensor]) -> bool:

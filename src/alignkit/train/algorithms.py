@@ -30,6 +30,7 @@ from alignkit.losses.rl import (
     rloo_advantages,
     whiten,
 )
+from alignkit.losses.rl_family import truncated_sequence_importance_weights
 from alignkit.train.rollout import Rollout
 
 Tensor = torch.Tensor
@@ -82,6 +83,7 @@ class Minibatch:
     returns: Tensor | None
     macro_ids: Tensor | None = None  # MA-RLHF: each token's macro action
     is_weights: Tensor | None = None  # truncated importance weights of the rollout/training mismatch
+    rollout_logprobs: Tensor | None = None  # the sampling engine's log-probs (with is_weights): sequence-level TIS
     max_length: int = 0  # the generation budget (sampling.max_new_tokens)
 
 
@@ -90,19 +92,31 @@ def token_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConf
     return ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
 
 
+def sequence_is_weights(mb: Minibatch, cfg: PPOConfig) -> Tensor | None:
+    """``[n]`` truncated IS weights of whole responses (``ppo.tis_cap``, another engine sampled), or None."""
+    if mb.rollout_logprobs is None or cfg.tis_cap is None:
+        return None
+    return truncated_sequence_importance_weights(mb.old_logprobs, mb.rollout_logprobs, mb.mask, cfg.tis_cap)
+
+
 def sequence_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
     """RLOO: one action per sample, ``ratio = pi(y|x) / pi_old(y|x)``; at ratio 1 this is REINFORCE."""
     seq_logprob = masked_sum(logprobs, mb.mask, dim=1)[:, None]  # log pi(y|x), (n, 1)
     old_seq_logprob = masked_sum(mb.old_logprobs, mb.mask, dim=1)[:, None]
     one = torch.ones_like(seq_logprob, dtype=torch.bool)
-    return ppo_policy_loss(seq_logprob, old_seq_logprob, mb.advantages[:, :1], one, cfg.clip_eps)
+    loss, stats = ppo_policy_loss(seq_logprob, old_seq_logprob, mb.advantages[:, :1], one, cfg.clip_eps)
+    weights = sequence_is_weights(mb, cfg)
+    return (loss if weights is None else loss * weights), stats
 
 
 def grpo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
     """GRPO: PPO's per-token surrogate + ``beta * k3(pi, pi_ref)`` per token (Shao et al. 2024, sec. 4.1)."""
     loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps)
-    kl = masked_mean(kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3"), mb.mask, dim=1)  # (n,)
-    return loss + beta * kl, {**stats, "kl_loss": kl.detach().mean()}
+    if beta == 0:  # no reference was run (see alignkit.train.ppo.uses_no_reference)
+        return loss, stats
+    k3 = kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")  # (n, L)
+    kl = masked_mean(k3, mb.mask, dim=1)  # (n,)
+    return loss + beta * kl, {**stats, "kl_loss": masked_mean(k3.detach(), mb.mask)}  # token mean, as TRL's `kl`
 
 
 # ---------------------------------------------------------------- advantages (one registered algorithm each)
@@ -135,13 +149,3 @@ def group_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPO
     """GRPO: ``A_i = (r_i - mean(r)) / std(r)`` over a prompt's K samples, the same on every token."""
     advantages = grpo_advantages(scores.view(-1, rollout.num_samples)).view(-1)  # (N,)
     return torch.where(rollout.mask, advantages[:, None], 0.0), None
-
-
-@register_algorithm("reinforce_pp", policy_loss=token_policy_loss, paper="Hu et al. 2025 (REINFORCE++, arXiv 2501.03262)",
-                    reads=("kl_coef", "kl_estimator", "clip_eps"))
-def global_return_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig) -> tuple[Tensor, None]:
-    """REINFORCE++ (Hu 2025, arXiv 2501.03262): no critic; the return-to-go of the shaped rewards,
-    ``A_t = sum_{s >= t} r_s = score - beta * sum_{s >= t} KL_s``, whitened over every token of the batch
-    (a global baseline instead of a per-prompt group), with PPO's clipped per-token surrogate."""
-    returns, _ = gae(rewards, torch.zeros_like(rewards), rollout.mask, 1.0, 1.0)  # no critic: the return-to-go
-    return whiten(returns, rollout.mask), None

@@ -4,8 +4,9 @@ Every step (CleanRL's "iteration") reads top to bottom:
 
 1. **Rollout** (:mod:`alignkit.train.rollout`): ``batch_size x grad_accum x num_minibatches``
    prompts per process, chosen by (seed, step); K = ``sampling.num_samples`` samples each,
-   seeded by (seed, step, process); rewards; per-token log-probs of the policy and the
-   reference; the critic's values.
+   seeded by (seed, step, process); rewards; per-token log-probs of the policy (the decode's
+   own when it sampled in fp32 and no critic needs a forward, else one no-gradient forward) and
+   of the reference (none at a fixed ``kl_coef: 0``); the critic's values.
 2. **Rewards.** The task score is optionally normalised by running moments, clipped and
    lowered for a sample without EOS (:func:`~alignkit.train.rollout.task_rewards`), then
    shaped as in InstructGPT (Ouyang et al. 2022, eq. 2; Ziegler et al. 2019):
@@ -126,6 +127,7 @@ def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout
         returns=returns[rows, :L] if algo.critic else None,
         macro_ids=None if rollout.macro_ids is None else rollout.macro_ids[rows, :L],
         is_weights=None if rollout.is_weights is None else rollout.is_weights[rows, :L],
+        rollout_logprobs=None if rollout.is_weights is None else rollout.sampler_logprobs[rows, :L],
         max_length=rollout.max_new_tokens,
     )
     pg_loss, pg_stats = algo.policy_loss(out.logprobs, mb, beta, cfg)  # (n,)
@@ -223,6 +225,11 @@ def _refuse_unsupported_engine(accelerator, method: str) -> None:
                           "configs/accelerate/fsdp.yaml or configs/accelerate/ddp.yaml")
 
 
+def uses_no_reference(ppo: PPOConfig) -> bool:
+    """``kl_coef: 0`` with no adaptive target: every KL term is multiplied by 0."""
+    return ppo.kl_coef == 0 and ppo.target_kl is None
+
+
 def rewards_and_advantages(algo: Algorithm, cfg: PPOConfig, rollout: Rollout, moments: RunningMoments,
                            beta: float) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Steps 2 and 3: processed scores ``[N]``, shaped rewards, advantages and returns ``[N, T]``."""
@@ -245,7 +252,9 @@ def train_rl(cfg) -> Path:
     module = build_actor_critic(policy, algo.critic, cfg, tokenizer.pad_token_id)
     disable_dropout(module)
     module.to(accelerator.device)
-    reference = build_reference(cfg, policy, module.scorer, tokenizer.pad_token_id, []).to(accelerator.device)
+    # a KL coefficient fixed at 0 never reads the reference: neither built nor run (as TRL's beta 0)
+    reference = None if uses_no_reference(ppo) else build_reference(
+        cfg, policy, module.scorer, tokenizer.pad_token_id, []).to(accelerator.device)
     reward = build_reward(cfg.rewards)
     ptx = ptx_batches(cfg, tokenizer, rank, world) if ppo.ptx_coef > 0 else None
     prompts_per_step = tcfg.batch_size * tcfg.grad_accum * ppo.num_minibatches  # per process
@@ -254,9 +263,10 @@ def train_rl(cfg) -> Path:
     sampler = sampler_for(cfg.sampling, accelerator.device, cfg.model.name_or_path)
     kl_ctl = (FixedKLController(ppo.kl_coef) if ppo.target_kl is None
               else AdaptiveKLController(ppo.kl_coef, ppo.target_kl, ppo.kl_horizon))
-    moments = RunningMoments()
+    moments, tokens = RunningMoments(), TokenCount()
     run.track("kl_ctl", kl_ctl)
     run.track("moments", moments)
+    run.track("tokens", tokens)
     eval_prompts = [ex.prompt_ids for ex in held_out][rank::world]
     eval_sampling = replace(cfg.sampling, num_samples=ppo.eval_samples, seed=_seed(cfg.sampling.seed, tcfg.seed, rank))
     if held_out:
@@ -298,33 +308,76 @@ def train_rl(cfg) -> Path:
                             max_grad_norm=tcfg.max_grad_norm, ptx=ptx, guard=run.guard)
         run.scheduler.step()
         # 5. log, and adapt the KL coefficient to the KL just measured
-        metrics = step_metrics(rollout, scores, rewards, returns)
+        metrics = step_metrics(rollout, scores, rewards, returns, has_reference=reference is not None)
+        update = {TRL_NAMES.get(k, k): v for k, v in update.items()}
         record = {"step": step + 1, **mean_over_processes(accelerator, {**metrics, **update}), "kl_coef": beta,
-                  "learning_rate": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"]}
-        kl_ctl.update(record["kl"], n_steps=len(rollout.scores) * world)
-        run.end_step(record, show=("reward", "kl", "kl_coef"))
+                  "learning_rate": run.scheduler.get_last_lr()[0], "gen/tokens_per_s": rollout.metrics["gen/tokens_per_s"],
+                  **tokens.count(rollout, accelerator, run.step_seconds()),
+                  "epoch": (step + 1) * prompts_per_step * world / max(len(train), 1)}
+        if reference is not None:
+            kl_ctl.update(record["objective/kl"], n_steps=len(rollout.scores) * world)
+        run.end_step(record, show=("reward", "objective/kl", "kl_coef"))
     run.finish(lambda unwrapped, out_dir, state: save_final(unwrapped, tokenizer, out_dir, state,
                                                             save_merged=cfg.model.lora.save_merged))
     return run.output_dir
 
 
-def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Tensor | None) -> dict[str, Tensor]:
-    """What a step logs about its rollout (the update adds its losses)."""
+# the update's statistics (named by the loss layer) -> the names TRL's PPOTrainer / GRPOTrainer log them under
+TRL_NAMES = {
+    "loss/policy": "loss/policy_avg", "loss/value": "loss/value_avg", "approx_kl": "policy/approxkl_avg",
+    "clipfrac": "policy/clipfrac_avg", "vf_clipfrac": "val/clipfrac_avg", "ratio_mean": "val/ratio",
+    "clipfrac_low": "clip_ratio/low_mean", "clipfrac_high": "clip_ratio/high_mean", "kl_loss": "kl",
+}
+
+
+def step_metrics(rollout: Rollout, scores: Tensor, rewards: Tensor, returns: Tensor | None,
+                 has_reference: bool = True) -> dict[str, Tensor]:
+    """What a step logs about its rollout (the update adds its losses), named as TRL names the same
+    quantity (``docs/metrics.md``)."""
     mask = rollout.mask
+    shaped = rewards.sum(1)  # (N,) score - beta * KL, summed over each sample
+    K = rollout.num_samples
     metrics = {
         "reward": rollout.scores.mean(),  # the raw task reward
+        "reward_std": rollout.scores.std() if len(rollout.scores) > 1 else rollout.scores.new_zeros(()),
         "reward/score": scores.mean(),  # after normalisation, clipping and the EOS penalty
-        "reward/shaped": rewards.sum(1).mean(),  # score - beta * KL, summed over each sample
-        "kl": kl_penalty(rollout.logprobs, rollout.ref_logprobs, mask).sum(1).mean(),  # k1 per sample
-        "entropy": masked_mean(rollout.entropy, mask),
-        "response_length": mask.sum(1).float().mean(),
-        "ended": rollout.ended.float().mean(),  # fraction of samples that end with EOS
+        "objective/rlhf_reward": shaped.mean(),
+        "objective/non_score_reward": (shaped - scores).mean(),  # -beta * KL summed over each sample
+        "objective/entropy": masked_sum(-rollout.logprobs, mask, dim=1).mean(),  # -log pi(y|x), TRL's estimate
+        "entropy": masked_mean(rollout.entropy, mask),  # per token, from the full next-token distributions
+        "completions/mean_length": mask.sum(1).float().mean(),
+        "completions/clipped_ratio": 1 - rollout.ended.float().mean(),  # samples cut at max_new_tokens
         # the reward's own diagnostics (e.g. each group's reward under MaxMin-RLHF's min)
         **{k: torch.tensor(v) for k, v in rollout.metrics.items() if k.startswith("reward/")},
     }
+    if has_reference:  # (no reference at kl_coef 0: the KL is not measured)
+        metrics["objective/kl"] = kl_penalty(rollout.logprobs, rollout.ref_logprobs, mask).sum(1).mean()  # k1
+    if K > 1:
+        metrics["frac_reward_zero_std"] = (rollout.scores.view(-1, K).std(1) == 0).float().mean()
     if returns is not None:
         metrics["explained_variance"] = explained_variance(rollout.values, returns, mask)
     return metrics
+
+
+class TokenCount:
+    """TRL's ``num_tokens``: prompt + response tokens of every sample trained on so far, over all processes
+    (a prompt counts once per sample, as TRL counts input tokens); saved in checkpoints."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def count(self, rollout: Rollout, accelerator, seconds: float) -> dict[str, float]:
+        """Add ``rollout``'s tokens (summed over processes: every process calls this once per step)."""
+        mine = sum(len(p) * len(rs) + sum(map(len, rs)) for p, rs in zip(rollout.prompt_ids, rollout.response_ids))
+        step_tokens = int(accelerator.reduce(torch.tensor(float(mine), device=accelerator.device), "sum"))
+        self.seen += step_tokens
+        return {"num_tokens": self.seen, "tokens_per_second": step_tokens / max(seconds, 1e-9)}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seen = int(state["seen"])
 
 
 def ptx_batches(cfg, tokenizer, rank: int, world: int) -> Callable[[int], ResponseBatch]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from alignkit.losses.macro import macro_gae, macro_policy_loss, ngram_macro_ids, punctuation_macro_ids
-from alignkit.losses.rl import grpo_advantages, kl_penalty, last_token_index
+from alignkit.losses.rl import grpo_advantages, kl_penalty, last_token_index, masked_mean
 from alignkit.losses.rl_family import (
     clipped_surrogate,
     constant_length_sum,
@@ -33,7 +33,7 @@ from alignkit.losses.rl_family import (
     normalize_advantages,
     sequence_token_sum,
 )
-from alignkit.train.algorithms import Minibatch, group_advantages, register_algorithm
+from alignkit.train.algorithms import Minibatch, group_advantages, register_algorithm, sequence_is_weights
 from alignkit.train.rollout import PPOConfig, Rollout
 
 Tensor = torch.Tensor
@@ -58,8 +58,10 @@ def _global_normalize(returns: Tensor, mask: Tensor) -> Tensor:
 
 
 def reinforce_pp_advantages(rollout: Rollout, rewards: Tensor, scores: Tensor, cfg: PPOConfig):
-    """REINFORCE++ (Hu et al. 2025, eqs. 8-10): the return-to-go of the shaped per-token rewards
-    (``-beta * KL_t``, the score on the last token), normalised over the global batch."""
+    """REINFORCE++ (Hu et al. 2025, eqs. 8-10), as OpenRLHF computes it: the return-to-go of the shaped
+    per-token rewards (``-beta * KL_t``, the score on the last token), normalised over the global batch
+    (mean and biased variance over every valid token of every process, ``rsqrt(max(var, 1e-8))``);
+    PPO's clipped per-token surrogate, averaged over the batch's tokens."""
     return _global_normalize(discounted_returns(rewards, rollout.mask, cfg.gamma), rollout.mask), None
 
 
@@ -97,7 +99,9 @@ def _token_losses(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
     per_token, stats = clipped_surrogate(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip_eps, high,
                                          mb.is_weights)
     if beta != 0:
-        per_token = per_token + beta * kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")
+        k3 = kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")
+        per_token = per_token + beta * k3
+        stats = {**stats, "kl_loss": masked_mean(k3.detach(), mb.mask)}
     return per_token, stats
 
 
@@ -116,10 +120,11 @@ def constant_length_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cf
 def gspo_policy_loss(logprobs: Tensor, mb: Minibatch, beta: float, cfg: PPOConfig):
     """GSPO: the sequence-level clipped surrogate (+ ``beta`` x the mean per-token k3)."""
     loss, stats = gspo_surrogate(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.seq_clip_low,
-                                 cfg.seq_clip_high)
+                                 cfg.seq_clip_high, sequence_is_weights(mb, cfg))
     if beta != 0:
         kl = kl_penalty(logprobs, mb.ref_logprobs, mb.mask, "k3")
         loss = loss + beta * kl.sum(1) / mb.mask.sum(1).clamp(min=1)
+        stats = {**stats, "kl_loss": masked_mean(kl.detach(), mb.mask)}
     return loss, stats
 
 
@@ -206,8 +211,10 @@ def informative_rollout(collect: Callable[[int], Rollout], rounds: int, global_m
 
 
 # ---------------------------------------------------------------- registration
-# (REINFORCE++ itself is registered in alignkit.train.algorithms as `reinforce_pp`.)
 
+register_algorithm("reinforce_pp", policy_loss=token_sum_policy_loss, token_level=True,
+                   paper="Hu et al. 2025 (REINFORCE++, arXiv 2501.03262)",
+                   reads=("kl_coef", "kl_estimator", "gamma", "clip_eps"))(reinforce_pp_advantages)
 _GROUP = dict(min_samples=2)
 register_algorithm("dapo", policy_loss=token_sum_policy_loss, token_level=True, **_GROUP,
                    paper="Yu et al. 2025 (DAPO, arXiv 2503.14476)",

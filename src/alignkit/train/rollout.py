@@ -256,8 +256,12 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
         samples = sampler(inner.policy, tokenizer, prompt_ids, sampling)
     responses = [[r or [tokenizer.eos_token_id] for r in rs] for rs in samples.response_ids]
     batch = response_batch(samples.prompt_ids, responses)
-    out = model(batch, values=values, entropy=True)
-    ref = reference_logprobs(reference, batch).to(out.logprobs.device)
+    if not values and _has_policy_logprobs(samples) and _full_precision(inner):  # the decode's: no second forward
+        out = _decoded_policy_output(samples, [r for rs in responses for r in rs])
+    else:
+        out = model(batch, values=values, entropy=True)
+    # no reference (KL coefficient 0): log pi_ref := log pi, so every KL term is exactly 0
+    ref = out.logprobs.clone() if reference is None else reference_logprobs(reference, batch).to(out.logprobs.device)
 
     K = len(responses[0])
     prompts = [tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids for _ in range(K)]
@@ -284,6 +288,34 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
     )
 
 
+def _has_policy_logprobs(samples) -> bool:
+    """The sampler was the policy itself and kept its log-probs (:func:`alignkit.engine.generation.decode`),
+    and no response was empty (an empty one is scored as a lone EOS the decode never produced)."""
+    return samples.policy_logprobs is not None and all(r for rs in samples.response_ids for r in rs)
+
+
+def _full_precision(model: nn.Module) -> bool:
+    """fp32 weights and no autocast: the decode's log-probs then equal the scoring forward's to ~1e-6. In
+    bf16 / fp16 the cached decode and the one-pass forward differ by ~1e-2 (the rollout/training mismatch
+    of another engine), so pi_old is scored again and the first ratio stays exactly 1."""
+    weight = next(model.parameters())
+    return weight.dtype == torch.float32 and not torch.is_autocast_enabled(weight.device.type)
+
+
+def _decoded_policy_output(samples, responses: list[list[int]]) -> PolicyOutput:
+    """The rollout's ``log pi_old`` and entropies ``[N, T]`` from the decode loop.
+
+    They are what the scoring forward would give: the same model, unchanged since it sampled,
+    the same logits (the decode's, at temperature 1 like the losses), up to the float error
+    of cached decoding against one full forward (``tests/train/test_rollout_reuse.py``).
+    """
+    logprobs, entropy = samples.policy_logprobs, samples.policy_entropy
+    lengths = torch.tensor([len(r) for r in responses], device=logprobs.device)
+    T = int(lengths.max())
+    mask = torch.arange(T, device=logprobs.device) < lengths[:, None]  # (N, T)
+    return PolicyOutput(torch.where(mask, logprobs[:, :T], 0.0), mask, torch.where(mask, entropy[:, :T], 0.0))
+
+
 def _sampler_logprobs(logprobs: list[list[list[float]]], training: torch.Tensor) -> torch.Tensor:
     """``[N, T]`` the sampler's log-probs; where it gave none (an EOS added back), the trainer's own."""
     out = training.clone()
@@ -296,15 +328,18 @@ def _sampler_logprobs(logprobs: list[list[list[float]]], training: torch.Tensor)
 @torch.no_grad()
 def evaluate_policy(model: nn.Module, reference, reward, tokenizer, prompt_ids: list[list[int]],
                     sampling: SamplingConfig) -> dict[str, float]:
-    """Fresh samples' mean reward, KL(pi || pi_ref) per response (k1 summed over tokens) and length."""
+    """Fresh samples' mean ``reward``, ``objective/kl`` (KL(pi || pi_ref) per response, k1 summed over
+    tokens), per-token ``entropy`` and ``completions/mean_length`` (TRL's names)."""
     r = collect_rollout(model, reference, reward, tokenizer, prompt_ids, sampling, values=False)
     kl = kl_penalty(r.logprobs, r.ref_logprobs, r.mask).sum(1)  # (N,) log pi(y|x) - log pi_ref(y|x)
-    return {
+    metrics = {
         "reward": float(r.scores.mean()),
-        "kl": float(kl.mean()),
         "entropy": float(masked_mean(r.entropy, r.mask)),
-        "response_length": float(r.mask.sum(1).float().mean()),
+        "completions/mean_length": float(r.mask.sum(1).float().mean()),
     }
+    if reference is not None:  # none at kl_coef 0: the KL is not measured
+        metrics["objective/kl"] = float(kl.mean())
+    return metrics
 
 
 # ---------------------------------------------------------------- task rewards
