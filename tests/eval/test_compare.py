@@ -232,3 +232,15 @@ def test_length_normalised_methods_are_evaluated_with_mean_logp():
     assert [implicit_reward_of(m) for m in ("dpo", "listwise_dpo", "cpo", "sft", "raft")] == [
         "ratio", "ratio", "logp", "logp", "logp"
     ]
+
+
+def test_runs_go_seed_major_so_a_stopped_sweep_has_every_setting_at_seed_0():
+    from alignkit.eval.compare import expand_runs, run_order
+
+    cfg = CompareConfig(seeds=2, methods=[MethodEntry("dpo", "dpo", knob="loss.beta", values=[0.1, 1.0]),
+                                         MethodEntry("ppo", "ppo", knob="ppo.kl_coef", values=[0.05])])
+    runs = [r for entry in cfg.methods for r in expand_runs(cfg, entry)]
+    assert [r.name for r in runs] == ["dpo-beta0.1", "dpo-beta0.1-s1", "dpo-beta1.0", "dpo-beta1.0-s1",
+                                      "ppo-kl_coef0.05", "ppo-kl_coef0.05-s1"]
+    assert [runs[i].name for i in run_order(runs)] == ["dpo-beta0.1", "dpo-beta1.0", "ppo-kl_coef0.05",
+                                                       "dpo-beta0.1-s1", "dpo-beta1.0-s1", "ppo-kl_coef0.05-s1"]

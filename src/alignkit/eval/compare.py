@@ -302,6 +302,12 @@ def _guarded(label: str, run_dir: Path, fn, *args) -> tuple[dict | None, str]:
         _free()
 
 
+def run_order(runs: list[RunSpec]) -> list[int]:
+    """Indices of ``runs`` seed-major (stable): a sweep stopped part-way has every setting of every
+    method at its first seeds, rather than all seeds of the first methods and nothing of the last."""
+    return sorted(range(len(runs)), key=lambda i: runs[i].seed)
+
+
 def run_compare(cfg: CompareConfig) -> Path:
     """Train and evaluate every method, then write the report; returns the report folder."""
     from alignkit.eval.report import ReportRow, write_compare_report
@@ -327,10 +333,15 @@ def run_compare(cfg: CompareConfig) -> Path:
         rows.append(ReportRow("start", result, status, samples, group="start"))
     if cfg.include_dataset:
         rows += dataset_rows(start_ev)
-    for run, train_cfg in train_cfgs:
+    outcomes = {}
+    for i in run_order([run for run, _ in train_cfgs]):
+        run, train_cfg = train_cfgs[i]
         run_dir = Path(train_cfg.train.output_dir)
         ev = eval_config(cfg, str(run_dir / "final"), run_dir, implicit_reward_of(run.entry.method), run.seed)
-        result, status = _guarded(run.name, run_dir, run_method, run, train_cfg, ev, reference)
+        outcomes[i] = _guarded(run.name, run_dir, run_method, run, train_cfg, ev, reference)
+    for i, (run, train_cfg) in enumerate(train_cfgs):
+        run_dir = Path(train_cfg.train.output_dir)
+        result, status = outcomes[i]
         samples = read_samples(run_dir / "samples.jsonl") if result else []
         rows.append(ReportRow(run.name, result, status, samples, read_metrics(run_dir / "metrics.jsonl"),
                               group=run.entry.name, setting=run.setting, seed=run.seed))
