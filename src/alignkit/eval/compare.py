@@ -343,7 +343,8 @@ def run_compare(cfg: CompareConfig) -> Path:
         run_dir = Path(train_cfg.train.output_dir)
         result, status = outcomes[i]
         samples = read_samples(run_dir / "samples.jsonl") if result else []
-        rows.append(ReportRow(run.name, result, status, samples, read_metrics(run_dir / "metrics.jsonl"),
+        curves = read_metrics(run_dir / "metrics.jsonl", train_cfg.train.max_steps)
+        rows.append(ReportRow(run.name, result, status, samples, curves,
                               group=run.entry.name, setting=run.setting, seed=run.seed))
     return write_compare_report(
         out / "report", rows, cfg.samples_shown, title=f"alignkit compare: {out.name}",
@@ -375,8 +376,16 @@ def dataset_rows(ev: EvalConfig) -> list:
     return rows
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (empty when there is none)."""
+def read_metrics(path: Path, steps_per_stage: int = 0) -> list[dict]:
+    """The records of a run's metrics.jsonl (empty when there is none).
+
+    A staged run (RAFT, RSO, iterative DPO) logs one record per stage; with ``steps_per_stage`` each
+    gets the optimizer step its stage ends at, ``(stage + 1) * steps_per_stage``, so that its learning
+    curve shares the step axis of the other methods instead of being squeezed into steps 1-3."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for rec in records:
+        if steps_per_stage > 0 and isinstance(rec.get("stage"), int) and "step" not in rec:
+            rec["step"] = (rec["stage"] + 1) * steps_per_stage
+    return records
