@@ -9,7 +9,7 @@ from the same start, otherwise as ``configs/listwise_qa_feedback.yaml`` (tiny-ll
 Measured on the held-out rankings: pairwise accuracy and Kendall tau-b of the implicit reward
 ``log pi(y|x) - log pi_ref(y|x)`` (pi_ref: the start model), per seed.
 
-    python benchmarks/listwise_vs_pairwise_qa.py [OUT] [--seeds N] [--steps S]   # default runs/listwise_vs_pairwise
+    python benchmarks/listwise_vs_pairwise_qa.py [OUT] [--seeds N] [--first-seed F] [--steps S]   # default runs/listwise_vs_pairwise
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ def held_out_ranking(final: Path, test: Path) -> dict:
     return preference_accuracy(model, reference, tokenizer, cfg)
 
 
-def main(out: Path, seeds: int, steps: int) -> list[dict]:
+def main(out: Path, seeds: int, steps: int, first_seed: int = 0) -> list[dict]:
     from alignkit.cli import main as cli
 
     files = write_split(out)
     results = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for method, data, batch in (("listwise_dpo", files["ranked"], 4), ("dpo", files["pairs"], 8)):
             run = out / f"{method}-s{seed}"
             rc = cli(["train", "configs/listwise_qa_feedback.yaml", f"method={method}", f"data.train={data}",
@@ -73,7 +73,7 @@ def main(out: Path, seeds: int, steps: int) -> list[dict]:
             results.append({"method": method, "seed": seed, "rc": rc, "accuracy": acc["policy"],
                             "kendall_tau": acc["policy_kendall_tau"], "rows": acc["rows"]})
             print(json.dumps(results[-1]), flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / f"results-s{first_seed}-{first_seed + seeds - 1}.json").write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -82,5 +82,6 @@ if __name__ == "__main__":
     parser.add_argument("out", nargs="?", default="runs/listwise_vs_pairwise")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--first-seed", type=int, default=0)
     args = parser.parse_args()
-    main(Path(args.out), args.seeds, args.steps)
+    main(Path(args.out), args.seeds, args.steps, args.first_seed)

@@ -380,12 +380,13 @@ def read_metrics(path: Path, steps_per_stage: int = 0) -> list[dict]:
     """The records of a run's metrics.jsonl (empty when there is none).
 
     A staged run (RAFT, RSO, iterative DPO) logs one record per stage; with ``steps_per_stage`` each
-    gets the optimizer step its stage ends at, ``(stage + 1) * steps_per_stage``, so that its learning
-    curve shares the step axis of the other methods instead of being squeezed into steps 1-3."""
+    gets the optimizer step its stage starts at, ``stage * steps_per_stage`` (where its samples were
+    drawn and rewarded; its loss is the mean over the steps that follow), so that its learning curve
+    shares the step axis of the other methods instead of being squeezed into steps 1-3."""
     if not path.is_file():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for rec in records:
         if steps_per_stage > 0 and isinstance(rec.get("stage"), int) and "step" not in rec:
-            rec["step"] = (rec["stage"] + 1) * steps_per_stage
+            rec["step"] = rec["stage"] * steps_per_stage
     return records
