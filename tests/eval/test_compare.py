@@ -245,3 +245,27 @@ def test_baseline_start_judges_every_run_but_the_start_against_the_start_samples
     cfg.include_start = False
     with pytest.raises(ConfigError, match="include_start"):
         check_compare(cfg)
+
+
+def test_runs_go_seed_major_so_a_stopped_sweep_has_every_setting_at_seed_0():
+    from alignkit.eval.compare import expand_runs, run_order
+
+    cfg = CompareConfig(seeds=2, methods=[MethodEntry("dpo", "dpo", knob="loss.beta", values=[0.1, 1.0]),
+                                         MethodEntry("ppo", "ppo", knob="ppo.kl_coef", values=[0.05])])
+    runs = [r for entry in cfg.methods for r in expand_runs(cfg, entry)]
+    assert [r.name for r in runs] == ["dpo-beta0.1", "dpo-beta0.1-s1", "dpo-beta1.0", "dpo-beta1.0-s1",
+                                      "ppo-kl_coef0.05", "ppo-kl_coef0.05-s1"]
+    assert [runs[i].name for i in run_order(runs)] == ["dpo-beta0.1", "dpo-beta1.0", "ppo-kl_coef0.05",
+                                                       "dpo-beta0.1-s1", "dpo-beta1.0-s1", "ppo-kl_coef0.05-s1"]
+
+
+def test_staged_runs_plot_each_stage_at_the_step_it_starts_at(tmp_path):
+    """3 stages of 8 steps (a 24-step budget): stages 0, 1, 2 start at steps 0, 8, 16; per-step records keep theirs."""
+    from alignkit.eval.compare import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [{"stage": 0, "train/loss": 1.6}, {"stage": 1},
+                                                             {"stage": 2}, {"step": 5, "loss": 1.0}]))
+    assert [r.get("step") for r in read_metrics(path, 8)] == [0, 8, 16, 5]
+    assert [r.get("step") for r in read_metrics(path)] == [None, None, None, 5]  # no budget: stages stay stages
+    assert read_metrics(tmp_path / "missing.jsonl", 8) == []

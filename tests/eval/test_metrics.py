@@ -8,6 +8,7 @@ import torch
 from alignkit.eval.metrics import (
     best_for_preference,
     distinct_n,
+    kendall_tau,
     mean_and_stderr,
     mean_length,
     msttr,
@@ -170,3 +171,19 @@ def test_accuracy_threshold_by_hand():
     assert accuracy_threshold([], []) == 0.5
     with pytest.raises(ValueError):
         accuracy_threshold([0.5], [1, 0])
+
+
+def test_kendall_tau_b_by_hand():
+    """The rows of test_preference_accuracy_by_hand.
+    row 0: targets [3, 2, 1], scores [0.9, 0.1, 0.5]: pairs (0,1) C, (0,2) C, (1,2) D; no ties:
+           tau = (2 - 1) / sqrt(3 * 3) = 1/3.
+    row 1: targets [1, 1, 0], scores [0, 5, 5]: (0,1) tied target, (0,2) D, (1,2) tied score:
+           tau = (0 - 1) / sqrt((3 - 1) * (3 - 1)) = -1/2.
+    mean = (1/3 - 1/2) / 2 = -1/12."""
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.0], [0.0, 5.0, 5.0, 99.0]])
+    targets = torch.tensor([[3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 0.0, 7.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, False]])
+    assert kendall_tau(scores, targets, mask) == pytest.approx(-1 / 12)
+    assert kendall_tau([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0]]) == pytest.approx(1.0)  # same order
+    assert kendall_tau([[3.0, 2.0, 1.0]], [[1.0, 2.0, 3.0]]) == pytest.approx(-1.0)  # reversed
+    assert math.isnan(kendall_tau([[1.0, 2.0]], [[0.0, 0.0]]))  # all targets tied: no tau

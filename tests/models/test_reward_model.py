@@ -179,3 +179,25 @@ def test_missing_hub_id_offline(monkeypatch):
         pytest.skip("needs HF_HUB_OFFLINE=1 so that nothing is asked of the Hub")
     with pytest.raises(AlignkitError, match="not found locally and the Hub could not be reached"):
         load_reward_model("alignkit-test/no-such-reward-model")
+
+
+@pytest.mark.parametrize("fixture", ["causal", "minilm"])
+def test_length_sorted_chunks_score_like_one_padded_batch_in_the_callers_order(fixture, request, tokenizer,
+                                                                               monkeypatch):
+    """7 pairs in chunks of 3 by length: 3 forwards, padded to the 3rd, 6th and 7th shortest pair."""
+    import alignkit.models.reward_model as rm
+
+    model, tok = request.getfixturevalue("minilm") if fixture == "minilm" else (request.getfixturevalue("causal"), tokenizer)
+    prompts = [PROMPTS[i % 3] for i in range(7)]
+    responses = [RESPONSES[i % 3] * (1 + i % 4) for i in range(7)]  # lengths differ and repeat
+    batch = encode_pairs(tok, prompts, responses, max_length=64)
+    with torch.no_grad():
+        one_batch = model(**batch)  # (7,) every pair padded to the longest
+    widths = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kw: widths.append(kw["input_ids"].shape[1]) or forward(**kw))
+    monkeypatch.setattr(rm, "LENGTH_CHUNK", 3)
+    chunked = scores(model, tok, prompts, responses, max_length=64)
+    torch.testing.assert_close(chunked, one_batch, rtol=1e-4, atol=1e-4)
+    lengths = sorted(batch["attention_mask"].sum(1).tolist())
+    assert widths == [lengths[2], lengths[5], lengths[6]]  # chunks of 3, 3, 1 by length, each its own width

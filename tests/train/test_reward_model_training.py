@@ -38,3 +38,30 @@ def test_reward_model_on_real_feedback_reports_heldout_accuracy(tmp_path, shared
     assert 0.0 <= final["eval/accuracy"] <= 1.0 and final["eval/pairs"] > 0
     saved = json.loads((tmp_path / "final" / "alignkit_reward.json").read_text())
     assert saved["max_length"] == 128 and saved["center_mean"] is not None
+
+
+def test_evaluation_scores_each_held_out_batch_once():
+    """4 rankings in batches of 2: 2 forward passes (the loss reuses the rewards), and the loss equals training's."""
+    import torch
+
+    from alignkit.data.schema import Example
+    from alignkit.models.heads import ScalarHead, ValueModel, backbone_of
+    from alignkit.models.reward_model import RewardModel
+    from alignkit.models.tiny import build_tiny_model, build_tiny_tokenizer
+    from alignkit.train.reward_model import RewardModelMethod
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    lm = build_tiny_model(tokenizer, hidden_size=32, num_layers=2)
+    model = RewardModel("causal", ValueModel(backbone_of(lm), ScalarHead(32)), max_length=64).eval()
+    examples = [Example(prompt=f"Q{i}:", responses=[" yes", " no thanks", " maybe"], scores=[2.0, 0.0, 1.0])
+                for i in range(4)]
+    method = RewardModelMethod(tokenizer, "bradley_terry", {}, 64)
+    calls = []
+    rewards = method.rewards
+    method.rewards = lambda module, chunk: calls.append(len(chunk)) or rewards(module, chunk)
+    out = method.evaluate(model, examples, batch_size=2)
+    assert calls == [2, 2] and out["pairs"] == 12  # 3 ordered pairs per ranking
+    with torch.no_grad():
+        expected = sum(float(method.loss(model, examples[i : i + 2])[0]) for i in (0, 2)) / 4
+    assert out["loss"] == pytest.approx(expected, rel=1e-5)

@@ -321,6 +321,12 @@ def _guarded(label: str, run_dir: Path, fn, *args) -> tuple[dict | None, str]:
         _free()
 
 
+def run_order(runs: list[RunSpec]) -> list[int]:
+    """Indices of ``runs`` seed-major (stable): a sweep stopped part-way has every setting of every
+    method at its first seeds, rather than all seeds of the first methods and nothing of the last."""
+    return sorted(range(len(runs)), key=lambda i: runs[i].seed)
+
+
 def run_compare(cfg: CompareConfig) -> Path:
     """Train and evaluate every method, then write the report; returns the report folder."""
     from alignkit.eval.report import write_compare_report
@@ -371,12 +377,18 @@ def compare_rows(cfg: CompareConfig, train_cfgs: list[tuple[RunSpec, Config]] | 
         rows.append(ReportRow("start", result, status, samples, group="start"))
     if cfg.include_dataset:
         rows += dataset_rows(start_ev)
-    for run, train_cfg in train_cfgs:
+    outcomes = {}
+    for i in run_order([run for run, _ in train_cfgs]):
+        run, train_cfg = train_cfgs[i]
         run_dir = Path(train_cfg.train.output_dir)
         ev = eval_config(cfg, str(run_dir / "final"), run_dir, implicit_reward_of(run.entry.method), run.seed)
-        result, status = _guarded(run.name, run_dir, run_method, run, train_cfg, ev, reference)
+        outcomes[i] = _guarded(run.name, run_dir, run_method, run, train_cfg, ev, reference)
+    for i, (run, train_cfg) in enumerate(train_cfgs):
+        run_dir = Path(train_cfg.train.output_dir)
+        result, status = outcomes[i]
         samples = read_samples(run_dir / "samples.jsonl") if result else []
-        rows.append(ReportRow(run.name, result, status, samples, read_metrics(run_dir / "metrics.jsonl"),
+        curves = read_metrics(run_dir / "metrics.jsonl", train_cfg.train.max_steps)
+        rows.append(ReportRow(run.name, result, status, samples, curves,
                               group=run.entry.name, setting=run.setting, seed=run.seed))
     return rows
 
@@ -405,8 +417,17 @@ def dataset_rows(ev: EvalConfig) -> list:
     return rows
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (empty when there is none)."""
+def read_metrics(path: Path, steps_per_stage: int = 0) -> list[dict]:
+    """The records of a run's metrics.jsonl (empty when there is none).
+
+    A staged run (RAFT, RSO, iterative DPO) logs one record per stage; with ``steps_per_stage`` each
+    gets the optimizer step its stage starts at, ``stage * steps_per_stage`` (where its samples were
+    drawn and rewarded; its loss is the mean over the steps that follow), so that its learning curve
+    shares the step axis of the other methods instead of being squeezed into steps 1-3."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for rec in records:
+        if steps_per_stage > 0 and isinstance(rec.get("stage"), int) and "step" not in rec:
+            rec["step"] = rec["stage"] * steps_per_stage
+    return records

@@ -166,6 +166,35 @@ def preference_accuracy(scores, targets, mask=None) -> float:
     return correct / pairs if pairs else float("nan")
 
 
+def kendall_tau(scores, targets, mask=None) -> float:
+    """Mean over rows of Kendall's tau-b between predicted ``scores [N, K]`` and ``targets [N, K]``.
+
+    Per row, over its valid responses: ``(C - D) / sqrt((n0 - t_s) (n0 - t_t))`` with C (D)
+    the pairs both order alike (oppositely), n0 the number of pairs, t_s and t_t the pairs
+    tied in scores and in targets (tau-b: ties, common in human rankings, count against
+    neither side). Rows whose targets (or scores) are all tied have no tau and are skipped;
+    NaN when no row has one. Accepts tensors, arrays or nested lists.
+    """
+    scores, targets = _as_list(scores), _as_list(targets)
+    mask = [[True] * len(row) for row in scores] if mask is None else _as_list(mask)
+    taus = []
+    for s, t, m in zip(scores, targets, mask):
+        valid = [k for k in range(len(s)) if m[k]]
+        concordant = discordant = tied_s = tied_t = pairs = 0
+        for a, i in enumerate(valid):
+            for j in valid[a + 1 :]:
+                pairs += 1
+                tied_s += s[i] == s[j]
+                tied_t += t[i] == t[j]
+                sign = (s[i] - s[j]) * (t[i] - t[j])
+                concordant += sign > 0
+                discordant += sign < 0
+        denom = math.sqrt((pairs - tied_s) * (pairs - tied_t))
+        if denom > 0:
+            taus.append((concordant - discordant) / denom)
+    return sum(taus) / len(taus) if taus else float("nan")
+
+
 def error_class_metrics(predicted: Sequence[int], gold: Sequence[int]) -> dict[str, float]:
     """Accuracy and the error class's precision, recall and F1 of per-segment predictions (1 = error).
 

