@@ -85,3 +85,21 @@ def test_the_start_model_anchors_every_frontier_at_kl_zero():
     table = matched_kl(methods, start_reward=np.zeros(3), budget=1.0, replicates=50)
     assert table.rows[0].reward == pytest.approx(0.5)  # a quarter of the way from (0, 0) to (4, 2)
     assert matched_kl(methods, budget=1.0, replicates=10).rows[0].reward is None
+
+
+def test_label_offsets_keep_labels_of_coincident_points_apart():
+    """Two labels 20 x 7 points at the same point: the first takes right-above (4, 5), whose box
+    (4..24, 5..12) clears the marker (-3.5..3.5); the second would overlap it there, and right-below
+    (4, -12) gives the box (4..24, -12..-5), free. A lone third point far away keeps (4, 5)."""
+    from alignkit.eval.frontier_report import label_offsets
+
+    offsets = label_offsets([(0.0, 0.0), (0.0, 0.0), (200.0, 200.0)], [20.0, 20.0, 20.0], 7.0)
+    assert offsets == [(4, 5), (4, -12), (4, 5)]
+
+
+def test_label_offsets_avoid_a_neighbouring_marker():
+    """A label 30 points wide at (0, 0) placed right-above spans x 4..34, y 5..12; a marker at
+    (20, 8) (box 16.5..23.5 x 4.5..11.5) sits inside it, so the label goes right-below (4, -12) instead."""
+    from alignkit.eval.frontier_report import label_offsets
+
+    assert label_offsets([(0.0, 0.0), (20.0, 8.0)], [30.0, 5.0], 7.0)[0] == (4, -12)

@@ -149,6 +149,7 @@ def plot_frontiers(
     start = next((r for r in rows if r.group == "start" and r.result), None)
     for ax, (name, data) in zip(axes[0], panels):
         sign = 1.0 if lower_x_better else -1.0
+        labels: list[tuple[float, float, str, Any]] = []
         for group, pts in data.items():
             color = (colors or {}).get(group)
             ax.errorbar([p["x"] for p in pts], [p["y"] for p in pts], xerr=[p["x_se"] for p in pts],
@@ -156,17 +157,61 @@ def plot_frontiers(
             anchor = [(0.0, _start_reward(start, name))] if x_key == "kl" and start else []
             front = frontier([(sign * p["x"], p["y"]) for p in pts] + anchor)
             ax.plot([sign * x for x, _ in front], [y for _, y in front], "-", color=color, linewidth=1.2)
-            if len(pts) > 1:  # the knob value next to each point, alternately above and below
-                for i, p in enumerate(sorted(pts, key=lambda p: p["x"])):
-                    ax.annotate(p["setting"].split("=")[-1], (p["x"], p["y"]), textcoords="offset points",
-                                xytext=(4, 6 if i % 2 == 0 else -11), fontsize=7, color=color)
+            if len(pts) > 1:  # the knob value next to each point (placed once the panel is drawn)
+                labels += [(p["x"], p["y"], p["setting"].split("=")[-1], color) for p in pts]
         if start and x_key == "kl":
             ax.plot([0.0], [_start_reward(start, name)], "k*", markersize=10, label="start")
+        annotate_apart(ax, labels, fontsize=7)
         ax.set_xlabel(x_label)
         ax.set_ylabel(f"reward ({name})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best", framealpha=0.7)
     return _save(fig, path)
+
+
+# candidate text offsets (points) from a marker, in order of preference: right-above, right-below, ...
+LABEL_OFFSETS = ((4, 5), (4, -12), (-4, 5), (-4, -12), (4, 15), (4, -22), (-4, 15), (-4, -22), (10, -3), (-10, -3))
+
+
+def label_offsets(anchors: Sequence[tuple[float, float]], widths: Sequence[float], height: float) -> list[tuple[int, int]]:
+    """Greedy placement of point labels so that their boxes do not overlap each other or the markers.
+
+    ``anchors``: the points, in points (1/72 inch) on the page; ``widths``: each label's width and
+    ``height`` the text height, in points. Each label takes the first offset of ``LABEL_OFFSETS``
+    (a negative x offset puts the text's right edge there) whose box overlaps no box placed before
+    and no marker (a 7-point square, a default marker); when every offset collides, the one with the least overlap.
+    Returns the offsets, in points, in the order of ``anchors``.
+    """
+    def box(i: int, off: tuple[int, int]) -> tuple[float, float, float, float]:
+        x, y = anchors[i][0] + off[0], anchors[i][1] + off[1]
+        left = x if off[0] >= 0 else x - widths[i]
+        return left, y, left + widths[i], y + height
+
+    def overlap(a, b) -> float:
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    markers = [(x - 3.5, y - 3.5, x + 3.5, y + 3.5) for x, y in anchors]
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for i in range(len(anchors)):
+        costs = [sum(overlap(box(i, off), b) for b in placed + markers) for off in LABEL_OFFSETS]
+        best = LABEL_OFFSETS[int(np.argmin(costs))]
+        placed.append(box(i, best))
+        out.append(best)
+    return out
+
+
+def annotate_apart(ax, labels: Sequence[tuple[float, float, str, Any]], fontsize: float = 7) -> None:
+    """Write ``(x, y, text, color)`` labels next to their points, placed by :func:`label_offsets`."""
+    if not labels:
+        return
+    ax.autoscale_view()
+    to_points = 72.0 / ax.figure.dpi
+    anchors = [tuple(v * to_points for v in ax.transData.transform((x, y))) for x, y, _, _ in labels]
+    widths = [0.6 * fontsize * len(text) for _, _, text, _ in labels]  # ~0.6 em per character
+    for (x, y, text, color), off in zip(labels, label_offsets(anchors, widths, fontsize)):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=off, fontsize=fontsize, color=color,
+                    ha="left" if off[0] >= 0 else "right")
 
 
 def _start_reward(start, name: str) -> float:

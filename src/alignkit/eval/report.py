@@ -278,8 +278,9 @@ def plot_pareto(
             zorder=4,
             label="best for preference",
         )
-    for x, y, label in zip(xs, ys, labels):
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    from alignkit.eval.frontier_report import annotate_apart
+
+    annotate_apart(ax, [(x, y, label, None) for x, y, label in zip(xs, ys, labels)], fontsize=8)
     ax.set_xlabel(f"reward ({axis_names[0]})")
     ax.set_ylabel(f"reward ({axis_names[1]})")
     ax.grid(alpha=0.3)

@@ -4,13 +4,13 @@ sec. 4.1 and Algorithm 1).
 
 1. Init: one Bradley-Terry reward model on all pairs (``mixture.init_steps``), saved as ``pooled/``:
    the single-reward baseline. Annotators are ranked by their mean pair log-likelihood under it and
-   cut into H runs (:func:`~alignkit.losses.mixture.quantile_init`); every group model starts as a
+   cut into H runs (:func:`~alignkit.losses.reward_mixture.quantile_init`); every group model starts as a
    copy of the pooled one.
 2. M-step: each group's reward model continues its Bradley-Terry fit on the pairs of the annotators
    assigned to it (``mixture.m_step_steps`` optimizer steps).
 3. E-step: every pair is scored by every group model; each annotator goes to the group with the
    highest log-likelihood of its preferences (hard, as in the paper's algorithm; the math is in
-   :mod:`alignkit.losses.mixture`).
+   :mod:`alignkit.losses.reward_mixture`).
 4. Repeat 2-3 until no assignment changes, at most ``mixture.em_iterations`` rounds.
 
 The owner of a pair is its ``annotator`` (a pairwise-data column); data without annotator ids assigns
@@ -35,7 +35,7 @@ import torch
 
 from alignkit.data.schema import Example
 from alignkit.errors import DataError
-from alignkit.losses.mixture import (
+from alignkit.losses.reward_mixture import (
     clustering_accuracy,
     hard_assignments,
     owner_log_likelihoods,

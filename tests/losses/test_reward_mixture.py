@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from alignkit.losses.mixture import (
+from alignkit.losses.reward_mixture import (
     clustering_accuracy,
     hard_assignments,
     owner_log_likelihoods,
