@@ -95,3 +95,17 @@ def test_a_run_checkpoints_its_tracked_state_and_resumes_after_the_last_checkpoi
     assert seen == [2, 3] and run.start_step == 2 and run.step == 4
     assert counter.value == 20 + 20  # restored to the state after step 2, then two more steps
     assert [r["step"] for r in run.history] == [3, 4] and all("step_time" in r for r in run.history)
+
+
+def test_a_checkpoint_without_a_tracked_objects_state_resumes_with_it_fresh(tmp_path, capsys):
+    """An older checkpoint (saved before a trainer tracked some state) resumes: the missing object
+    keeps its fresh state, and one line says so, instead of a KeyError."""
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=4, save_every=2, progress=False, learning_rate=0.1)
+    run_steps(cfg, stop_after=3)
+    cfg.resume = True
+    run = Run(cfg, desc="test")
+    newer = Counter()
+    run.track("newer", newer)  # a name the checkpoint of step 2 does not hold
+    run.prepare(nn.Linear(2, 1), total_steps=4)
+    assert list(run.steps()) and run.start_step == 2 and newer.value == 0
+    assert "no saved state of 'newer'" in capsys.readouterr().out

@@ -387,7 +387,10 @@ class Run:
         path, state = loaded
         self.start_step = state["step"]
         for name, obj in self._tracked.items():
-            obj.load_state_dict(state[name])
+            if name in state:
+                obj.load_state_dict(state[name])
+            else:  # a checkpoint of an older alignkit (e.g. before PPO counted num_tokens): keep the fresh state
+                self.accelerator.print(f"{path}: no saved state of {name!r} (an older checkpoint); it starts afresh")
         self.accelerator.print(f"resuming from {path} (step {self.start_step})")
 
 
