@@ -144,7 +144,10 @@ def plot_fronts(soups: Sequence[Point], morl: Sequence[Point], start: Point | No
     from alignkit.eval.report import _pyplot, _save
 
     plt = _pyplot()
+    from alignkit.eval.frontier_report import annotate_apart
+
     fig, ax = plt.subplots(figsize=(7, 5.2))
+    labels = []
     for points, style, color, name in (
         (soups, "-o", "crimson", f"rewarded soups, λ = weight of the {names[0]} model (2 trainings)"),
         (morl, "--s", "navy", f"MORL on (1-μ) {names[0]} + μ {names[1]} ({len(morl)} trainings)"),
@@ -153,11 +156,11 @@ def plot_fronts(soups: Sequence[Point], morl: Sequence[Point], start: Point | No
             continue
         xs, xse, ys, yse = zip(*(_xy(p, names) for p in points))
         ax.errorbar(xs, ys, xerr=xse, yerr=yse, fmt=style, color=color, capsize=2, markersize=5, label=name)
-        for p, x, y in zip(points, xs, ys):
-            ax.annotate(p.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+        labels += [(x, y, p.label, color) for p, x, y in zip(points, xs, ys)]
     if start is not None:
         x, xse, y, yse = _xy(start, names)
         ax.errorbar([x], [y], xerr=[xse], yerr=[yse], fmt="D", color="grey", capsize=2, label="start")
+    annotate_apart(ax, labels, fontsize=7)  # the fronts share their endpoints: labels placed apart
     ax.set_xlabel(f"reward: {names[0]} (mean ± s.e. over prompts)")
     ax.set_ylabel(f"reward: {names[1]}")
     ax.grid(alpha=0.3)
