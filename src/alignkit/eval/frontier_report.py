@@ -206,6 +206,7 @@ def annotate_apart(ax, labels: Sequence[tuple[float, float, str, Any]], fontsize
     if not labels:
         return
     ax.autoscale_view()
+    ax.figure.tight_layout()  # place in the final layout: _save's tight_layout would move the points after
     to_points = 72.0 / ax.figure.dpi
     anchors = [tuple(v * to_points for v in ax.transData.transform((x, y))) for x, y, _, _ in labels]
     widths = [0.6 * fontsize * len(text) for _, _, text, _ in labels]  # ~0.6 em per character
