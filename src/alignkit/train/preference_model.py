@@ -82,20 +82,13 @@ class PreferenceModelMethod:
 
 
 def train_preference_model(cfg) -> Path:
-    from alignkit.data.pipeline import load_split
     from alignkit.models.preference_model import save_preference_model
-    from alignkit.models.reward_model import load_reward_model
-    from alignkit.train.accelerator import make_accelerator
     from alignkit.train.loop import train_loop
+    from alignkit.train.reward_model import scorer_and_preferences
 
     rm_cfg = cfg.reward_model
-    accelerator = make_accelerator(cfg.train)  # seeds every process first: a new head starts the same on each
-    model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
-                                         trust_remote_code=cfg.model.trust_remote_code)
-    train, held_out = load_split(cfg.data, seed=cfg.train.seed, need="preferences", method=cfg.method)
-    train = [ex for ex in train if len(set(ex.scores)) > 1]  # all-tied rows have no pair to learn from
+    accelerator, model, tokenizer, train, held_out = scorer_and_preferences(cfg)
     held_out = [ex for ex in held_out if len(set(ex.scores)) > 1]
-    model.max_length = rm_cfg.max_length
     method = PreferenceModelMethod(tokenizer, rm_cfg.max_length)
     evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
 

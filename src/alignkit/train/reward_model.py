@@ -81,26 +81,33 @@ def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
     return int((valid & (scores[:, :, None] > scores[:, None, :])).sum())
 
 
-def train_reward_model(cfg) -> Path:
+def scorer_and_preferences(cfg):
+    """What a reward model and a preference model both start from: the accelerator, the encoder (or
+    causal LM) with its new head and ``max_length`` set, its tokenizer, and the preference rows as
+    text (the model tokenizes pairs itself), training rows with every response tied dropped.
+
+    Returns ``(accelerator, model, tokenizer, train, held_out)``."""
     from alignkit.data.pipeline import load_split
-    from alignkit.models.reward_model import (
-        compute_center,
-        load_reward_model,
-        save_reward_model,
-        store_center,
-    )
-    from alignkit.rewards.base import as_text
+    from alignkit.models.reward_model import load_reward_model
     from alignkit.train.accelerator import make_accelerator
-    from alignkit.train.loop import train_loop
 
     rm_cfg = cfg.reward_model
     accelerator = make_accelerator(cfg.train)  # seeds every process first: a new head starts the same on each
     model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
                                          trust_remote_code=cfg.model.trust_remote_code)
-    # text rows: the model tokenizes pairs itself; every row must carry a preference
     train, held_out = load_split(cfg.data, seed=cfg.train.seed, need="preferences", method=cfg.method)
     train = [ex for ex in train if len(set(ex.scores)) > 1]  # all-tied rows have no pair to learn from
-    model.max_length = rm_cfg.max_length  # stored with the model, used when it scores as a reward
+    model.max_length = rm_cfg.max_length  # stored with the model, used when it scores
+    return accelerator, model, tokenizer, train, held_out
+
+
+def train_reward_model(cfg) -> Path:
+    from alignkit.models.reward_model import compute_center, save_reward_model, store_center
+    from alignkit.rewards.base import as_text
+    from alignkit.train.loop import train_loop
+
+    rm_cfg = cfg.reward_model
+    accelerator, model, tokenizer, train, held_out = scorer_and_preferences(cfg)
     method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
     evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
 
