@@ -89,3 +89,22 @@ def test_predicted_errors_compare_p_error_with_the_threshold():
     assert predicted_errors(logits, 0.5).tolist() == [False, True, False]
     assert predicted_errors(logits, 0.2).tolist() == [True, True, True]
     assert predicted_errors(logits, 0.8).tolist() == [False, False, False]
+
+
+def test_context_lines_keep_the_prompts_first_lines_only(tiny):
+    from alignkit.models.span_model import model_context
+
+    prompt = "question: where?\ncontext: wikipage: Paris\ntext: Paris is big.\nanswer:"
+    assert model_context(prompt, 1) == "question: where?"
+    assert model_context(prompt, 2) == "question: where?\ncontext: wikipage: Paris"
+    assert model_context(prompt, 0) == prompt
+    model, tok = tiny
+    model.info.context_lines = 1
+    try:
+        with torch.no_grad():
+            first_line, _ = segment_logits(model.eval(), tok, [prompt], ["a b. c d."], [[4, 9]])
+            model.info.context_lines = 0
+            question_only, _ = segment_logits(model, tok, ["question: where?"], ["a b. c d."], [[4, 9]])
+        torch.testing.assert_close(first_line, question_only)  # the passages never reach the model
+    finally:
+        model.info.context_lines = 0
