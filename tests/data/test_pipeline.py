@@ -88,3 +88,14 @@ def test_dropping_long_prompts_tokenizes_every_row(tmp_path, tok):
     path = write_pairs(tmp_path / "pairs.jsonl", 10)
     train, _ = load_tokenized(data_config(path, "data.drop_long_prompts=true"), tok, used=lambda n: [0])
     assert isinstance(train, list) and len(train) == 10
+
+
+def test_split_seed_holds_out_the_same_rows_whatever_the_run_seed(tmp_path):
+    from alignkit.config.sections import DataConfig
+    from alignkit.data.pipeline import load_split
+
+    data = DataConfig(train=str(write_pairs(tmp_path / "pairs.jsonl", 20)), eval_size=5)
+    held = {s: [ex.prompt for ex in load_split(data, seed=s)[1]] for s in (0, 1)}
+    assert held[0] != held[1]  # without split_seed the run's seed draws the held-out rows
+    data.split_seed = 0
+    assert [ex.prompt for ex in load_split(data, seed=1)[1]] == held[0]

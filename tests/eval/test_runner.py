@@ -390,3 +390,20 @@ def test_the_reference_is_scored_once_per_loaded_model_and_data(tokenizer, tmp_p
         next(reference.parameters()).mul_(1.5)
     preference_accuracy(policy, reference, tokenizer, cfg)
     assert sum(m is reference for m in calls) == 2
+
+
+def test_held_out_prompts_are_the_ones_a_training_split_holds_out(tmp_path):
+    """``held_out_size`` keeps exactly the prompts that a span/K-wise reward model's split held out."""
+    import json
+
+    from alignkit.data.spans import split_by_prompt
+    from alignkit.eval.runner import EvalConfig, load_prompt_rows, load_rows
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(10)))
+    _, held = split_by_prompt(load_rows(str(path)), 3, 7)  # what a run with data.eval_size=3, train.seed=7 held out
+    picked = load_prompt_rows(EvalConfig(prompts=str(path), held_out_size=3, held_out_seed=7))
+    assert [ex.prompt for ex in picked] == [ex.prompt for ex in held] and len(picked) == 3
+    first_two = load_prompt_rows(EvalConfig(prompts=str(path), held_out_size=3, held_out_seed=7, max_prompts=2))
+    assert [ex.prompt for ex in first_two] == [ex.prompt for ex in held[:2]]
+    assert len(load_prompt_rows(EvalConfig(prompts=str(path), max_prompts=4))) == 4

@@ -34,13 +34,25 @@ def test_each_segment_is_read_at_its_last_answer_token(tiny):
     assert encode_segments(tok, ["where?"], [response], [[11]], 64)[1] == [[6]]
 
 
-def test_truncation_cuts_the_context_first_and_drops_segments_cut_away(tiny):
+def test_truncation_cuts_the_context_and_keeps_an_answer_that_fits_whole(tiny):
     _, tok = tiny
-    context = " ".join(["word"] * 100)
+    context = "where " + " ".join(["word"] * 100)
     response = "one two three. four five six seven eight nine ten eleven twelve thirteen fourteen."
+    # 16 answer tokens + [CLS] [SEP] [SEP] leave 1 of 20 for the context: its first word
     batch, positions = encode_segments(tok, [context], [response], [[14, len(response)]], 20)
     assert batch["input_ids"].shape[1] == 20
+    assert tok.convert_ids_to_tokens(batch["input_ids"][0].tolist())[:4] == ["[CLS]", "where", "[SEP]", "one"]
+    assert positions == [[6, 18]]  # both periods: the answer was not cut
+
+
+def test_an_answer_too_long_on_its_own_loses_its_end_and_those_segments(tiny):
+    _, tok = tiny
+    context = " ".join(["word"] * 100)
+    response = "one two three. four five six seven eight nine ten eleven twelve thirteen fourteen fifteen."
+    batch, positions = encode_segments(tok, [context, "q"], [response, "a b."], [[14, len(response)], [4]], 20)
+    assert batch["input_ids"].shape == (2, 20)
     assert positions[0][0] is not None and positions[0][1] is None  # the second sentence lost its end
+    assert positions[1] == [5] and batch["attention_mask"][1].sum() == 7  # [CLS] q [SEP] a b . [SEP], padded
 
 
 def test_logits_have_one_row_per_surviving_segment_and_carry_gradients(tiny):
@@ -77,3 +89,22 @@ def test_predicted_errors_compare_p_error_with_the_threshold():
     assert predicted_errors(logits, 0.5).tolist() == [False, True, False]
     assert predicted_errors(logits, 0.2).tolist() == [True, True, True]
     assert predicted_errors(logits, 0.8).tolist() == [False, False, False]
+
+
+def test_context_lines_keep_the_prompts_first_lines_only(tiny):
+    from alignkit.models.span_model import model_context
+
+    prompt = "question: where?\ncontext: wikipage: Paris\ntext: Paris is big.\nanswer:"
+    assert model_context(prompt, 1) == "question: where?"
+    assert model_context(prompt, 2) == "question: where?\ncontext: wikipage: Paris"
+    assert model_context(prompt, 0) == prompt
+    model, tok = tiny
+    model.info.context_lines = 1
+    try:
+        with torch.no_grad():
+            first_line, _ = segment_logits(model.eval(), tok, [prompt], ["a b. c d."], [[4, 9]])
+            model.info.context_lines = 0
+            question_only, _ = segment_logits(model, tok, ["question: where?"], ["a b. c d."], [[4, 9]])
+        torch.testing.assert_close(first_line, question_only)  # the passages never reach the model
+    finally:
+        model.info.context_lines = 0

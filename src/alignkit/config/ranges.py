@@ -82,6 +82,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "model.lora.alpha": POSITIVE,
     "model.lora.dropout": UNIT_OPEN_RIGHT,
     "data.eval_size": NON_NEGATIVE,
+    "data.split_seed": Range(-1),
     "data.max_rows": NON_NEGATIVE,
     "data.max_prompt_length": NON_NEGATIVE,  # 0: half of data.max_length
     "data.max_length": AT_LEAST_ONE,
@@ -145,6 +146,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "span_reward_model.ok_reward": FINITE,
     "span_reward_model.error_weight": POSITIVE,
     "span_reward_model.validation_size": NON_NEGATIVE,
+    "span_reward_model.context_lines": NON_NEGATIVE,
     "online.stages": AT_LEAST_ONE,
     "online.prompts_per_stage": NON_NEGATIVE,
     "online.kl_beta": NON_NEGATIVE,

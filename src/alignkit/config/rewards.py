@@ -45,7 +45,8 @@ class SpanRewardModelConfig:
     categories: list[str] = field(default_factory=list)  # error types counted as this model's errors
     min_span_words: int = 0  # drop error spans shorter than this many words (the paper: 5 for relevance)
     ignore_other_errors: bool = False  # leave out segments whose only errors are of other types (factuality)
-    max_length: int = 512  # context + answer tokens (the context's end is cut first)
+    max_length: int = 512  # context + answer tokens (the context's end is cut; the answer stays whole if it fits)
+    context_lines: int = 0  # read only the prompt's first N lines (0: all; 1: the qa question, no passages)
     error_reward: float = -1.0  # reward of a segment predicted to have an error
     ok_reward: float = 1.0  # reward of a segment predicted to have none
     error_weight: float = 1.0  # cross-entropy weight of error segments (above 1 when errors are the minority)

@@ -49,6 +49,7 @@ class DataConfig:
     truncation: Literal["keep_end", "keep_start"] = "keep_end"  # which part of a long prompt is kept
     drop_long_prompts: bool = False  # drop rows whose prompt is longer than max_prompt_length instead
     chat_strings: bool = False  # render string rows (HH dialogues, prompt/chosen/rejected) with the chat template
+    split_seed: int = -1  # seed of the eval_size split (-1: train.seed); fixed, runs of several seeds hold out the same rows
 
 
 @dataclass

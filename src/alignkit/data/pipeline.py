@@ -37,7 +37,8 @@ def tokenize_config(data_cfg):
 
 def load_split(data_cfg, *, seed: int = 0, need: str = "", method: str = "") -> tuple[list, list]:
     """Load and validate ``data.train`` and the held-out set (``data.eval``, or ``eval_size`` rows of
-    ``data.train`` split off with ``seed``), as :class:`~alignkit.data.schema.Example` rows.
+    ``data.train`` split off with ``data.split_seed``, else ``seed``), as
+    :class:`~alignkit.data.schema.Example` rows.
 
     ``need`` (a key of :data:`alignkit.data.requirements.NEEDS`) is checked on every row of both
     sets, naming ``method`` and the first row that lacks it."""
@@ -54,7 +55,8 @@ def load_split(data_cfg, *, seed: int = 0, need: str = "", method: str = "") -> 
     elif data_cfg.eval_size > 0:
         size = data_cfg.eval_size
         kwargs = {"eval_fraction": size} if size < 1 else {"eval_size": int(size)}
-        train, held_out = split_train_eval(train, seed=seed, **kwargs)
+        split_seed = seed if data_cfg.split_seed < 0 else data_cfg.split_seed
+        train, held_out = split_train_eval(train, seed=split_seed, **kwargs)
     else:
         held_out = []
     if need:

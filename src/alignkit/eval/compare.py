@@ -396,10 +396,10 @@ def compare_rows(cfg: CompareConfig, train_cfgs: list[tuple[RunSpec, Config]] | 
 def dataset_rows(ev: EvalConfig) -> list:
     """Rows for the chosen and rejected responses of ``eval.prompts`` (none when it has no pairs)."""
     from alignkit.eval.report import ReportRow
-    from alignkit.eval.runner import build_rewards, evaluate_texts, load_baseline, load_rows
+    from alignkit.eval.runner import build_rewards, evaluate_texts, load_baseline, load_prompt_rows
     from alignkit.rewards.base import as_text
 
-    examples = load_rows(ev.prompts, ev.max_prompts)
+    examples = load_prompt_rows(ev)
     if not examples or not all(ex.scores is not None and len(ex.responses) >= 2 for ex in examples):
         return []
     prompts = [as_text(ex.prompt) for ex in examples]

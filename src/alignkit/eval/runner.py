@@ -59,6 +59,10 @@ class EvalConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weight dtype of the policy and reference
     prompts: str = ""  # data file whose prompts are sampled on (any format; alignkit:NAME for built-ins)
     max_prompts: int = 0  # use the first max_prompts prompts (0: all)
+    held_out_size: float = 0.0  # sample only the prompts that a training run's data.eval_size=held_out_size
+    # holds out of the prompts file (split by prompt, as span and K-wise reward models split), so that reward
+    # models trained on that file judge questions they never saw; 0: every prompt
+    held_out_seed: int = 0  # that training run's train.seed
     max_prompt_length: int = 0  # prompt tokens kept (the end of the prompt), below max_length (0: half of it)
     max_length: int = 1024  # prompt + response tokens when scoring reference responses and preference data
     max_rows: int = 0  # use the first max_rows rows of reference_responses and preference_data (0: all)
@@ -166,6 +170,17 @@ def load_rows(path: str, max_rows: int = 0):
     from alignkit.data.pipeline import resolve_data_path
 
     return load_examples(resolve_data_path(path), max_rows=max_rows or None)
+
+
+def load_prompt_rows(cfg: EvalConfig):
+    """The rows of ``cfg.prompts`` sampled on: the held-out prompts only with ``held_out_size``, then
+    the first ``max_prompts``."""
+    from alignkit.data.spans import split_by_prompt
+
+    if not cfg.held_out_size:
+        return load_rows(cfg.prompts, cfg.max_prompts)
+    _, held_out = split_by_prompt(load_rows(cfg.prompts), cfg.held_out_size, cfg.held_out_seed)
+    return held_out[: cfg.max_prompts or None]
 
 
 def tokenize(examples, tokenizer, cfg: EvalConfig):
@@ -445,7 +460,7 @@ def evaluate_model(cfg: EvalConfig, model=None, tokenizer=None, reference=None, 
     if reference is None and cfg.reference:
         reference, _ = load_model(cfg.reference, cfg, tokenizer)
     rewards = build_rewards(cfg.rewards)
-    examples = load_rows(cfg.prompts, cfg.max_prompts)
+    examples = load_prompt_rows(cfg)
     prompts = [as_text(ex.prompt) for ex in examples]
     prompt_ids = [
         ex.prompt_ids

@@ -10,14 +10,14 @@ so any encoder or decoder checkpoint works as it is).
 
 :class:`SpanRewardModel` wraps ``AutoModelForTokenClassification`` with two labels (0: no
 error, 1: error). Inputs are the tokenizer's own text-pair encoding of (context, answer)
-(``[CLS] context [SEP] answer [SEP]`` for BERT-like encoders), truncated longest-first,
-so a long context loses its end (the question and first passages stay) before the
-answer is cut. The last token of a segment is the last answer token that starts before
-the segment's end character (fast-tokenizer offsets); a segment cut away by truncation
+(``[CLS] context [SEP] answer [SEP]`` for BERT-like encoders), truncated so that a long
+context loses its end (the question and first passages stay) and the answer stays whole;
+only an answer longer than ``max_length`` on its own is cut too. The last token of a
+segment is the last answer token that starts before the segment's end character (fast-tokenizer offsets); a segment cut away by truncation
 has no position and no prediction.
 
 A folder written by :func:`save_span_reward_model` is a Hugging Face checkpoint plus
-``alignkit_span_reward.json`` (level, categories, max_length, the two reward values and the decision
+``alignkit_span_reward.json`` (level, categories, max_length, context_lines, the two reward values and the decision
 threshold on p(error), chosen on validation questions when the model was trained with some).
 """
 
@@ -46,6 +46,7 @@ class SpanModelInfo:
     level: str = "sub_sentence"  # segments: sentence or sub_sentence (alignkit.data.spans)
     categories: list[str] = field(default_factory=list)  # the error types the model detects
     max_length: int = 512  # context + answer tokens
+    context_lines: int = 0  # the model reads only the prompt's first lines (0: all of it)
     error_reward: float = -1.0  # reward of a segment predicted to have an error
     ok_reward: float = 1.0  # reward of a segment predicted to have none
     threshold: float = 0.5  # a segment is predicted to have an error when p(error) exceeds it
@@ -75,9 +76,21 @@ class SpanRewardModel(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits.float()
 
 
+def _encode_pair(tokenizer: Any, prompt: str, response: str, max_length: int):
+    """One (context, answer) pair encoding of at most ``max_length`` tokens, with offsets.
+
+    The context alone is cut (from its end) whenever the whole answer fits: the answer holds
+    the segments being judged. Only an answer too long on its own loses its end as well.
+    """
+    answer_tokens = len(tokenizer(response, add_special_tokens=False)["input_ids"])
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - answer_tokens
+    strategy = "only_first" if room >= 1 else "longest_first"  # the context keeps a token at least
+    return tokenizer(prompt, response, truncation=strategy, max_length=max_length, return_offsets_mapping=True)
+
+
 def encode_segments(tokenizer: Any, prompts: list[str], responses: list[str], ends: list[list[int]],
                     max_length: int) -> tuple[dict[str, torch.Tensor], list[list[int | None]]]:
-    """The padded pair encoding ``[N, T]`` and, per response, the token index ending each segment.
+    """The right-padded pair encoding ``[N, T]`` and, per response, the token index ending each segment.
 
     ``ends[i][j]``: the exclusive end character of segment j of ``responses[i]``. Its
     position is the last answer token starting before it, or None when truncation cut it.
@@ -85,12 +98,15 @@ def encode_segments(tokenizer: Any, prompts: list[str], responses: list[str], en
     if not getattr(tokenizer, "is_fast", False):
         raise AlignkitError(f"fine-grained reward models need a fast tokenizer (offsets); "
                             f"{type(tokenizer).__name__} is not one")
-    enc = tokenizer(prompts, responses, truncation="longest_first", max_length=max_length, padding=True,
-                    padding_side="right", return_offsets_mapping=True, return_tensors="pt")
+    encodings = [_encode_pair(tokenizer, p, r, max_length) for p, r in zip(prompts, responses)]
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encodings[0]]
+    width = max(len(e["input_ids"]) for e in encodings)
+    pad = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    batch = {k: torch.tensor([e[k] + [pad[k]] * (width - len(e[k])) for e in encodings], dtype=torch.long)
+             for k in keys}  # (N, T)
     positions = []
-    for i, seg_ends in enumerate(ends):
-        seq = enc.sequence_ids(i)
-        answer = [(t, int(a), int(b)) for t, (s, (a, b)) in enumerate(zip(seq, enc["offset_mapping"][i].tolist()))
+    for enc, seg_ends in zip(encodings, ends):
+        answer = [(t, a, b) for t, (s, (a, b)) in enumerate(zip(enc.sequence_ids(), enc["offset_mapping"]))
                   if s == 1 and b > a]
         starts = [a for _, a, _ in answer]
         kept_end = answer[-1][2] if answer else 0
@@ -99,13 +115,22 @@ def encode_segments(tokenizer: Any, prompts: list[str], responses: list[str], en
             k = bisect_left(starts, end) - 1  # the last answer token starting before `end`
             row.append(answer[k][0] if k >= 0 and kept_end >= end else None)
         positions.append(row)
-    batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
     return batch, positions
+
+
+def model_context(prompt: str, context_lines: int) -> str:
+    """What the model reads of ``prompt``: its first ``context_lines`` lines, or all of it at 0.
+
+    For qa-feedback prompts the first line is ``question: ...``: the context of the paper's
+    relevance model, which reads no passages (its ``--ignore_context``).
+    """
+    return "\n".join(prompt.split("\n")[:context_lines]) if context_lines > 0 else prompt
 
 
 def segment_logits(model: SpanRewardModel, tokenizer: Any, prompts: list[str], responses: list[str],
                    ends: list[list[int]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Logits ``[M, 2]`` at the M segment ends that survived truncation, and their (response, segment)."""
+    prompts = [model_context(p, model.info.context_lines) for p in prompts]
     batch, positions = encode_segments(tokenizer, prompts, responses, ends, model.info.max_length)
     logits = model(**{k: v.to(model.device) for k, v in batch.items()})  # (N, T, 2)
     index = [(i, j) for i, row in enumerate(positions) for j, t in enumerate(row) if t is not None]

@@ -123,7 +123,8 @@ def load_span_data(cfg) -> tuple[list[SpanExample], list[SpanExample], list[Span
     if cfg.data.eval:
         held_out = load_examples(resolve_data_path(cfg.data.eval), split=cfg.data.eval_split, **common)
     elif cfg.data.eval_size > 0:
-        train, held_out = split_by_prompt(train, cfg.data.eval_size, cfg.train.seed)
+        split_seed = cfg.train.seed if cfg.data.split_seed < 0 else cfg.data.split_seed
+        train, held_out = split_by_prompt(train, cfg.data.eval_size, split_seed)
     else:
         held_out = []
     sr = cfg.span_reward_model
@@ -148,6 +149,7 @@ def train_span_reward_model(cfg) -> Path:
     accelerator = make_accelerator(cfg.train)  # seeds every process first: the new head starts the same
     train, validation, held_out = load_span_data(cfg)
     info = SpanModelInfo(level=sr.level, categories=list(sr.categories), max_length=sr.max_length,
+                         context_lines=sr.context_lines,
                          error_reward=sr.error_reward, ok_reward=sr.ok_reward)
     model, tokenizer = load_span_reward_model(cfg.model.name_or_path, info, init_from_base=True)
     model.info = info  # a folder saved earlier is retrained with this run's settings
