@@ -9,16 +9,15 @@ pytest.importorskip("sklearn")
 
 
 @pytest.mark.slow
-def test_digits_demo_runs_every_method_and_the_best_beats_the_start(tmp_path):
-    """What the measured runs support (README, 3 seeds): the best methods (Diffusion-DPO +0.016 with s.e.
-    0.004, D3PO since its pairs share x_T and its clip binds) beat the start model; not every method does
-    at this budget (RAFT did not)."""
+def test_digits_demo_runs_every_method_and_each_beats_the_start(tmp_path):
+    """What the measured runs support (README, 3 seeds): every method beats the start model on every seed,
+    by +0.008 (DDPO) to +0.023; seed 0's smallest gain is DDPO's +0.009 (RAFT since its anchor)."""
     from alignkit.diffusion.demo import DigitsDemoConfig, run_digits_demo
 
     cfg = DigitsDemoConfig(output_dir=str(tmp_path / "out"), soup_method="", progress=False)
     result = run_digits_demo(cfg)
     start = result.rows["start"]["classifier"]
-    assert max(result.rows[method]["classifier"] for method in DIFFUSION_METHODS) > start + 0.005
+    assert all(result.rows[method]["classifier"] > start + 0.005 for method in DIFFUSION_METHODS)
     assert all(result.rows[method]["kl"] > 0 for method in DIFFUSION_METHODS)
     assert (tmp_path / "out" / "report.html").exists()
 

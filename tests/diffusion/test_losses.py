@@ -27,6 +27,40 @@ def test_raft_is_the_denoising_error_of_kept_samples():
     assert losses.tolist() == [0.5, 0.25] and metrics["denoising_error"] == pytest.approx(0.375)
 
 
+def test_raft_anchor_adds_the_weighted_gap_to_the_start_model():
+    """err [0.5, 0.25], gap [0.1, 0.2], anchor 4: [0.5 + 0.4, 0.25 + 0.8] = [0.9, 1.05]."""
+    losses, metrics = diffusion_raft(torch.tensor([0.5, 0.25]), torch.tensor([0.1, 0.2]), anchor=4.0)
+    assert losses.tolist() == pytest.approx([0.9, 1.05]) and metrics["eps_gap"] == pytest.approx(0.15)
+    assert diffusion_raft(torch.tensor([0.5]), torch.tensor([0.1]))[0].tolist() == [0.5]  # anchor 0: the paper's RAFT
+
+
+def test_raft_anchor_minimiser_mixes_the_noise_and_the_start_models_prediction():
+    """One pixel, eps = 1, eps_ref = -1, anchor 4: d/de [(e - 1)^2 + 4 (e + 1)^2] = 0 at e = (1 - 4) / 5 = -0.6
+    (gradient 2 (-1.6) + 8 (0.4) = 0), the docstring's (eps + anchor eps_ref) / (1 + anchor)."""
+    eps_theta = torch.tensor([[-0.6]], requires_grad=True)
+    noise, eps_ref = torch.tensor([[1.0]]), torch.tensor([[-1.0]])
+    loss, _ = diffusion_raft(((eps_theta - noise) ** 2).mean(1), ((eps_theta - eps_ref) ** 2).mean(1), anchor=4.0)
+    loss.sum().backward()
+    assert eps_theta.grad.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_raft_reads_the_start_model_only_with_an_anchor_and_ranges_are_checked():
+    from alignkit.diffusion.registry import check_diffusion_hyperparameters, reference_note, uses_reference
+
+    assert not uses_reference("diffusion_raft", {}) and uses_reference("diffusion_raft", {"anchor": 4.0})
+    assert uses_reference("d3po", {}) and not uses_reference("ddpo", {})
+    assert reference_note("diffusion_raft") == "reference if anchor > 0" and reference_note("ddpo") == "reference-free"
+    given = {"anchor": "1e-1"}  # YAML reads 1e-1 as a string
+    check_diffusion_hyperparameters("diffusion_raft", given)
+    assert given == {"anchor": 0.1}
+    with pytest.raises(ConfigError, match=r"loss.anchor: must be >= 0, got -1.0"):
+        check_diffusion_hyperparameters("diffusion_raft", {"anchor": -1})
+    with pytest.raises(ConfigError, match=r"loss.beta: must be > 0, got 0.0"):
+        check_diffusion_hyperparameters("diffusion_dpo", {"beta": 0})
+    with pytest.raises(ConfigError, match=r"loss.clip: expected a number, got 'wide'"):
+        check_diffusion_hyperparameters("d3po", {"clip": "wide"})
+
+
 def test_ddpo_hand_worked():
     """adv 2, clip 0.05. Step 1: ratio 1 -> -2. Step 2: ratio e^0.1 = 1.10517, unclipped -2.21034,
     clipped -2 * 1.05 = -2.1, max -2.1. Mean over steps (-2 - 2.1) / 2 = -2.05.

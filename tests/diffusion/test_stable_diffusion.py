@@ -45,18 +45,21 @@ def tiny_pipeline(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("method", sorted(DIFFUSION_METHODS))
-def test_one_round_of_every_method_trains_only_the_lora(tiny_pipeline, method):
+@pytest.mark.parametrize("method, hparams", [(m, {}) for m in sorted(DIFFUSION_METHODS)]
+                         + [("diffusion_raft", {"anchor": 4.0})])
+def test_one_round_of_every_method_trains_only_the_lora(tiny_pipeline, method, hparams):
     task = load_sd_task(tiny_pipeline, ["a red cat", "a blue dog"], reward=_brightness,
                         labeller=reward_labeller(_brightness), lora_rank=2)
     unet = task.policy.unet
     trainable = {n: p.detach().clone() for n, p in unet.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in unet.named_parameters() if not p.requires_grad}
     assert trainable and all("lora" in n for n in trainable)
-    cfg = DiffusionTrainConfig(method=method, rounds=1, prompts_per_round=2, samples_per_prompt=2, num_steps=3,
-                               learning_rate=1e-2, batch_size=4)
+    cfg = DiffusionTrainConfig(method=method, hparams=hparams, rounds=1, prompts_per_round=2, samples_per_prompt=2,
+                               num_steps=3, learning_rate=1e-2, batch_size=4)
     history = train_diffusion(task, cfg)
     assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]["loss"]))
+    if hparams:  # RAFT's anchor: the reference is the UNet with its adapter off, which a fresh LoRA (B = 0) equals
+        assert history[0]["diffusion_raft/eps_gap"] == 0.0
     after = dict(unet.named_parameters())
     assert any(not torch.equal(after[n], v) for n, v in trainable.items())  # the LoRA moved
     assert all(torch.equal(after[n], v) for n, v in frozen.items())  # the base UNet did not
@@ -120,3 +123,24 @@ def test_alignkit_train_reward_errors_name_the_key(tiny_pipeline, tmp_path):
         run_train(from_dict(Config, {**base, "rewards": [{"kind": "vader"}]}))
     with pytest.raises(ConfigError, match=r"rewards\[0\].function: cannot import 'nope:fn'"):
         run_train(from_dict(Config, {**base, "rewards": [{"kind": "function", "function": "nope:fn"}]}))
+
+
+def test_alignkit_train_passes_whole_epochs_and_refuses_fractions(tiny_pipeline, tmp_path, monkeypatch):
+    import alignkit.diffusion.trainer as trainer
+    from alignkit.config import Config, from_dict
+    from alignkit.errors import ConfigError
+    from alignkit.train.run import run_train
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    seen = []
+    monkeypatch.setattr(trainer, "train_diffusion", lambda task, cfg, progress=False: seen.append(cfg) or [])
+    base = {"method": "diffusion_raft", "model": {"name_or_path": str(tiny_pipeline), "lora": {"r": 2}},
+            "data": {"train": str(prompts)}, "loss": {"anchor": 4.0},
+            "rewards": [{"kind": "function", "function": "alignkit.diffusion.digits:ink_reward"}]}
+    run_train(from_dict(Config, {**base, "train": {"output_dir": str(tmp_path / "a"), "max_steps": 1,
+                                                   "num_epochs": 3, "progress": False}}))
+    assert (seen[0].epochs, seen[0].hparams) == (3, {"anchor": 4.0})
+    with pytest.raises(ConfigError, match=r"train.num_epochs: 1.5; .* give a whole number"):
+        run_train(from_dict(Config, {**base, "train": {"output_dir": str(tmp_path / "b"), "max_steps": 1,
+                                                       "num_epochs": 1.5}}))

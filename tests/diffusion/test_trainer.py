@@ -11,6 +11,7 @@ from alignkit.diffusion.trainer import (
     DiffusionTrainConfig,
     build_feedback,
     call_loss,
+    compute_inputs,
     reference_policy,
     reward_labeller,
     train_diffusion,
@@ -78,6 +79,47 @@ def test_call_loss_passes_only_what_the_loss_names():
 
     out, _ = call_loss(loss, {"err": torch.tensor([2.0]), "ref_err": torch.tensor([9.0])}, {"scale": 3.0})
     assert out.tolist() == [6.0]
+
+
+def test_denoising_inputs_share_t_and_noise_and_give_the_gap_to_the_reference():
+    """With a reference equal to the policy, ref_err = err and the gap is 0; after moving the policy, the gap
+    is ||eps_theta - eps_ref||^2 / D on the same noised input, and only it and err carry gradients."""
+    from alignkit.diffusion.trainer import Feedback
+
+    task = _task()
+    ref = reference_policy(task.policy)
+    chain = Chain(torch.randn(2, 2, 1, 8, 8), torch.tensor([999]), torch.zeros(2, 1), torch.tensor([3, 7]))
+    data = Feedback({"": chain}, {}, {})
+    inputs = compute_inputs("denoising_error", task.policy, ref, data, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(inputs["err"], inputs["ref_err"]) and inputs["eps_gap"].tolist() == [0.0, 0.0]
+    with torch.no_grad():
+        for p in task.policy.unet.parameters():
+            p.add_(0.01)
+    inputs = compute_inputs("denoising_error", task.policy, ref, data, 1.0, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)  # compute_inputs draws t, then eps
+    t, noise = torch.randint(0, 1000, (2,), generator=gen), torch.randn(2, 1, 8, 8, generator=gen)
+    x_t = task.policy.scheduler.add_noise(chain.x0, noise, t)
+    with torch.no_grad():
+        eps, eps_ref = task.policy.predict_noise(x_t, t, chain.cond), ref.predict_noise(x_t, t, chain.cond)
+    assert inputs["eps_gap"].detach() == pytest.approx(((eps - eps_ref) ** 2).flatten(1).mean(1), rel=1e-5)
+    assert inputs["err"].detach() == pytest.approx(((eps - noise) ** 2).flatten(1).mean(1), rel=1e-5)
+    assert inputs["eps_gap"].requires_grad and not inputs["ref_err"].requires_grad
+    assert "eps_gap" not in compute_inputs("denoising_error", task.policy, None, data, 1.0, torch.Generator())
+
+
+def test_raft_builds_a_reference_only_with_an_anchor(monkeypatch):
+    import alignkit.diffusion.trainer as trainer
+    from alignkit.diffusion.digits import ink_reward
+
+    built = []
+    monkeypatch.setattr(trainer, "reference_policy", lambda policy: built.append(1) or reference_policy(policy))
+    cfg = DiffusionTrainConfig(method="diffusion_raft", rounds=1, prompts_per_round=2, samples_per_prompt=2,
+                               num_steps=2, batch_size=4, epochs=2)
+    history = train_diffusion(_task(reward=ink_reward), cfg)
+    assert not built and "diffusion_raft/eps_gap" not in history[0]
+    cfg.hparams = {"anchor": 4.0}
+    history = train_diffusion(_task(reward=ink_reward), cfg)
+    assert built == [1] and history[0]["diffusion_raft/eps_gap"] > 0  # the second epoch's step sees the first's
 
 
 def test_reference_is_a_frozen_copy_without_lora():

@@ -30,10 +30,10 @@ def run_digits_command(args: argparse.Namespace) -> int:
 def method_lines() -> list[str]:
     """One line per diffusion method for ``alignkit methods``."""
     from alignkit.diffusion import DIFFUSION_METHODS, diffusion_hyperparameters
+    from alignkit.diffusion.registry import reference_note
 
     lines = []
     for name, fn in sorted(DIFFUSION_METHODS.items()):
         hp = ", ".join(f"{k}={v}" for k, v in diffusion_hyperparameters(name).items())
-        ref = "reference" if fn.needs_reference else "reference-free"
-        lines.append(f"{name:14s} diffusion ({fn.feedback}, {ref}) {hp}".rstrip())
+        lines.append(f"{name:14s} diffusion ({fn.feedback}, {reference_note(name)}) {hp}".rstrip())
     return lines

@@ -188,14 +188,24 @@ def chain_log_prob(policy: DiffusionPolicy, chain: Chain, eta: float = 1.0,
     return torch.stack(out, 1)
 
 
+def noised_prediction(policy: DiffusionPolicy, x0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor,
+                      noise: torch.Tensor) -> torch.Tensor:
+    """eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c) ``[B, C, H, W]``: the prediction the DDPM loss scores."""
+    return policy.predict_noise(policy.scheduler.add_noise(x0, noise, t), t, cond)
+
+
+def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a - b||^2 / D per example: ``[B, ...] -> [B]``."""
+    return ((a - b) ** 2).flatten(1).mean(1)
+
+
 def denoising_error(policy: DiffusionPolicy, x0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor,
                     noise: torch.Tensor) -> torch.Tensor:
     """||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c)||^2 / D, ``[B]`` (Ho et al. 2020, eq. 14).
 
     The DDPM training loss of each example: RAFT fine-tunes on it, Diffusion-DPO compares it.
     """
-    x_t = policy.scheduler.add_noise(x0, noise, t)
-    return ((policy.predict_noise(x_t, t, cond) - noise) ** 2).flatten(1).mean(1)
+    return squared_distance(noised_prediction(policy, x0, cond, t, noise), noise)
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@
 - ``rewards``: ``kind: classifier`` or ``ink`` (digits) or ``kind: function`` with
   ``function: module:fn`` called as ``fn(images [B,3|1,H,W] in [-1,1], prompt_ids [B]) -> [B]``;
   several are mixed by ``weight``. Pair methods use it as a scripted labeller;
-- ``train.max_steps`` rounds, ``train.batch_size`` examples per step, ``train.learning_rate``,
-  ``train.seed``, ``train.max_grad_norm``; ``sampling.batch_size`` prompts and ``sampling.num_samples``
+- ``train.max_steps`` rounds, ``train.num_epochs`` passes over each round's data (a whole number),
+  ``train.batch_size`` examples per step, ``train.learning_rate``, ``train.seed``, ``train.max_grad_norm``; ``sampling.batch_size`` prompts and ``sampling.num_samples``
   samples per prompt each round; ``loss`` the method's hyper-parameters.
 
 The run folder gets ``metrics.jsonl`` (one record per round) and ``final/`` (the UNet, or the LoRA).
@@ -92,8 +92,12 @@ def train_diffusion_method(cfg: Config) -> Path:
 
     if cfg.train.max_steps <= 0:
         raise ConfigError("train.max_steps: set the number of sample-then-train rounds of the diffusion method")
+    if not float(cfg.train.num_epochs).is_integer():
+        raise ConfigError(f"train.num_epochs: {cfg.train.num_epochs}; a diffusion method makes whole passes over "
+                          "each round's data, give a whole number")
     task = _task(cfg)
     train_cfg = DiffusionTrainConfig(method=cfg.method, hparams=dict(cfg.loss), rounds=cfg.train.max_steps,
+                                     epochs=int(cfg.train.num_epochs),
                                      prompts_per_round=cfg.sampling.batch_size,
                                      samples_per_prompt=cfg.sampling.num_samples, learning_rate=cfg.train.learning_rate,
                                      batch_size=cfg.train.batch_size, max_grad_norm=cfg.train.max_grad_norm,

@@ -34,11 +34,12 @@ from alignkit.diffusion.policy import (
     DiffusionPolicy,
     chain_log_prob,
     check_eta,
-    denoising_error,
     eval_mode,
+    noised_prediction,
     sample_chain,
+    squared_distance,
 )
-from alignkit.diffusion.registry import check_diffusion_hyperparameters, get_diffusion_method
+from alignkit.diffusion.registry import check_diffusion_hyperparameters, get_diffusion_method, uses_reference
 from alignkit.errors import ConfigError
 from alignkit.losses.reduce import global_mean
 
@@ -84,7 +85,7 @@ class DiffusionTrainConfig:
     eta: float = 1.0  # DDIM stochasticity (1: DDPM); > 0 so that steps have log-probs
     learning_rate: float = 1e-4  # AdamW learning rate
     batch_size: int = 16  # examples (kept samples, chains or pairs) per optimizer step
-    epochs: int = 1  # passes over a round's data
+    epochs: int = 1  # passes over a round's data (RAFT's E; with RAFT's anchor several passes do not drift)
     keep: Literal["per_prompt", "global"] = "per_prompt"  # best_of_k: best of each prompt's K, or a global ranking
     keep_fraction: float = 0.25  # best_of_k with keep=global: fraction of all samples kept
     max_grad_norm: float = 1.0  # gradient clipping (0 disables)
@@ -156,7 +157,8 @@ def compute_inputs(kind: str, policy: DiffusionPolicy, reference: DiffusionPolic
     """Step 3: the loss's named inputs for a mini-batch, suffixed by slot (``err_w``, ``log_probs``...).
 
     Denoising errors of a pair share one t and one eps per example (as Diffusion-DPO requires);
-    reference values are computed without gradients.
+    reference values are computed without gradients. With a reference, ``eps_gap`` is
+    ||eps_theta - eps_ref||^2 / D on the same noised input (RAFT's anchor), differentiable in the policy.
     """
     out: dict[str, torch.Tensor] = dict(data.extra)
     first = next(iter(data.slots.values()))
@@ -167,10 +169,13 @@ def compute_inputs(kind: str, policy: DiffusionPolicy, reference: DiffusionPolic
         noise = torch.randn(first.x0.shape, generator=generator)
         for slot, chain in data.slots.items():
             sfx = f"_{slot}" if slot else ""
-            out[f"err{sfx}"] = denoising_error(policy, chain.x0, chain.cond, t, noise)
+            eps = noised_prediction(policy, chain.x0, chain.cond, t, noise)
+            out[f"err{sfx}"] = squared_distance(eps, noise)
             if reference is not None:
                 with torch.no_grad():
-                    out[f"ref_err{sfx}"] = denoising_error(reference, chain.x0, chain.cond, t, noise)
+                    eps_ref = noised_prediction(reference, chain.x0, chain.cond, t, noise)
+                out[f"ref_err{sfx}"] = squared_distance(eps_ref, noise)
+                out[f"eps_gap{sfx}"] = squared_distance(eps, eps_ref)
         return out
     for slot, chain in data.slots.items():
         sfx = f"_{slot}" if slot else ""
@@ -196,9 +201,11 @@ def _initial_noise(fn, policy: DiffusionPolicy, n: int, generator: torch.Generat
 
 
 def call_loss(fn, inputs: dict[str, torch.Tensor], hparams: dict):
-    """``fn`` with the inputs its signature names (the rest of ``inputs`` is ignored) and ``hparams``."""
+    """``fn`` with the inputs its signature names (the rest of ``inputs`` is ignored; an input with a default
+    may be absent, as RAFT's ``eps_gap`` without a reference) and ``hparams``."""
     params = inspect.signature(fn).parameters
-    wanted = {n: inputs[n] for n, p in params.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY}
+    wanted = {n: inputs[n] for n, p in params.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY
+              and (n in inputs or p.default is inspect.Parameter.empty)}
     return fn(**wanted, **hparams)
 
 
@@ -208,7 +215,7 @@ def train_diffusion(task: DiffusionTask, cfg: DiffusionTrainConfig, progress: bo
     check_diffusion_hyperparameters(cfg.method, cfg.hparams)
     check_eta(cfg.eta)
     policy = task.policy
-    reference = reference_policy(policy) if fn.needs_reference else None
+    reference = reference_policy(policy) if uses_reference(cfg.method, cfg.hparams) else None
     params = [p for p in policy.unet.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the UNet has no trainable parameters (a LoRA with no target modules?)")
