@@ -99,6 +99,10 @@ def train_diffusion_method(cfg: Config) -> Path:
     train_cfg = DiffusionTrainConfig(method=cfg.method, hparams=dict(cfg.loss), rounds=cfg.train.max_steps,
                                      epochs=int(cfg.train.num_epochs),
                                      prompts_per_round=cfg.sampling.batch_size,
+                                     # RAFT's selection, named as for language RAFT: the best of each prompt's
+                                     # K, or the top 1/K of all samples
+                                     keep="global" if cfg.online.ranking == "global" else "per_prompt",
+                                     keep_fraction=1.0 / cfg.sampling.num_samples,
                                      samples_per_prompt=cfg.sampling.num_samples, learning_rate=cfg.train.learning_rate,
                                      batch_size=cfg.train.batch_size, max_grad_norm=cfg.train.max_grad_norm,
                                      seed=cfg.train.seed)
@@ -115,4 +119,4 @@ def train_diffusion_method(cfg: Config) -> Path:
 
 for _name in DIFFUSION_METHODS:
     register_trainer(_name, family="diffusion", data="prompts",
-                     sections=("loss", "rewards", "sampling"))(train_diffusion_method)
+                     sections=("loss", "rewards", "sampling", "online"))(train_diffusion_method)
