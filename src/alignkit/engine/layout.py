@@ -125,7 +125,10 @@ def best_row_capacity(sizes: list[int], attention_span: float) -> int:
     if not sizes:
         return 1
     total, largest = sum(sizes), max(sizes)
-    candidates = {largest, total} | {max(largest, -(-total // n)) for n in range(2, len(sizes) + 1)}
+    # rows of total / n tokens for n = 1, 2, 3, 4, 6, 8, 12, 16, ...: a few dozen packings even for
+    # thousands of groups (each packing is first-fit decreasing, quadratic in the groups)
+    counts = sorted({c for k in range(64) for c in (2**k, 3 * 2**k) if c <= len(sizes)})
+    candidates = {largest} | {max(largest, -(-total // n)) for n in counts}
     return min(sorted(candidates), key=lambda c: packing_cost(sizes, c, attention_span))
 
 
