@@ -134,7 +134,7 @@ def run_alignkit(args, workdir: Path) -> dict:
         f"sampling.max_new_tokens={args.new_tokens}", f"sampling.batch_size={args.prompts}",
         "ppo.num_ppo_epochs=1", f"ppo.kl_coef={args.beta}", f"train.batch_size={args.prompts}",
         f"train.max_steps={steps}", f"train.learning_rate={LR}", "train.schedule=constant", "train.progress=false",
-        f"train.output_dir={workdir / 'alignkit_run'}",
+        f"train.output_dir={workdir / 'alignkit_run'}", f"ppo.micro_batch_size={args.micro_batch}",
     ])
     step_times: list[float] = []
     gen_tokens = update_tokens = 0
@@ -184,16 +184,20 @@ def run_trl(args, workdir: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(workdir / "model", torch_dtype=torch.float32)
     data = load_dataset("json", data_files=str(workdir / "prompts.jsonl"), split="train")
     steps = args.warmup + args.steps
+    # --micro-batch: the rollout's samples in forwards of that many, accumulated into one optimizer step
+    micro = args.micro_batch or args.prompts * args.k
+    if (args.prompts * args.k) % micro:
+        sys.exit(f"--micro-batch {micro} must divide prompts x k = {args.prompts * args.k} (TRL's accumulation)")
 
     def vader(prompts, completions, **kwargs):
         with timed("scoring"):
             return vader_scores(prompts, completions)
 
     config = GRPOConfig(
-        output_dir=str(workdir / "trl_run"), per_device_train_batch_size=args.prompts * args.k,
+        output_dir=str(workdir / "trl_run"), per_device_train_batch_size=micro,
         num_generations=args.k, max_completion_length=args.new_tokens, temperature=1.0, top_p=1.0, top_k=0,
         beta=args.beta, learning_rate=LR, lr_scheduler_type="constant", max_steps=steps, num_iterations=1,
-        gradient_accumulation_steps=1, bf16=False, fp16=False, gradient_checkpointing=False, use_vllm=False,
+        gradient_accumulation_steps=args.prompts * args.k // micro, bf16=False, fp16=False, gradient_checkpointing=False, use_vllm=False,
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, seed=0, shuffle_dataset=False, disable_tqdm=True,
     )
@@ -278,6 +282,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--beta", type=float, default=0.0, help="KL coefficient of both sides (TRL 1.16's default: 0)")
+    p.add_argument("--micro-batch", type=int, default=0, help="both sides: samples per forward-backward of the "
+                   "update, accumulated into one step (alignkit ppo.micro_batch_size; TRL per_device_train_batch_size "
+                   "with gradient_accumulation_steps = prompts x k / N); 0: all samples in one forward")
     p.add_argument("--sides", default="alignkit,trl")
     p.add_argument("--side", choices=["alignkit", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -296,7 +303,8 @@ def main() -> None:
         for side in args.sides.split(","):
             cmd = [sys.executable, __file__, "--side", side, "--workdir", str(workdir), "--model", args.model,
                    "--prompts", str(args.prompts), "--k", str(args.k), "--new-tokens", str(args.new_tokens),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--beta", str(args.beta)]
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--beta", str(args.beta),
+                   "--micro-batch", str(args.micro_batch)]
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:

@@ -413,3 +413,62 @@ def test_the_final_save_takes_the_gathered_weights_when_the_module_holds_only_sh
     assert policy.keys() == load_file(str(tmp_path / "whole" / "model.safetensors")).keys()
     assert critic.keys() == load_file(str(tmp_path / "whole" / "value_model.safetensors")).keys() and critic
     assert all(bool((v == 0.5).all()) for v in [*policy.values(), *critic.values()])
+
+
+# ---------------------------------------------------------------- micro-batches of samples (ppo.micro_batch_size)
+
+
+def test_sample_chunks_split_whole_prompts_or_one_prompts_samples():
+    prompts = torch.tensor([3, 5, 6])
+    as_lists = lambda chunks: [(p.tolist(), s.start, s.stop) for p, s in chunks]  # noqa: E731
+    assert as_lists(ppo.sample_chunks(prompts, 4, 0)) == [([3, 5, 6], None, None)]
+    assert as_lists(ppo.sample_chunks(prompts, 4, 12)) == [([3, 5, 6], None, None)]
+    assert as_lists(ppo.sample_chunks(prompts, 4, 9)) == [([3, 5], None, None), ([6], None, None)]  # 9 // 4 = 2 prompts
+    assert as_lists(ppo.sample_chunks(prompts[:2], 4, 3)) == [([3], 0, 3), ([3], 3, 6), ([5], 0, 3), ([5], 3, 6)]
+
+
+class GradientRecorder(torch.optim.SGD):
+    """Records every step's gradients and leaves the weights as they are (lr 0)."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        super().__init__(self.params, lr=0.0)
+        self.grads = []
+
+    def step(self, closure=None):
+        self.grads.append([None if p.grad is None else p.grad.clone() for p in self.params])
+
+
+def test_micro_batches_of_one_sample_give_the_gradients_of_one_forward(fixed_rollout):
+    """4 prompts x 2 samples in 2 minibatches: each minibatch's gradient (policy + value loss) from one forward
+    equals the sum of its 4 one-sample forwards (``ppo.micro_batch_size=1``, each rerunning its prompt)."""
+    module, r, advantages, returns = fixed_rollout
+    grads = {}
+    for size in (0, 1):
+        recorder = GradientRecorder(module.parameters())
+        cfg = PPOConfig(num_ppo_epochs=1, num_minibatches=2, vf_coef=1.0, micro_batch_size=size)
+        ppo_update(ALGORITHMS["ppo"], cfg, module, recorder, make_accelerator(TrainConfig()), r, advantages, returns,
+                   beta=0.05, step=0, seed=0)
+        grads[size] = recorder.grads
+    assert len(grads[0]) == len(grads[1]) == 2
+    for whole, split in zip(grads[0], grads[1]):
+        assert any(g is not None and g.abs().sum() > 0 for g in whole)
+        for g0, g1 in zip(whole, split):
+            assert (g0 is None) == (g1 is None)
+            if g0 is not None:
+                torch.testing.assert_close(g0, g1, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ppo_tiny", "grpo_tiny"])
+def test_micro_batches_of_one_sample_train_as_one_forward_of_all(tmp_path, name):
+    """A whole run's step with ``ppo.micro_batch_size=1``: the same gradient norm and losses as one forward of
+    2 prompts x 4 samples (the weights are left out: Adam turns the fp32 rounding of gradients that are ~0,
+    e.g. of a GRPO group with equal rewards, into lr-sized steps of either sign)."""
+    common = ["train.max_steps=1", "ppo.num_ppo_epochs=2", "ppo.num_minibatches=2", "train.learning_rate=1e-3",
+              "sampling.num_samples=4", "train.batch_size=2", "train.grad_accum=1"]
+    whole = run_train(rl_config(tmp_path, "whole", *common, config=name))
+    split = run_train(rl_config(tmp_path, "split", *common, "ppo.micro_batch_size=1", config=name))
+    (a,), (b,) = rows(whole), rows(split)
+    assert a["reward"] == b["reward"] and a["grad_norm"] > 0
+    for key in ["grad_norm", "loss/policy_avg"] + (["loss/value_avg"] if name == "ppo_tiny" else []):
+        assert a[key] == pytest.approx(b[key], abs=1e-5), key

@@ -157,6 +157,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "mixture.em_iterations": AT_LEAST_ONE,
     "mixture.init_steps": AT_LEAST_ONE,
     "mixture.m_step_steps": AT_LEAST_ONE,
+    "ppo.micro_batch_size": NON_NEGATIVE,  # 0: no splitting
 }
 
 

@@ -45,3 +45,4 @@ class PPOConfig:
     tis_cap: float | None = None  # truncated IS cap C when another engine samples: per token (dapo, dr_grpo, reinforce_pp*), per response (gspo, rloo); None: off
     macro_action: Literal["ngram", "punctuation"] = "ngram"  # MA-RLHF: fixed n-grams or punctuation-ended spans
     macro_n: int = 5  # MA-RLHF: tokens per n-gram macro action (the longest punctuation span too)
+    micro_batch_size: int = 0  # samples per forward-backward of the update (gradients accumulate over them); 0: a train.grad_accum share at once

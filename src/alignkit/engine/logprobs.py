@@ -96,6 +96,17 @@ class SequenceScorer(nn.Module):
         ent = token_entropy(picked, head, self.chunk_size) if entropy else None
         return logps, ent, (picked if hidden else None)
 
+    @property
+    def attention_span(self) -> float | None:
+        """Row length at which a packed row's attention costs as much as its matmuls, or None when the
+        model's layers are not found: one decoder layer's matmul weights ``P`` over ``2 x heads x head_dim``
+        (per position the matmuls take ``2P`` FLOPs, attention over a row of ``T`` takes ``4 T heads
+        head_dim``). SmolLM2-135M: 3.54M / (2 x 576) = 3070 positions. Sizes the packed rows
+        (:func:`~alignkit.engine.layout.best_row_capacity`)."""
+        if "_attention_span" not in self.__dict__:
+            self.__dict__["_attention_span"] = _attention_span(unwrap_causal_lm(self.lm))
+        return self.__dict__["_attention_span"]
+
     def supports_packing(self, pad_id: int) -> bool:
         """Whether the model honours the block-causal mask (probed once, on 6 tokens)."""
         if self._packing_ok is None:
@@ -115,14 +126,27 @@ class SequenceScorer(nn.Module):
         return self._packing_ok
 
 
+def _attention_span(causal_lm: nn.Module) -> float | None:
+    config = getattr(causal_lm, "config", None)
+    body = getattr(causal_lm, getattr(causal_lm, "base_model_prefix", ""), None)
+    layers = getattr(body, "layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if not layers or not heads or not getattr(config, "hidden_size", None):
+        return None
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    matmul = sum(p.numel() for p in layers[0].parameters() if p.dim() == 2)
+    return matmul / (2 * heads * head_dim) if matmul else None
+
+
 def _to(layout: Layout, device: torch.device) -> Layout:
     return Layout(*(t.to(device) for t in vars(layout).values()))
 
 
-def build_layout(batch: ResponseBatch, pad_id: int, share_prompt: bool, padding_side: str = "right") -> Layout:
+def build_layout(batch: ResponseBatch, pad_id: int, share_prompt: bool, padding_side: str = "right",
+                 attention_span: float | None = None) -> Layout:
     width = batch.max_responses
     if share_prompt:
-        return packed_layout(batch.prompt_ids, batch.response_ids, width, pad_id)
+        return packed_layout(batch.prompt_ids, batch.response_ids, width, pad_id, attention_span=attention_span)
     return padded_layout(batch.prompt_ids, batch.response_ids, width, pad_id, side=padding_side)
 
 
@@ -149,7 +173,7 @@ def sequence_logps(
     if share_prompt and not inner.supports_packing(pad_id):
         share_prompt = False
     device = next(inner.parameters()).device
-    layout = _to(build_layout(batch, pad_id, share_prompt, padding_side), device)
+    layout = _to(build_layout(batch, pad_id, share_prompt, padding_side, inner.attention_span), device)
     tok_logps, tok_entropy, tok_hidden = scorer(layout, entropy=entropy, hidden=hidden)
 
     B, K = batch.mask.shape

@@ -114,11 +114,13 @@ def _seed(*parts: int) -> int:
 
 
 def minibatch_loss(algo: Algorithm, cfg: PPOConfig, module, accelerator, rollout: Rollout, prompts: Tensor,
-                   advantages: Tensor, returns: Tensor | None, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-sample loss ``[n]`` of the samples of ``prompts`` under the current policy, and its metrics."""
-    rows = rollout.rows(prompts)
+                   advantages: Tensor, returns: Tensor | None, beta: float,
+                   samples: slice = slice(None)) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-sample loss ``[n]`` of the samples ``samples`` (all K by default) of ``prompts`` under the
+    current policy, and its metrics."""
+    rows = rollout.rows(prompts, samples)
     with accelerator.autocast():
-        out = module(rollout.batch(prompts), values=algo.critic, entropy=cfg.ent_coef != 0)
+        out = module(rollout.batch(prompts, samples), values=algo.critic, entropy=cfg.ent_coef != 0)
     L = out.mask.shape[1]  # this forward's longest response, <= the rollout's
     mb = Minibatch(
         old_logprobs=rollout.logprobs[rows, :L], ref_logprobs=rollout.ref_logprobs[rows, :L],
@@ -166,8 +168,9 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
             if algo.token_level:  # every process reaches this reduce at the same minibatch
                 units = float(accelerator.reduce(rollout.mask[rollout.rows(prompts)].sum().float(), "sum"))
             for micro_prompts in prompts.chunk(grad_accum):
-                micro_batches.append(_surrogate_loss(algo, cfg, module, accelerator, rollout, micro_prompts,
-                                                     advantages, returns, beta, units))
+                for forward_prompts, samples in sample_chunks(micro_prompts, K, cfg.micro_batch_size):
+                    micro_batches.append(_surrogate_loss(algo, cfg, module, accelerator, rollout, forward_prompts,
+                                                         advantages, returns, beta, units, samples))
             step_stats = optimizer_step(accelerator, module, optimizer, micro_batches, max_grad_norm=max_grad_norm,
                                         grad_norm_weight=1.0, guard=guard, step=step + 1)
             stats.merge(step_stats)
@@ -181,11 +184,25 @@ def ppo_update(algo: Algorithm, cfg: PPOConfig, module, optimizer, accelerator, 
     return {**stats.local_means(), "ppo_epochs": epochs_run, "early_stop": float(stop)}
 
 
-def _surrogate_loss(algo, cfg, module, accelerator, rollout, prompts, advantages, returns, beta, units):
-    """A micro-batch of :func:`ppo_update`: the policy (and value) loss of ``prompts``' samples, summed
-    over samples and divided by the minibatch's samples over all processes."""
+def sample_chunks(prompts: Tensor, k: int, size: int) -> list[tuple[Tensor, slice]]:
+    """``(prompts, samples)`` of each forward-backward over the K samples of ``prompts``, at most ``size``
+    samples each (``ppo.micro_batch_size``; 0: all at once): whole prompts ``size // K`` at a time, or, when
+    ``size < K``, one prompt's samples ``size`` at a time (its prompt then runs once per chunk).
+    Example: prompts [3, 5], K = 8, size 4 -> (3, 0:4), (3, 4:8), (5, 0:4), (5, 4:8)."""
+    if size <= 0 or size >= len(prompts) * k:
+        return [(prompts, slice(None))]
+    if size >= k:
+        return [(chunk, slice(None)) for chunk in prompts.split(size // k)]
+    return [(prompts[i : i + 1], slice(j, j + size)) for i in range(len(prompts)) for j in range(0, k, size)]
+
+
+def _surrogate_loss(algo, cfg, module, accelerator, rollout, prompts, advantages, returns, beta, units,
+                    samples: slice = slice(None)):
+    """A micro-batch of :func:`ppo_update`: the policy (and value) loss of ``prompts``' samples ``samples``,
+    summed over samples and divided by the minibatch's samples over all processes."""
     def forward():
-        loss, stats = minibatch_loss(algo, cfg, module, accelerator, rollout, prompts, advantages, returns, beta)
+        loss, stats = minibatch_loss(algo, cfg, module, accelerator, rollout, prompts, advantages, returns, beta,
+                                     samples)
         return global_mean(loss.sum(), units, accelerator.num_processes), stats, 1.0
     return forward
 

@@ -223,15 +223,16 @@ class Rollout:
     def num_samples(self) -> int:
         return len(self.response_ids[0])
 
-    def rows(self, prompts: torch.Tensor) -> torch.Tensor:
-        """Row indices ``[len(prompts) * K]`` of the samples of ``prompts`` (prompt indices)."""
+    def rows(self, prompts: torch.Tensor, samples: slice = slice(None)) -> torch.Tensor:
+        """Row indices ``[len(prompts) * k]`` of the samples of ``prompts`` (prompt indices), of each
+        prompt's samples ``samples`` (all K by default), prompt-major."""
         K = self.num_samples
-        return (prompts[:, None] * K + torch.arange(K)).flatten()
+        return (prompts[:, None] * K + torch.arange(K)[samples]).flatten()
 
-    def batch(self, prompts: torch.Tensor | None = None) -> ResponseBatch:
-        """The engine's view of the samples of ``prompts`` (all prompts by default)."""
+    def batch(self, prompts: torch.Tensor | None = None, samples: slice = slice(None)) -> ResponseBatch:
+        """The engine's view of the samples ``samples`` of ``prompts`` (all samples of all prompts by default)."""
         idx = range(len(self.prompt_ids)) if prompts is None else prompts.tolist()
-        return response_batch([self.prompt_ids[b] for b in idx], [self.response_ids[b] for b in idx])
+        return response_batch([self.prompt_ids[b] for b in idx], [self.response_ids[b][samples] for b in idx])
 
 
 def response_batch(prompt_ids: list[list[int]], response_ids: list[list[list[int]]]) -> ResponseBatch:
