@@ -220,3 +220,23 @@ def test_pareto_plot(tmp_path):
 def test_html_page_is_self_contained():
     page = html_page("T", [("Section", "<p>x</p>")])
     assert page.startswith("<!DOCTYPE html>") and "<h2>Section</h2>" in page and "<link" not in page
+
+
+def test_an_error_rate_is_matched_in_its_own_direction():
+    """Two prompts, one seed per method. At budget KL 1: "fine" reached error 0.1 at KL 1 (its frontier from
+    the start's 0.3), "holistic" 0.2 at KL 1 and 0.4 at KL 2 (error going up is not on its frontier).
+    The lowest error rate is the best: fine 0.1, holistic 0.2; read as higher-is-better it would be the
+    other way round."""
+    from alignkit.eval.frontier_report import matched_tables
+
+    def samples(err, kl):
+        return [{"prompt": p, "responses": ["a"], "rewards": {"rel/error_rate": [err]}, "kl": [kl]} for p in "xy"]
+
+    rows = [ReportRow("start", {}, "ok", samples(0.3, 0.0), group="start"),
+            ReportRow("fine-b1", {}, "ok", samples(0.1, 1.0), group="fine", setting="b=1"),
+            ReportRow("hol-b1", {}, "ok", samples(0.2, 1.0), group="hol", setting="b=1"),
+            ReportRow("hol-b2", {}, "ok", samples(0.4, 2.0), group="hol", setting="b=2")]
+    table = matched_tables(rows, ["rel/error_rate"], 1.0, replicates=20)["rel/error_rate"]
+    assert [(r.method, round(r.reward, 6)) for r in table.rows] == [("fine", 0.1), ("hol", 0.2)]
+    assert table.rows[0].interval == pytest.approx((0.1, 0.1))
+    assert table.rows[1].delta == pytest.approx((-0.1, -0.1))  # best - holistic, in the metric's own sign

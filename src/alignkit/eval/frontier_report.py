@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from alignkit.eval.frontier import MatchedTable, MethodRuns, frontier, matched_kl, mean_and_se
+from alignkit.eval.frontier import MatchedRow, MatchedTable, MethodRuns, frontier, matched_kl, mean_and_se
+from alignkit.rewards.base import lower_is_better
 
 
 def _per_prompt(samples: list[dict], key: str, reward: str | None = None) -> list[float] | None:
@@ -57,13 +58,31 @@ def method_groups(rows: Sequence, reward: str) -> tuple[dict[str, MethodRuns], n
 def matched_tables(
     rows: Sequence, rewards: Sequence[str], budget: float | None, replicates: int
 ) -> dict[str, MatchedTable]:
-    """One matched-KL table per reward (none when no method has KL measurements)."""
+    """One matched-KL table per reward (none when no method has KL measurements).
+
+    A lower-is-better metric (a fine-grained model's ``error_rate``) is read off the frontier of its
+    negation, the best method being the one with the lowest value, and reported in its own sign.
+    """
     out = {}
     for name in rewards:
         groups, start = method_groups(rows, name)
-        if groups:
+        if not groups:
+            continue
+        if not lower_is_better(name):
             out[name] = matched_kl(groups, start, budget, replicates=replicates)
+            continue
+        negated = {g: MethodRuns({s: -v for s, v in r.reward.items()}, r.kl) for g, r in groups.items()}
+        table = matched_kl(negated, None if start is None else -start, budget, replicates=replicates)
+        out[name] = MatchedTable(table.budget, [_negate_row(r) for r in table.rows], table.replicates, table.level)
     return out
+
+
+def _negate_row(row: MatchedRow) -> MatchedRow:
+    def flip(pair):
+        return None if pair is None else (-pair[1], -pair[0])
+
+    return MatchedRow(row.method, None if row.reward is None else -row.reward, flip(row.interval), row.max_kl,
+                      flip(row.delta), row.significant)
 
 
 def _ci(pair: tuple[float, float] | None) -> str:
@@ -155,8 +174,9 @@ def plot_frontiers(
             ax.errorbar([p["x"] for p in pts], [p["y"] for p in pts], xerr=[p["x_se"] for p in pts],
                         yerr=[p["y_se"] for p in pts], fmt="o", capsize=2, color=color, label=group, alpha=0.85)
             anchor = [(0.0, _start_reward(start, name))] if x_key == "kl" and start else []
-            front = frontier([(sign * p["x"], p["y"]) for p in pts] + anchor)
-            ax.plot([sign * x for x, _ in front], [y for _, y in front], "-", color=color, linewidth=1.2)
+            y_sign = -1.0 if lower_is_better(name) else 1.0  # the frontier of an error rate runs along its lows
+            front = frontier([(sign * p["x"], y_sign * p["y"]) for p in pts] + [(x, y_sign * y) for x, y in anchor])
+            ax.plot([sign * x for x, _ in front], [y_sign * y for _, y in front], "-", color=color, linewidth=1.2)
             if len(pts) > 1:  # the knob value next to each point (placed once the panel is drawn)
                 labels += [(p["x"], p["y"], p["setting"].split("=")[-1], color) for p in pts]
         if start and x_key == "kl":

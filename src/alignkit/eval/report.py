@@ -372,6 +372,7 @@ def write_compare_report(
     """``matched_kl.md`` (the headline), ``table.md``, ``table.csv``, the plots and ``report.html``."""
     from alignkit.eval.frontier_report import MATCHED_NOTE, matched_cells, matched_tables, method_groups
     from alignkit.eval.frontier_report import plot_frontiers as frontiers
+    from alignkit.rewards.base import lower_is_better
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -384,7 +385,7 @@ def write_compare_report(
     matched_md, matched_html = [], []
     for name, table in matched.items():
         m_headers, m_cells = matched_cells(table, method_groups(rows, name)[0])
-        heading = f"Reward ({name}) at matched KL {table.budget:.2f}"
+        heading = f"Reward ({name}) at matched KL {table.budget:.2f}" + (" (lower is better)" if lower_is_better(name) else "")
         matched_md.append(f"{heading}\n\n" + markdown_table(m_headers, m_cells))
         matched_html.append(f"<h3>{html.escape(heading)}</h3>" + html_table(m_headers, m_cells, "results matched"))
     (out / "matched_kl.md").write_text("\n".join(matched_md) or "no method has KL measurements\n")

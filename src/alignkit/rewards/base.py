@@ -65,6 +65,16 @@ class Reward(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+# Diagnostics (``score_with_details``) where less is better; every reward and every other diagnostic is
+# higher-is-better. Reports read a metric off a frontier in its own direction (``lower_is_better``).
+LOWER_IS_BETTER_DETAILS = frozenset({"error_rate"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a reported metric ``<reward>`` or ``<reward>/<diagnostic>`` improves by going down."""
+    return "/" in metric and metric.rpartition("/")[2] in LOWER_IS_BETTER_DETAILS
+
+
 def check_batch(prompts: Sequence[str], responses: Sequence[str]) -> None:
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
