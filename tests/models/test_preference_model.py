@@ -22,7 +22,7 @@ SECOND = ["No.", "Go away, I am busy with something far more important than you 
 @pytest.fixture(scope="module")
 def model(tiny_encoder):
     torch.manual_seed(0)
-    model, tok = load_reward_model(tiny_encoder, kind="classifier")
+    model, tok = load_reward_model(tiny_encoder, kind="causal")
     model.max_length = 64
     return model.eval(), tok
 
