@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from alignkit.errors import AlignkitError
-from alignkit.models.reward_model import RewardModel, load_reward_model, save_reward_model
+from alignkit.models.reward_model import LENGTH_CHUNK, RewardModel, load_reward_model, save_reward_model
 
 PREFERENCE_CONFIG = "alignkit_preference.json"
 READOUT = "response_token_means"  # how f reads the model: recorded in PREFERENCE_CONFIG, checked on load
@@ -108,10 +108,17 @@ def _scores(model: RewardModel, tokenizer: Any, prompts: list[str], first: list[
     if model.kind != MODEL_KIND:
         raise AlignkitError(f"a preference model reads a score at every token (a body with a scalar head, reward "
                             f"model kind {MODEL_KIND!r}), not a {model.kind!r} reward model's one score")
-    batch = {k: v.to(model.device) for k, v in encode_comparisons(tokenizer, prompts, first, second,
-                                                                   max_length).items()}
-    values = model.model(batch["input_ids"], batch["attention_mask"]).float()  # (N, T)
-    return _span_mean(values, batch["first_mask"]) - _span_mean(values, batch["second_mask"])  # (N,)
+    batch = encode_comparisons(tokenizer, prompts, first, second, max_length)
+    lengths = batch["attention_mask"].sum(1)  # (N,)
+    # as reward_logits: length-sorted chunks, each padded to its own longest (HH-RLHF at 256 tokens: a
+    # third of a batch padded to its longest row is padding)
+    order = torch.argsort(lengths, stable=True)
+    parts = []
+    for idx in order.split(LENGTH_CHUNK):
+        chunk = {k: v[idx, : int(lengths[idx].max())].to(model.device) for k, v in batch.items()}
+        values = model.model(chunk["input_ids"], chunk["attention_mask"]).float()  # (n, t)
+        parts.append(_span_mean(values, chunk["first_mask"]) - _span_mean(values, chunk["second_mask"]))
+    return torch.cat(parts)[torch.argsort(order).to(model.device)]  # (N,), back in the callers' order
 
 
 def preference_logits(model: RewardModel, tokenizer: Any, prompts: list[str], first: list[str],

@@ -13,13 +13,18 @@ sec. 4.1 and Algorithm 1).
    :mod:`alignkit.losses.reward_mixture`).
 4. Repeat 2-3 until no assignment changes, at most ``mixture.em_iterations`` rounds.
 
+Each fit (1 and every M-step) is a run of the shared training loop on the one runtime
+(:func:`fit_bradley_terry`): the ``train:`` section applies to each, with its own log under ``fits/``.
+The EM does not checkpoint or resume (``train.resume`` and ``train.save_every`` are refused).
+
 The owner of a pair is its ``annotator`` (a pairwise-data column); data without annotator ids assigns
 each pair by itself. With a ``group`` column (the truth) the clustering accuracy is reported.
 
 Out, under ``train.output_dir``: ``final/group_0 .. group_{H-1}`` and ``final/pooled`` (reward models,
 centred on the training responses; ``kind: min`` of ``rewards:`` reads ``final/``),
 ``final/mixture.json`` (assignments, group sizes, the truth each group matches, accuracies) and
-``metrics.jsonl`` (one record per EM round). A single process trains; the models are reward-model sized.
+``metrics.jsonl`` (one record per EM round), ``fits/<fit>/metrics.jsonl`` (each fit's steps). A single process
+trains; the models are reward-model sized.
 """
 
 from __future__ import annotations
