@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import json
 import logging
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,7 +164,8 @@ def train_mixture(cfg) -> Path:
     pooled.to(accelerator.device).max_length = rm_cfg.max_length
     method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
     out = Path(tcfg.output_dir)
-    fits = out / "fits"  # each fit's own metrics.jsonl
+    fits = out / "fits"  # each fit's own metrics.jsonl; an earlier EM's (overwrite) would mix with this one's
+    shutil.rmtree(fits, ignore_errors=True)
     metrics_file = (out / "metrics.jsonl").open("w")
 
     # 1. init: the pooled reward, and annotators split by how well it explains them
