@@ -17,7 +17,7 @@ from alignkit.rewards.simple import LengthReward
 @pytest.fixture(scope="module")
 def judge_path(tiny_encoder, tmp_path_factory):
     torch.manual_seed(0)
-    model, tok = load_reward_model(tiny_encoder, kind="classifier")
+    model, tok = load_reward_model(tiny_encoder, kind="causal")
     model.max_length = 64
     return save_preference_model(model, tok, tmp_path_factory.mktemp("judge") / "pm")
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from alignkit.config import Config, from_dict, load_config
 from alignkit.data.schema import Example
-from alignkit.errors import DataError
+from alignkit.errors import ConfigError, DataError
 from alignkit.rewards.base import build_reward
 from alignkit.train.maxmin import owners_of
 from alignkit.train.methods import method_spec
@@ -71,7 +72,8 @@ def tiny_config(tmp_path, data):
         "data": {"train": str(data), "eval_size": 5},
         "reward_model": {"max_length": 32, "center_examples": 8},
         "mixture": {"num_groups": 2, "em_iterations": 2, "init_steps": 2, "m_step_steps": 2},
-        "train": {"output_dir": str(tmp_path / "run"), "learning_rate": 5e-5, "batch_size": 4, "progress": False},
+        "train": {"output_dir": str(tmp_path / "run"), "learning_rate": 5e-5, "schedule": "constant", "batch_size": 4,
+                  "progress": False},
     })
 
 
@@ -90,9 +92,25 @@ def test_tiny_em_run_writes_every_group_model_the_assignments_and_a_min_reward_l
     assert 0.0 <= summary["heldout_accuracy_mixture"] <= 1.0 and summary["heldout_pairs"] == 5
     for name in ("group_0", "group_1", "pooled"):
         assert (final / name / "alignkit_reward.json").is_file()
+    # the pooled fit and every M-step fit are runs of the shared loop, each with its own log
+    fits = ["pooled"] + [f"round_{r}_group_{h}" for r in range(1, summary["rounds"] + 1) for h in (0, 1)]
+    assert sorted(p.name for p in (run / "fits").iterdir()) == sorted(fits)
+    for name in fits:
+        steps = [json.loads(x) for x in (run / "fits" / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in steps] == [1, 2]  # init_steps = m_step_steps = 2
+        assert all(r["learning_rate"] == 5e-5 and math.isfinite(r["loss"]) and "grad_norm" in r for r in steps)
     reward = build_reward({"kind": "min", "path": str(final), "over": "sample"})
     value, details = reward.score_with_details(["Question 1?"] * 2, [POLITE[0], CURT[0]])
     assert torch.equal(value, torch.minimum(details["group_0"], details["group_1"]))
+
+
+@pytest.mark.parametrize("override", [{"resume": True}, {"save_every": 1}])
+def test_resume_and_checkpoints_are_refused(tmp_path, override):
+    cfg = tiny_config(tmp_path, two_group_file(tmp_path / "pairs.jsonl"))
+    for key, value in override.items():
+        setattr(cfg.train, key, value)
+    with pytest.raises(ConfigError, match=f"train.{next(iter(override))}: method 'maxmin_reward_models'"):
+        run_train(cfg)
 
 
 def test_more_groups_than_annotators_is_a_data_error(tmp_path):

@@ -41,6 +41,13 @@ def test_a_loss_section_is_refused(tmp_path):
         run_train(cfg)
 
 
+def test_a_sequence_classifier_kind_is_refused(tmp_path):
+    cfg = load_config(CONFIGS / "preference_model_tiny.yaml", [f"train.output_dir={tmp_path}",
+                                                                "reward_model.kind=classifier"])
+    with pytest.raises(ConfigError, match="reward_model.kind: a preference model reads a score at every token"):
+        run_train(cfg)
+
+
 def test_tiny_run_reports_accuracy_and_saves_a_judge(tmp_path, tiny_encoder):
     out = tmp_path / "pm"
     run_train(load_config(CONFIGS / "preference_model_tiny.yaml", [

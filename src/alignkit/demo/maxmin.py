@@ -121,8 +121,8 @@ def mixture_config(task: Path, out: Path, seed: int, progress: bool) -> dict:
             "data": {"train": str(task / "pairs.jsonl"), "eval_size": 0.1},
             "reward_model": {"kind": "causal", "max_length": 96, "center_examples": 256},
             "mixture": {"num_groups": 2, "em_iterations": 5, "init_steps": 60, "m_step_steps": 30},
-            "train": {"output_dir": str(out), "learning_rate": 1e-3, "batch_size": 16, "seed": seed, "overwrite": True,
-                      "progress": progress}}
+            "train": {"output_dir": str(out), "learning_rate": 1e-3, "schedule": "constant", "batch_size": 16,
+                      "seed": seed, "overwrite": True, "progress": progress}}
 
 
 def rl_config(exp: MaxMinExperiment, task: Path, out: Path, reward: dict, seed: int) -> dict:

@@ -13,20 +13,27 @@ sec. 4.1 and Algorithm 1).
    :mod:`alignkit.losses.reward_mixture`).
 4. Repeat 2-3 until no assignment changes, at most ``mixture.em_iterations`` rounds.
 
+Each fit (1 and every M-step) is a run of the shared training loop on the one runtime
+(:func:`fit_bradley_terry`): the ``train:`` section applies to each, with its own log under ``fits/``.
+The EM does not checkpoint or resume (``train.resume`` and ``train.save_every`` are refused).
+
 The owner of a pair is its ``annotator`` (a pairwise-data column); data without annotator ids assigns
 each pair by itself. With a ``group`` column (the truth) the clustering accuracy is reported.
 
 Out, under ``train.output_dir``: ``final/group_0 .. group_{H-1}`` and ``final/pooled`` (reward models,
 centred on the training responses; ``kind: min`` of ``rewards:`` reads ``final/``),
 ``final/mixture.json`` (assignments, group sizes, the truth each group matches, accuracies) and
-``metrics.jsonl`` (one record per EM round). A single process trains; the models are reward-model sized.
+``metrics.jsonl`` (one record per EM round), ``fits/<fit>/metrics.jsonl`` (each fit's steps). A single process
+trains; the models are reward-model sized.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +41,7 @@ from pathlib import Path
 import torch
 
 from alignkit.data.schema import Example
-from alignkit.errors import DataError
+from alignkit.errors import ConfigError, DataError
 from alignkit.losses.reward_mixture import (
     clustering_accuracy,
     hard_assignments,
@@ -72,22 +79,25 @@ def owners_of(examples: Sequence[Example]) -> tuple[torch.Tensor, list[str], lis
     return owner, names, truth
 
 
-def fit_bradley_terry(method: RewardModelMethod, model, examples: Sequence[Example], steps: int, lr: float,
-                      batch_size: int, generator: torch.Generator, max_grad_norm: float) -> float:
-    """``steps`` AdamW steps of the reward loss on batches drawn from ``examples``; the last loss."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    loss_value = float("nan")
-    for _ in range(steps):
-        batch = [examples[i] for i in torch.randint(len(examples), (batch_size,), generator=generator).tolist()]
-        loss, _ = method.loss(model, batch)
-        (loss / len(batch)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss.detach()) / len(batch)
+def fit_bradley_terry(cfg, method: RewardModelMethod, model, examples: Sequence[Example], steps: int,
+                      out_dir: Path, accelerator) -> float:
+    """``steps`` optimizer steps of the reward loss on ``examples``, continuing from ``model``'s weights: one
+    run of the project's runtime (:func:`~alignkit.train.loop.train_loop`: the ``train:`` section's optimizer,
+    schedule, clipping, accumulation and precision, over seeded permutations of ``examples``), logged in
+    ``out_dir/metrics.jsonl``. Its optimizer starts afresh, as in the paper's refit. Returns the last loss."""
+    from alignkit.train.guard import Preempted
+    from alignkit.train.loop import train_loop
+
+    fit_cfg = dataclasses.replace(cfg, max_steps=steps, output_dir=str(out_dir), eval_every=0, save_every=0,
+                                  resume=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = train_loop(fit_cfg, method, model, examples, accelerator=accelerator, desc=out_dir.name)
+    except Preempted as stop:
+        raise Preempted(f"{stop}; but an EM run (method maxmin_reward_models) does not resume: run it again "
+                        "with train.overwrite=true", stop.exit_code - 128) from None
     model.eval()
-    return loss_value
+    return result.history[-1]["loss"] if result.history else float("nan")
 
 
 @torch.no_grad()
@@ -137,10 +147,10 @@ def train_mixture(cfg) -> Path:
     from alignkit.data.pipeline import load_split
     from alignkit.models.reward_model import compute_center, load_reward_model, save_reward_model
     from alignkit.rewards.base import as_text
+    from alignkit.train.accelerator import make_accelerator
 
     mix, rm_cfg, tcfg = cfg.mixture, cfg.reward_model, cfg.train
-    torch.manual_seed(tcfg.seed)  # the fresh head
-    generator = torch.Generator().manual_seed(tcfg.seed)  # the batches
+    accelerator = make_accelerator(tcfg)  # seeds first: the fresh head; every fit of the EM runs on it
     train, held_out = load_split(cfg.data, seed=tcfg.seed, need="preferences", method=cfg.method)
     train = [ex for ex in train if len(set(ex.scores)) > 1]
     owner, names, truth = owners_of(train)
@@ -151,16 +161,15 @@ def train_mixture(cfg) -> Path:
     truth_ids = torch.tensor([truth_names.index(t) for t in truth]) if truth else None
     pooled, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
                                           trust_remote_code=cfg.model.trust_remote_code)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pooled.to(device).max_length = rm_cfg.max_length
+    pooled.to(accelerator.device).max_length = rm_cfg.max_length
     method = RewardModelMethod(tokenizer, rm_cfg.loss, cfg.loss, rm_cfg.max_length)
-    fit = dict(lr=tcfg.learning_rate, batch_size=tcfg.batch_size, generator=generator,
-               max_grad_norm=tcfg.max_grad_norm)
     out = Path(tcfg.output_dir)
+    fits = out / "fits"  # each fit's own metrics.jsonl; an earlier EM's (overwrite) would mix with this one's
+    shutil.rmtree(fits, ignore_errors=True)
     metrics_file = (out / "metrics.jsonl").open("w")
 
     # 1. init: the pooled reward, and annotators split by how well it explains them
-    loss = fit_bradley_terry(method, pooled, train, mix.init_steps, **fit)
+    loss = fit_bradley_terry(tcfg, method, pooled, train, mix.init_steps, fits / "pooled", accelerator)
     pooled_ll = pair_log_likelihoods(*pair_rewards(method, pooled, train, tcfg.batch_size).T)  # [N]
     counts = torch.bincount(owner, minlength=len(names)).clamp(min=1)
     assign = quantile_init(owner_log_likelihoods(pooled_ll[:, None], owner, len(names))[:, 0] / counts,
@@ -174,7 +183,8 @@ def train_mixture(cfg) -> Path:
         for h, model in enumerate(models):
             mine = [ex for ex, o in zip(train, owner.tolist()) if assign[o] == h]
             if mine:
-                fit_bradley_terry(method, model, mine, mix.m_step_steps, **fit)
+                fit_bradley_terry(tcfg, method, model, mine, mix.m_step_steps, fits / f"round_{round_}_group_{h}",
+                                  accelerator)
         # 3. E-step: each owner to the group that explains its preferences best
         owner_ll = owner_log_likelihoods(pair_log_likelihoods(*group_pair_rewards(method, models, train,
                                                                                   tcfg.batch_size)),
@@ -222,6 +232,10 @@ def check_config(cfg) -> None:
     from alignkit.losses import check_hyperparameters
 
     check_hyperparameters(cfg.reward_model.loss, cfg.loss)
+    for key in ("resume", "save_every"):
+        if getattr(cfg.train, key):
+            raise ConfigError(f"train.{key}: method 'maxmin_reward_models' does not checkpoint or resume (its EM is "
+                              "many short fits, each from the last; the result is final/); remove it")
 
 
 register_method(MethodSpec("maxmin_reward_models", "reward_model", train_mixture, data="pairs", check=check_config,

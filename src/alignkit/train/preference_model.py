@@ -1,12 +1,12 @@
 """``method: preference_model``: a pairwise preference model P(y > y' | x) trained on comparisons.
 
-The cross-encoder of :mod:`alignkit.models.preference_model` (MiniLM by default, any
-sequence classifier or a causal LM with a scalar head, ``reward_model.kind``) reads the
-prompt and both responses; its log-odds ``g`` is antisymmetric by construction. Pairwise
+The cross-encoder of :mod:`alignkit.models.preference_model` (MiniLM by default, any encoder
+or causal LM body with a scalar head on every token) reads the prompt and both responses and
+compares each response's mean token score; its log-odds ``g`` is antisymmetric by construction. Pairwise
 rows give one ordered pair (chosen, rejected); ranked rows (K responses with scores) give
 every pair with a strict preference, each row weighing the same
 (:func:`~alignkit.losses.reward.preference_model_loss`). It reads the ``reward_model:``
-section for ``kind`` and ``max_length`` (``loss`` and ``center_examples`` do not apply).
+section for ``max_length`` (``kind``, ``loss`` and ``center_examples`` do not apply).
 
 Held-out accuracy is reported as for reward models (``eval/accuracy``: a pair counts 1 when
 ``g(x, y_w, y_l) > 0``, 1/2 on a tie). Use the trained model as a judge with the reward kind
@@ -82,12 +82,12 @@ class PreferenceModelMethod:
 
 
 def train_preference_model(cfg) -> Path:
-    from alignkit.models.preference_model import save_preference_model
+    from alignkit.models.preference_model import MODEL_KIND, save_preference_model
     from alignkit.train.loop import train_loop
     from alignkit.train.reward_model import scorer_and_preferences
 
     rm_cfg = cfg.reward_model
-    accelerator, model, tokenizer, train, held_out = scorer_and_preferences(cfg)
+    accelerator, model, tokenizer, train, held_out = scorer_and_preferences(cfg, kind=MODEL_KIND)
     held_out = [ex for ex in held_out if len(set(ex.scores)) > 1]
     method = PreferenceModelMethod(tokenizer, rm_cfg.max_length)
     evaluate = (lambda m: method.evaluate(m, held_out, cfg.train.batch_size)) if held_out else None
@@ -101,6 +101,10 @@ def train_preference_model(cfg) -> Path:
 
 
 def check_config(cfg) -> None:
+    if cfg.reward_model.kind == "classifier":
+        raise ConfigError("reward_model.kind: a preference model reads a score at every token of each response "
+                          "(the model's body with a scalar head), not a sequence classifier's one score; "
+                          "remove reward_model.kind")
     if cfg.loss:
         raise ConfigError("loss: method 'preference_model' has one loss (-log sigmoid of the antisymmetric "
                           "log-odds) and no hyper-parameters; remove the loss section")

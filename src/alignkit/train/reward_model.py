@@ -81,10 +81,11 @@ def _count_pairs(scores: torch.Tensor, mask: torch.Tensor) -> int:
     return int((valid & (scores[:, :, None] > scores[:, None, :])).sum())
 
 
-def scorer_and_preferences(cfg):
+def scorer_and_preferences(cfg, kind: str | None = None):
     """What a reward model and a preference model both start from: the accelerator, the encoder (or
     causal LM) with its new head and ``max_length`` set, its tokenizer, and the preference rows as
     text (the model tokenizes pairs itself), training rows with every response tied dropped.
+    ``kind``: the reward-model kind to build (default ``reward_model.kind``).
 
     Returns ``(accelerator, model, tokenizer, train, held_out)``."""
     from alignkit.data.pipeline import load_split
@@ -93,7 +94,7 @@ def scorer_and_preferences(cfg):
 
     rm_cfg = cfg.reward_model
     accelerator = make_accelerator(cfg.train)  # seeds every process first: a new head starts the same on each
-    model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=rm_cfg.kind,
+    model, tokenizer = load_reward_model(cfg.model.name_or_path, kind=kind or rm_cfg.kind,
                                          trust_remote_code=cfg.model.trust_remote_code)
     train, held_out = load_split(cfg.data, seed=cfg.train.seed, need="preferences", method=cfg.method)
     train = [ex for ex in train if len(set(ex.scores)) > 1]  # all-tied rows have no pair to learn from
