@@ -201,14 +201,15 @@ def test_shard_and_gather_keep_every_item_once():
 
 def test_two_processes_share_the_sampling_of_a_raft_stage(two_process_runs):
     from alignkit.models.loading import load_causal_lm
-    from alignkit.train.sampling import _draw, load_prompts, stage_dir
+    from alignkit.train.prompts import draw, load_prompts
+    from alignkit.train.sampling import stage_dir
 
     out = two_process_runs["raft"]
     cfg = load_config(*split(RAFT))
     _, tokenizer = load_causal_lm(cfg.model)
-    draw = [r.prompt for r in _draw(load_prompts(cfg, tokenizer), 5, cfg.train.seed)]
+    drawn = [r.prompt for r in draw(load_prompts(cfg, tokenizer), 5, cfg.train.seed)]
     samples = [json.loads(x) for x in (stage_dir(out, 0) / "samples.jsonl").read_text().splitlines()]
-    assert [r["prompt"] for r in samples] == draw  # every prompt once, in the order of the draw
+    assert [r["prompt"] for r in samples] == drawn  # every prompt once, in the order of the draw
     assert all(len(r["responses"]) == len(r["scores"]) == 2 and sum(r["kept"]) == 1 for r in samples)
     stage = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert stage["gen/processes"] == 2  # both processes generated (3 and 2 prompts)

@@ -18,7 +18,7 @@ from alignkit.errors import ConfigError
 from alignkit.models.loading import load_causal_lm
 from alignkit.models.tiny import tiny_model_dir
 from alignkit.rewards import build_reward
-from alignkit.train import sampling
+from alignkit.train import prompts, sampling
 from alignkit.train.candidates import Candidates
 from alignkit.train.run import run_train
 from alignkit.train.sampling import ModelSource, gather, load_prompts, select, stage_dir, to_examples
@@ -278,7 +278,7 @@ def test_each_process_samples_scores_and_returns_its_own_block_of_the_prompts(mo
         monkeypatch.setattr(sampling, "shard", lambda items, index=index: shard(items, index, 2))
         monkeypatch.setattr(sampling, "gather_objects", list)  # this process's part of the all-gather
         blocks.append(sampling.sample_stage(cfg, 3, sources, rows, reward, {}, progress=False)[0])
-    draw = [r.prompt for r in sampling._draw(rows, 5, cfg.train.seed + 3)]
+    draw = [r.prompt for r in prompts.draw(rows, 5, cfg.train.seed + 3)]
     assert calls == [(draw[:3], cfg.sampling.seed + 3), (draw[3:], cfg.sampling.seed + 3 + 1_000_003)]
     both = blocks[0].rows() + blocks[1].rows()
     assert [r["prompt"] for r in both] == draw

@@ -65,22 +65,22 @@ def test_pad_is_eos_and_the_closing_eos_is_a_counted_target(smollm2):
         assert expected[-1] > -5.0  # the instruct model does end its turn there: log p(<|im_end|>) is high
 
 
-def test_one_dpo_step_then_the_saved_model_chats(smollm2, tmp_path):
+def test_two_dpo_steps_from_the_cli_then_the_saved_model_chats(smollm2, tmp_path):
+    """The issue's "done when", on the package's pairs: `alignkit train configs/smollm2/dpo_hh.yaml
+    train.max_steps=2`, then plain transformers loads `final/` and chats with the chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignkit.train.run import run_train
+    from alignkit.cli import main
 
-    cfg = load_config(CONFIGS / "dpo_hh.yaml", [
-        "data.train=alignkit:tiny_pairs.jsonl", "data.format=auto", "data.eval_size=2", "train.max_steps=1",
-        "train.batch_size=2", "train.eval_every=0", "train.progress=false", f"train.output_dir={tmp_path / 'run'}",
-        "train.learning_rate=1e-5", "train.warmup_steps=0", f"reference.cache_dir={tmp_path / 'ref'}",
-    ])
-    out = run_train(cfg)
-    (folder,) = (tmp_path / "ref").iterdir()  # the 2 pairs of the step and the 2 held out, cached
+    assert main(["train", str(CONFIGS / "dpo_hh.yaml"), "train.max_steps=2",
+                 "data.train=alignkit:tiny_pairs.jsonl", "data.format=auto", "data.eval_size=2", "train.batch_size=2",
+                 "train.eval_every=0", "train.progress=false", f"train.output_dir={tmp_path / 'run'}",
+                 "train.learning_rate=1e-5", "train.warmup_steps=0", f"reference.cache_dir={tmp_path / 'ref'}"]) == 0
+    (folder,) = (tmp_path / "ref").iterdir()  # the 4 pairs of the two steps and the 2 held out, cached
     from alignkit.models.reference import read_parts
 
-    assert len(read_parts(folder)) == 8
-    final = out / "final"
+    assert len(read_parts(folder)) == 12
+    final = tmp_path / "run" / "final"
     model = AutoModelForCausalLM.from_pretrained(final)
     tok = AutoTokenizer.from_pretrained(final)
     before, _ = smollm2

@@ -50,14 +50,15 @@ log = logging.getLogger("alignkit")
 SHARED_HH = "../shared/data/hh-rlhf-harmless/test.jsonl.gz"  # beside the checkout, as the SmolLM2 configs
 BUILTIN_PAIRS = "alignkit:tiny_pairs.jsonl"  # the package's own helpful-vs-rude pairs, where no HH file exists
 HARMLESS_METHODS = ["sft", "dpo", "listwise_dpo", "raft", "ppo"]
-# LoRA learning rates of each family on SmolLM2-135M (the configs/smollm2 recipes: LoRA DPO 5e-5, PPO 2e-5;
-# SFT and RAFT's fine-tuning at the usual LoRA SFT rate), beta of the handbook's SmolLM2 DPO recipe.
+# LoRA learning rates of each family on SmolLM2-135M, in the range LoRA users train at (the QLoRA / alignment-handbook
+# LoRA SFT rate 2e-4 for SFT and RAFT's fine-tuning; 5e-4 for LoRA DPO with TRL's and the DPO paper's beta 0.1;
+# PPO 1e-4). At the 5e-5 / 2e-5 of the full fine-tuning recipes, 6 steps moved no method (KL < 0.25).
+# PPO has no missing-EOS penalty: at 32 new tokens almost no reply ends, so it would shift every score alike.
 HARMLESS_FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
-    "sft": {"train.learning_rate": 1e-4},
-    "preference": {"train.learning_rate": 5e-5, "loss.beta": 0.5},
-    "sampling": {"train.learning_rate": 1e-4, "online.stages": 2, "train.num_epochs": 1.0},
-    "rl": {"train.learning_rate": 2e-5, "sampling.num_samples": 1, "ppo.num_ppo_epochs": 2, "ppo.kl_coef": 0.05,
-           "ppo.missing_eos_penalty": 1.0},
+    "sft": {"train.learning_rate": 2e-4},
+    "preference": {"train.learning_rate": 5e-4, "loss.beta": 0.1},
+    "sampling": {"train.learning_rate": 2e-4, "online.stages": 2, "train.num_epochs": 1.0},
+    "rl": {"train.learning_rate": 1e-4, "sampling.num_samples": 1, "ppo.num_ppo_epochs": 2, "ppo.kl_coef": 0.05},
 }
 
 
@@ -70,12 +71,12 @@ class HarmlessConfig:
     cache_dir: str = ""  # splits, reward model and lists (default: the demo's cache)
     seed: int = 0
     rm_pairs: int = 1200  # reward-model pairs (a split disjoint from the policy's and the eval pairs)
-    rm_steps: int = 24  # reward-model optimizer steps of 16 pairs
+    rm_steps: int = 32  # reward-model optimizer steps of 16 pairs
     num_prompts: int = 48  # the policy's pairs (and prompts)
     num_samples: int = 2  # start-model replies per prompt added to each listwise DPO list
     max_new_tokens: int = 32  # reply length in tokens (lists, RAFT, PPO and evaluation)
     methods: list[str] = field(default_factory=lambda: list(HARMLESS_METHODS))
-    method_steps: int = 6  # optimizer steps per method (RAFT: in all stages; PPO: iterations), 4 prompts each
+    method_steps: int = 12  # optimizer steps per method (RAFT: in all stages; PPO: iterations), 4 prompts each
     eval_pairs: int = 32  # held-out pairs of the preference accuracy (their prompts come first as eval prompts)
     eval_prompts: int = 12  # held-out prompts every model answers
     eval_samples: int = 2  # replies per held-out prompt
@@ -166,6 +167,8 @@ def write_splits(cfg: HarmlessConfig, source: str, folder: Path) -> dict[str, in
 
 # ---------------------------------------------------------------- 2. the reward model (the judge)
 
+RM_LEARNING_RATE = 1e-4  # MiniLM's Bradley-Terry head: 1e-4 reached eval loss 0.682 in 20 steps, 5e-5 0.692 in 24
+
 
 def train_judge(cfg: HarmlessConfig, folder: Path) -> float:
     """MiniLM + a Bradley-Terry head on ``rm_pairs.jsonl``; returns its accuracy on ``eval_pairs.jsonl``."""
@@ -177,7 +180,7 @@ def train_judge(cfg: HarmlessConfig, folder: Path) -> float:
         "model": {"name_or_path": cfg.reward_model},
         "data": {"train": str(folder / "rm_pairs.jsonl"), "eval": str(folder / "eval_pairs.jsonl")},
         "reward_model": {"loss": "bradley_terry", "max_length": 128, "center_examples": 64},
-        "train": {"output_dir": str(folder / "reward_model"), "learning_rate": 5e-5, "batch_size": 16,
+        "train": {"output_dir": str(folder / "reward_model"), "learning_rate": RM_LEARNING_RATE, "batch_size": 16,
                   "max_steps": cfg.rm_steps, "warmup_steps": max(1, cfg.rm_steps // 10), "seed": cfg.seed,
                   "log_every": 5, "progress": cfg.progress, "overwrite": True},
     })
@@ -283,7 +286,7 @@ def cache_key(cfg: HarmlessConfig, source: str) -> str:
     size = path.stat().st_size if path.is_file() else 0
     keys = ["model", "reward_model", "seed", "rm_pairs", "rm_steps", "num_prompts", "num_samples",
             "max_new_tokens", "method_steps", "eval_pairs"]
-    payload = {"tier": "harmless-v1", "source": source, "size": size, **{k: getattr(cfg, k) for k in keys}}
+    payload = {"tier": "harmless-v2", "source": source, "size": size, **{k: getattr(cfg, k) for k in keys}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -2,7 +2,8 @@
 
 Stage ``n`` of every method (``online.stages`` of them):
 
-1. draw ``online.prompts_per_stage`` prompts of ``data.train`` (any format; seed ``train.seed + n``);
+1. draw ``online.prompts_per_stage`` prompts of ``data.train`` (any format; seed ``train.seed + n``;
+   only the prompts the stages draw are tokenized first: :mod:`alignkit.train.prompts`);
 2. gather candidates from ``online.sources``: K samples of the policy (or of
    ``online.sampler_model``), K samples of another model, the data row's own responses;
 3. score them with ``rewards`` (with ``online.kl_beta`` > 0 also the log-probs of the
@@ -33,7 +34,7 @@ import json
 import logging
 import random
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,56 +50,14 @@ from alignkit.distributed import (
     shard,
     sharded_across_processes,
 )
-from alignkit.errors import AlignkitError, ConfigError, DataError
+from alignkit.errors import AlignkitError, ConfigError
 from alignkit.train.candidates import Candidates, read_jsonl, write_jsonl
 from alignkit.train.methods import MethodSpec, StepShape, method_family
+from alignkit.train.prompts import PromptRow, draw, load_prompts
 from alignkit.train.selection import SELECTORS, Item, filter_mask, kl_regularised
 from alignkit.train.updates import Update, all_updates, get_update
 
 log = logging.getLogger("alignkit")
-
-
-@dataclass
-class PromptRow:
-    """A prompt of ``data.train`` with the row's own responses (the ``dataset`` source)."""
-
-    prompt: Any  # a string or chat messages, as in the data
-    prompt_ids: list[int]
-    responses: list[Any]
-    response_ids: list[list[int]]
-
-
-def load_prompts(cfg: Config, tokenizer, with_responses: bool = False) -> list[PromptRow]:
-    """The prompts of ``data.train`` (whole-text rows have none and are skipped), tokenized by ``data``."""
-    from alignkit.data.formats import load_examples
-    from alignkit.data.pipeline import resolve_data_path, tokenize_config
-    from alignkit.data.tokenize import LongPrompt, tokenize_example
-
-    data = cfg.data
-    if not data.train:
-        raise ConfigError("data.train: no prompts given; set data.train to a file of prompts (any format)")
-    examples = load_examples(resolve_data_path(data.train), format=data.format, split=data.split,
-                             skip_bad_rows=data.skip_bad_rows, max_rows=data.max_rows or None, log=log.warning)
-    tok_cfg = tokenize_config(data)
-    rows, dropped = [], 0
-    for ex in examples:
-        if ex.meta.get("whole_text"):
-            continue
-        responses = list(ex.responses) if with_responses else []
-        try:
-            tok = tokenize_example(replace(ex, responses=responses, scores=None, desirable=None), tokenizer, tok_cfg)
-        except DataError as err:
-            dropped += isinstance(err, LongPrompt)
-            if not (data.skip_bad_rows or isinstance(err, LongPrompt)):
-                raise
-            continue
-        rows.append(PromptRow(ex.prompt, tok.prompt_ids, responses, tok.response_ids))
-    if dropped:
-        log.warning("dropped %d prompts longer than max_prompt_length %d (data.drop_long_prompts)", dropped,
-                    tok_cfg.max_prompt_length)
-    if not rows:
-        raise ConfigError(f"data.train: {data.train} has no prompts (whole-text rows carry none)")
-    return rows
 
 
 class ModelSource:
@@ -287,7 +246,7 @@ def train_sampling(cfg: Config) -> Path:
     policy, tokenizer = load_model(cfg, str(stage_dir(out, start - 1) / "final") if start else "", lora=True)
     policy.to(device)
     pad, share, chunk = tokenizer.pad_token_id, cfg.engine.share_prompt, cfg.engine.chunk_size
-    rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources)
+    rows = load_prompts(cfg, tokenizer, with_responses="dataset" in o.sources, stages=range(start, o.stages))
     scorer = SequenceScorer(policy, chunk)  # prepared (and under FSDP sharded) by the first stage's loop
     ref_mode = o.reference if o.reference != "auto" else SELECTORS[cfg.method].reference
     loss_ref = update.needs_reference
@@ -352,7 +311,7 @@ def sample_stage(cfg: Config, stage: int, sources, rows, reward, logps_fns, prog
     every process returns all candidates, in the order of the draw, and the generation metrics
     of all processes (throughput summed, time the slowest process's). ``lockstep``: the policy's
     weights are sharded, so a process without prompts still joins every forward."""
-    prompts = _draw(rows, cfg.online.prompts_per_stage, cfg.train.seed + stage)
+    prompts = draw(rows, cfg.online.prompts_per_stage, cfg.train.seed + stage)
     mine = shard(prompts)
     candidates, gen = Candidates.new([], [], [], [], []), {}
     if mine or lockstep:
@@ -409,13 +368,6 @@ def _completed_stages(out: Path, stages: int, resume: bool, accelerator) -> int:
     if accelerator.is_main_process:
         write_jsonl(metrics, kept)
     return done
-
-
-def _draw(rows: list[PromptRow], b: int, seed: int) -> list[PromptRow]:
-    """``b`` prompts without replacement (all when ``b`` is 0 or at least the number of prompts)."""
-    if b <= 0 or b >= len(rows):
-        return rows
-    return [rows[i] for i in random.Random(seed).sample(range(len(rows)), b)]
 
 
 def load_model(cfg: Config, path: str = "", lora: bool = False):
