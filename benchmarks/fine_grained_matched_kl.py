@@ -7,8 +7,8 @@ per answer, words), each with its standard
 error over prompts (seed-averaged per prompt); then, per error rate, the matched-KL table of
 :func:`alignkit.eval.frontier.matched_kl` on the NEGATED rates (the frontier keeps the highest value, i.e. the
 lowest error rate at no larger KL; the start model is every arm's KL-0 point), with bootstrap intervals over
-prompts and seeds. ``alignkit compare``'s own ``matched_kl.md`` reads every reported number as higher-is-better,
-so its error-rate tables pick the worst run: these are the ones to read.
+prompts and seeds. ``alignkit compare``'s own ``matched_kl.md`` now reads an ``error_rate`` lowest-first as well;
+this script adds the errors per answer and the segment counts that show the policy gaming the segmentation.
 
     python benchmarks/fine_grained_matched_kl.py runs/compare_fine_grained_qa [--budget KL]
 """
