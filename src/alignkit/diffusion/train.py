@@ -117,6 +117,8 @@ def train_diffusion_method(cfg: Config) -> Path:
     return out
 
 
-for _name in DIFFUSION_METHODS:
+for _name, _fn in DIFFUSION_METHODS.items():
+    # a best-of-K method also reads online.ranking (per prompt or global), as language RAFT does
     register_trainer(_name, family="diffusion", data="prompts",
-                     sections=("loss", "rewards", "sampling", "online"))(train_diffusion_method)
+                     sections=("loss", "rewards", "sampling") + (("online",) if _fn.feedback == "best_of_k" else ())
+                     )(train_diffusion_method)
