@@ -336,6 +336,8 @@ def test_chat_strings_renders_hh_row_with_the_template_and_one_end_of_turn(tok):
     # the same row as prompt/chosen/rejected strings, batch-encoded, gives the same ids
     batched = tokenize_examples([hh], tok, TokenizeConfig(chat_strings=True))[0]
     assert (batched.prompt_ids, batched.response_ids) == (out.prompt_ids, out.response_ids)
+    # rewards read the row as written (as alignkit eval scores it), not its chat form, on both paths
+    assert out.prompt_text == batched.prompt_text == hh.prompt
 
 
 def test_chat_strings_leaves_whole_text_rows_and_needs_a_template(tok):

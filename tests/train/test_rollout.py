@@ -217,3 +217,26 @@ def test_a_rewards_details_are_logged_with_the_rollout(tok):
     words = torch.tensor([float(len(t.split())) for t in rollout.texts])
     assert rollout.metrics["reward/words"] == pytest.approx(float(words.mean()))
     assert torch.equal(rollout.scores.cpu(), torch.minimum(chars, words))
+
+
+def test_the_reward_reads_each_prompt_as_written_not_as_decoded_ids(tok):
+    """Prompt ids are truncated to data.max_prompt_length (here: cut to 2 tokens): a reward that records its
+    prompts sees the rows' own text where one is given, and the decoded ids where it is "" (a row built from ids)."""
+    from alignkit.rewards.base import Reward
+
+    class Recorder(Reward):
+        name, dense = "recorder", False
+        seen: list[str] = []
+
+        def score(self, prompts, responses):
+            self.seen.extend(prompts)
+            return torch.zeros(len(prompts))
+
+    model = build_tiny_model(tok, seed=0)
+    module = ActorCritic(model, None, None, pad_id=tok.pad_token_id)
+    ids = [tok("The Movie WAS")["input_ids"][:2], tok("I")["input_ids"]]
+    reward = Recorder()
+    collect_rollout(module, None, reward, tok, ids, SamplingConfig(num_samples=2, max_new_tokens=4, seed=1),
+                    values=False, prompt_texts=["The Movie WAS", ""])
+    assert reward.seen == ["The Movie WAS"] * 2 + [tok.decode(ids[1], skip_special_tokens=True)] * 2
+    assert tok.decode(ids[0], skip_special_tokens=True) != "The Movie WAS"  # the case above is not vacuous

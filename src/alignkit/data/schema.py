@@ -68,6 +68,8 @@ class TokenizedExample:
         scores: as in :class:`Example` (``None`` when there is no preference).
         desirable: as in :class:`Example`.
         source: ``"FILE:LINE"`` of the row.
+        prompt_text: the row's prompt as rewards read it (:func:`as_text`, before truncation and the chat
+            template), so that an RL rollout scores what evaluation scores; ``""`` for rows built from ids.
     """
 
     prompt_ids: list[int]
@@ -75,6 +77,7 @@ class TokenizedExample:
     scores: list[float] | None = None
     desirable: list[bool] | None = None
     source: str = ""
+    prompt_text: str = ""
 
     @property
     def num_tokens(self) -> int:

@@ -61,7 +61,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from alignkit.data.schema import Example, Message, Text, TokenizedExample
+from alignkit.data.schema import Example, Message, Text, TokenizedExample, as_text
 from alignkit.errors import AlignkitError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def tokenize_examples(
 
 def _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, counts=None) -> None:
     """Batch-encode the plain rows of ``chunk`` in two calls, then finish every row."""
-    chunk = [_chat_form(ex, tokenizer, cfg) for ex in chunk]
+    originals, chunk = chunk, [_chat_form(ex, tokenizer, cfg) for ex in chunk]
     plain = [i for i, ex in enumerate(chunk) if _is_plain(ex, tokenizer)]
     prompts = _encode(tokenizer, [chunk[i].prompt for i in plain], special=True)
     responses = _encode(tokenizer, [r for i in plain for r in chunk[i].responses], special=False)
@@ -192,7 +192,7 @@ def _tokenize_chunk(chunk, start, tokenizer, cfg, skip_bad_rows, out, skipped, c
         k = chunk[i].num_responses
         pre[i] = (prompt_ids, responses[offset : offset + k])
         offset += k
-    for i, example in enumerate(chunk):
+    for i, example in enumerate(originals):  # _tokenize takes each row as written (it applies the chat form)
         where = example.source or f"example {start + i}"
         try:
             out.append(_tokenize(example, tokenizer, cfg, where, pre.get(i), counts))
@@ -212,6 +212,7 @@ def _tokenize(
 ) -> TokenizedExample | None:
     """One row: raw ids by shape, then the EOS policy, the empty check and truncation (None: a row
     dropped for its long prompt)."""
+    prompt_text = as_text(example.prompt)  # the row as written, before its chat form: what evaluation scores
     example = _chat_form(example, tokenizer, cfg)
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -247,6 +248,7 @@ def _tokenize(
         scores=None if example.scores is None else list(example.scores),
         desirable=None if example.desirable is None else list(example.desirable),
         source=example.source,
+        prompt_text=prompt_text,
     )
 
 

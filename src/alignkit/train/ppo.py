@@ -285,10 +285,11 @@ def train_rl(cfg) -> Path:
     run.track("moments", moments)
     run.track("tokens", tokens)
     eval_prompts = [ex.prompt_ids for ex in held_out][rank::world]
+    eval_texts = [ex.prompt_text for ex in held_out][rank::world]
     eval_sampling = replace(cfg.sampling, num_samples=ppo.eval_samples, seed=_seed(cfg.sampling.seed, tcfg.seed, rank))
     if held_out:
         run.evaluate = lambda: mean_over_processes(accelerator, evaluate_policy(
-            module, reference, reward, tokenizer, eval_prompts, eval_sampling))
+            module, reference, reward, tokenizer, eval_prompts, eval_sampling, eval_texts))
 
     def collect(step: int, round_: int = 0) -> Rollout:
         """Prompts chosen by (seed, step, round), samples seeded by (seed, step, process, round)."""
@@ -297,7 +298,8 @@ def train_rl(cfg) -> Path:
         sampling = replace(cfg.sampling, seed=_seed(cfg.sampling.seed, tcfg.seed, step, rank, *extra))
         with accelerator.autocast():
             return collect_rollout(module, reference, reward, tokenizer, [train[i].prompt_ids for i in indices],
-                                   sampling, values=algo.critic, sampler=sampler)
+                                   sampling, values=algo.critic, sampler=sampler,
+                                   prompt_texts=[train[i].prompt_text for i in indices])
 
     for step in run.steps():
         # 1. rollout (DAPO's dynamic sampling: more rounds until every group's K rewards differ)

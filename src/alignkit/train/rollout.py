@@ -250,8 +250,13 @@ def eos_ids(model: nn.Module, tokenizer) -> set[int]:
 
 @torch.no_grad()
 def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: list[list[int]],
-                    sampling: SamplingConfig, values: bool = True, sampler=sample) -> Rollout:
-    """Sample, score and evaluate K responses per prompt with ``model`` (an :class:`ActorCritic`)."""
+                    sampling: SamplingConfig, values: bool = True, sampler=sample,
+                    prompt_texts: list[str] | None = None) -> Rollout:
+    """Sample, score and evaluate K responses per prompt with ``model`` (an :class:`ActorCritic`).
+
+    The reward reads each prompt as ``prompt_texts`` gives it (the rows' text, as ``alignkit eval`` scores
+    it); a prompt without one (``""``, or no list) is read as its decoded ids, which are truncated to
+    ``data.max_prompt_length`` and carry the chat template."""
     inner = model.module if hasattr(model, "module") else model  # under DDP
     with full_weights(model):  # FSDP: the policy's embeddings and head are the root unit's
         samples = sampler(inner.policy, tokenizer, prompt_ids, sampling)
@@ -265,7 +270,8 @@ def collect_rollout(model: nn.Module, reference, reward, tokenizer, prompt_ids: 
     ref = out.logprobs.clone() if reference is None else reference_logprobs(reference, batch).to(out.logprobs.device)
 
     K = len(responses[0])
-    prompts = [tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids for _ in range(K)]
+    texts_in = prompt_texts or [""] * len(prompt_ids)
+    prompts = [t or tokenizer.decode(p, skip_special_tokens=True) for p, t in zip(prompt_ids, texts_in) for _ in range(K)]
     texts = [t for ts in samples.texts for t in ts]
     flat = [r for rs in responses for r in rs]
     segments, details = None, {}
@@ -328,10 +334,11 @@ def _sampler_logprobs(logprobs: list[list[list[float]]], training: torch.Tensor)
 
 @torch.no_grad()
 def evaluate_policy(model: nn.Module, reference, reward, tokenizer, prompt_ids: list[list[int]],
-                    sampling: SamplingConfig) -> dict[str, float]:
+                    sampling: SamplingConfig, prompt_texts: list[str] | None = None) -> dict[str, float]:
     """Fresh samples' mean ``reward``, ``objective/kl`` (KL(pi || pi_ref) per response, k1 summed over
     tokens), per-token ``entropy`` and ``completions/mean_length`` (TRL's names)."""
-    r = collect_rollout(model, reference, reward, tokenizer, prompt_ids, sampling, values=False)
+    r = collect_rollout(model, reference, reward, tokenizer, prompt_ids, sampling, values=False,
+                        prompt_texts=prompt_texts)
     kl = kl_penalty(r.logprobs, r.ref_logprobs, r.mask).sum(1)  # (N,) log pi(y|x) - log pi_ref(y|x)
     metrics = {
         "reward": float(r.scores.mean()),
