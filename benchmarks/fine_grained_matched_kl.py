@@ -5,8 +5,8 @@ per run group (``fine_grained_ppo``, ``holistic_ppo``) and KL setting: the mean 
 error rate, the errors per answer (rate x segments), and the answers' segments (sub-sentences and sentences
 per answer, words), each with its standard
 error over prompts (seed-averaged per prompt); then, per error rate, the matched-KL table of
-:func:`alignkit.eval.frontier.matched_kl` on the NEGATED rates (the frontier keeps the highest value, i.e. the
-lowest error rate at no larger KL; the start model is every arm's KL-0 point), with bootstrap intervals over
+:func:`alignkit.eval.frontier.matched_kl` with ``lower_is_better`` (the frontier keeps the lowest error rate at
+no larger KL; the start model is every arm's KL-0 point), with bootstrap intervals over
 prompts and seeds. ``alignkit compare``'s own ``matched_kl.md`` now reads an ``error_rate`` lowest-first as well;
 this script adds the errors per answer and the segment counts that show the policy gaming the segmentation.
 
@@ -76,19 +76,19 @@ def main() -> None:
             cells = ["{:.3f} ± {:.3f}".format(*mean_and_se(np.stack([s[k] for s in seeds]))) for k in keys]
             print(f"| {group} kl_coef {setting} | {len(seeds)} | " + " | ".join(cells) + " |")
     for rate in RATES:
-        methods = {g: MethodRuns({s: -np.stack([m[rate] for m in v]) for s, v in settings.items()},
+        methods = {g: MethodRuns({s: np.stack([m[rate] for m in v]) for s, v in settings.items()},
                                  {s: np.stack([m["kl"] for m in v]) for s, v in settings.items()})
                    for g, settings in groups.items()}
-        table = matched_kl(methods, -start[rate] if start is not None else None, args.budget)
+        table = matched_kl(methods, start[rate] if start is not None else None, args.budget, lower_is_better=True)
         print(f"\n{rate} at matched KL {table.budget:.3f} (95% bootstrap intervals over prompts and seeds)")
         for row in table.rows:
             if row.reward is None:
                 print(f"  {row.method}: never reaches it (largest KL {row.max_kl:.3f})")
                 continue
             lo, hi = row.interval
-            gap = "" if row.delta is None else (f"; its rate minus the best's: [{row.delta[0]:.3f}, {row.delta[1]:.3f}]"
+            gap = "" if row.delta is None else (f"; its rate minus the best's: [{-row.delta[1]:.3f}, {-row.delta[0]:.3f}]"
                                                f"{' (significant)' if row.significant else ''}")
-            print(f"  {row.method}: {-row.reward:.3f} [{-hi:.3f}, {-lo:.3f}] (largest KL {row.max_kl:.3f}){gap}")
+            print(f"  {row.method}: {row.reward:.3f} [{lo:.3f}, {hi:.3f}] (largest KL {row.max_kl:.3f}){gap}")
 
 
 if __name__ == "__main__":

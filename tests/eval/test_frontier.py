@@ -103,3 +103,14 @@ def test_label_offsets_avoid_a_neighbouring_marker():
     from alignkit.eval.frontier_report import label_offsets
 
     assert label_offsets([(0.0, 0.0), (20.0, 8.0)], [30.0, 5.0], 7.0)[0] == (4, -12)
+
+
+def test_matched_kl_of_a_lower_is_better_metric_picks_the_lowest():
+    """Error rates at KL 2 on four prompts: E 0.1 everywhere, F 0.3 everywhere. The lowest is best, reported in
+    its own sign: E 0.1 first, F 0.3 with best - F = -0.2 in every replicate (significant)."""
+    ones = np.ones((1, 4))
+    methods = {"F": _runs(only=(ones * 0.3, ones * 2)), "E": _runs(only=(ones * 0.1, ones * 2))}
+    table = matched_kl(methods, budget=2.0, replicates=50, seed=0, lower_is_better=True)
+    assert [(r.method, r.reward) for r in table.rows] == [("E", pytest.approx(0.1)), ("F", pytest.approx(0.3))]
+    assert table.rows[0].interval == pytest.approx((0.1, 0.1))
+    assert table.rows[1].delta == pytest.approx((-0.2, -0.2)) and table.rows[1].significant

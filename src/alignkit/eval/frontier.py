@@ -114,12 +114,20 @@ def matched_kl(
     replicates: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    lower_is_better: bool = False,
 ) -> MatchedTable:
     """Each method's reward at KL ``budget`` (default :func:`default_budget`), with bootstrap intervals.
 
     ``start_reward`` ``[prompts]``: the starting model's per-prompt reward, every method's point
     at KL 0 (without it, a budget below a method's smallest KL reads nothing).
+    ``lower_is_better`` (an error rate): read off the frontier of the negated values, the best method
+    being the lowest, and reported in the metric's own sign (``delta``: best - method, then <= 0).
     """
+    if lower_is_better:
+        negated = {g: MethodRuns({s: -v for s, v in r.reward.items()}, r.kl) for g, r in methods.items()}
+        table = matched_kl(negated, None if start_reward is None else -start_reward, budget, replicates, seed, level)
+        table.rows = [_negated_row(r) for r in table.rows]
+        return table
     budget = default_budget(methods) if budget is None else budget
     n_prompts = next(iter(next(iter(methods.values())).reward.values())).shape[1]
 
@@ -160,3 +168,12 @@ def matched_kl(
                 row.significant = row.delta[0] > 0 or row.delta[1] < 0
         table.rows.append(row)
     return table
+
+
+def _negated_row(row: MatchedRow) -> MatchedRow:
+    """``row`` of negated values in the values' own sign (intervals flip their ends)."""
+    def flip(pair):
+        return None if pair is None else (-pair[1], -pair[0])
+
+    return MatchedRow(row.method, None if row.reward is None else -row.reward, flip(row.interval), row.max_kl,
+                      flip(row.delta), row.significant)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from alignkit.eval.frontier import MatchedRow, MatchedTable, MethodRuns, frontier, matched_kl, mean_and_se
+from alignkit.eval.frontier import MatchedTable, MethodRuns, frontier, matched_kl, mean_and_se
 from alignkit.rewards.base import lower_is_better
 
 
@@ -66,23 +66,9 @@ def matched_tables(
     out = {}
     for name in rewards:
         groups, start = method_groups(rows, name)
-        if not groups:
-            continue
-        if not lower_is_better(name):
-            out[name] = matched_kl(groups, start, budget, replicates=replicates)
-            continue
-        negated = {g: MethodRuns({s: -v for s, v in r.reward.items()}, r.kl) for g, r in groups.items()}
-        table = matched_kl(negated, None if start is None else -start, budget, replicates=replicates)
-        out[name] = MatchedTable(table.budget, [_negate_row(r) for r in table.rows], table.replicates, table.level)
+        if groups:
+            out[name] = matched_kl(groups, start, budget, replicates=replicates, lower_is_better=lower_is_better(name))
     return out
-
-
-def _negate_row(row: MatchedRow) -> MatchedRow:
-    def flip(pair):
-        return None if pair is None else (-pair[1], -pair[0])
-
-    return MatchedRow(row.method, None if row.reward is None else -row.reward, flip(row.interval), row.max_kl,
-                      flip(row.delta), row.significant)
 
 
 def _ci(pair: tuple[float, float] | None) -> str:
