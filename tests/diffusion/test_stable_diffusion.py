@@ -125,40 +125,35 @@ def test_alignkit_train_reward_errors_name_the_key(tiny_pipeline, tmp_path):
         run_train(from_dict(Config, {**base, "rewards": [{"kind": "function", "function": "nope:fn"}]}))
 
 
-def test_alignkit_train_passes_whole_epochs_and_refuses_fractions(tiny_pipeline, tmp_path, monkeypatch):
+def _recorded_raft_run(tiny_pipeline, tmp_path, monkeypatch, **base):
+    """``run(**sections)``: ``alignkit train`` of diffusion RAFT on the tiny pipeline with the trainer replaced by
+    a recorder; ``seen``: the DiffusionTrainConfig each run built."""
     import alignkit.diffusion.trainer as trainer
     from alignkit.config import Config, from_dict
-    from alignkit.errors import ConfigError
     from alignkit.train.run import run_train
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
     seen = []
     monkeypatch.setattr(trainer, "train_diffusion", lambda task, cfg, progress=False: seen.append(cfg) or [])
-    base = {"method": "diffusion_raft", "model": {"name_or_path": str(tiny_pipeline), "lora": {"r": 2}},
-            "data": {"train": str(prompts)}, "loss": {"anchor": 4.0},
-            "rewards": [{"kind": "function", "function": "alignkit.diffusion.digits:ink_reward"}]}
-    run_train(from_dict(Config, {**base, "train": {"output_dir": str(tmp_path / "a"), "max_steps": 1,
-                                                   "num_epochs": 3, "progress": False}}))
+    common = {"method": "diffusion_raft", "model": {"name_or_path": str(tiny_pipeline), "lora": {"r": 2}},
+              "data": {"train": str(prompts)},
+              "rewards": [{"kind": "function", "function": "alignkit.diffusion.digits:ink_reward"}], **base}
+    return (lambda **sections: run_train(from_dict(Config, {**common, **sections}))), seen
+
+
+def test_alignkit_train_passes_whole_epochs_and_refuses_fractions(tiny_pipeline, tmp_path, monkeypatch):
+    from alignkit.errors import ConfigError
+
+    run, seen = _recorded_raft_run(tiny_pipeline, tmp_path, monkeypatch, loss={"anchor": 4.0})
+    run(train={"output_dir": str(tmp_path / "a"), "max_steps": 1, "num_epochs": 3, "progress": False})
     assert (seen[0].epochs, seen[0].hparams) == (3, {"anchor": 4.0})
     with pytest.raises(ConfigError, match=r"train.num_epochs: 1.5; .* give a whole number"):
-        run_train(from_dict(Config, {**base, "train": {"output_dir": str(tmp_path / "b"), "max_steps": 1,
-                                                       "num_epochs": 1.5}}))
+        run(train={"output_dir": str(tmp_path / "b"), "max_steps": 1, "num_epochs": 1.5})
 
 
 def test_alignkit_train_passes_rafts_ranking_as_for_language_raft(tiny_pipeline, tmp_path, monkeypatch):
-    import alignkit.diffusion.trainer as trainer
-    from alignkit.config import Config, from_dict
-    from alignkit.train.run import run_train
-
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a cat\n")
-    seen = []
-    monkeypatch.setattr(trainer, "train_diffusion", lambda task, cfg, progress=False: seen.append(cfg) or [])
-    base = {"method": "diffusion_raft", "model": {"name_or_path": str(tiny_pipeline), "lora": {"r": 2}},
-            "data": {"train": str(prompts)}, "sampling": {"num_samples": 8},
-            "rewards": [{"kind": "function", "function": "alignkit.diffusion.digits:ink_reward"}]}
+    run, seen = _recorded_raft_run(tiny_pipeline, tmp_path, monkeypatch, sampling={"num_samples": 8})
     for ranking, out in (("local", "a"), ("global", "b")):
-        run_train(from_dict(Config, {**base, "online": {"ranking": ranking},
-                                     "train": {"output_dir": str(tmp_path / out), "max_steps": 1, "progress": False}}))
+        run(online={"ranking": ranking}, train={"output_dir": str(tmp_path / out), "max_steps": 1, "progress": False})
     assert [(c.keep, c.keep_fraction) for c in seen] == [("per_prompt", 0.125), ("global", 0.125)]
