@@ -84,7 +84,7 @@ def tokenized(path: Path, fmt: str, tok, n: int, max_length: int, k: int = 2, tr
               chat: bool = False) -> list[dict]:
     """The first ``n`` rows with ``k`` responses; with ``truncate`` alignkit's truncation applies
     (prompt kept to ``max_length - 64``), else only rows that fit ``max_length`` whole are kept."""
-    from alignkit.data.formats import load_examples
+    from alignkit.data.examples import load_examples
     from alignkit.data.tokenize import TokenizeConfig, tokenize_examples
 
     examples = load_examples(path, format=fmt, skip_bad_rows=True, max_rows=40 * n)

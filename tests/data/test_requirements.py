@@ -7,7 +7,7 @@ import json
 import pytest
 
 from alignkit.config import load_config
-from alignkit.data.formats import load_examples
+from alignkit.data.examples import load_examples
 from alignkit.data.requirements import NEED_OF_DATA, NEEDS, check_examples
 from alignkit.data.schema import Example
 from alignkit.errors import DataError

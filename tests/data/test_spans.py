@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from alignkit.data.formats import detect_format, load_examples
+from alignkit.data.examples import load_examples
+from alignkit.data.formats import detect_format
 from alignkit.data.loaders import BadRow
 from alignkit.data.schema import Example
 from alignkit.data.spans import (

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from alignkit.cli import main
-from alignkit.data.formats import load_examples
+from alignkit.data.examples import load_examples
 from alignkit.data.schema import Example, as_text
 from alignkit.demo.harmless import (
     BUILTIN_PAIRS,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from alignkit.data.formats import load_examples
+from alignkit.data.examples import load_examples
 from alignkit.label.export import export_rows, write_rows
 from alignkit.label.importer import open_project
 from alignkit.label.project import load_project

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import alignkit
 from alignkit.cli import main
 from alignkit.config import load_config
-from alignkit.data.formats import load_examples
+from alignkit.data.examples import load_examples
 from alignkit.engine.generation import SamplingConfig, sample
 from alignkit.errors import ConfigError
 from alignkit.models.loading import load_causal_lm

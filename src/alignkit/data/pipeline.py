@@ -42,7 +42,7 @@ def load_split(data_cfg, *, seed: int = 0, need: str = "", method: str = "") -> 
 
     ``need`` (a key of :data:`alignkit.data.requirements.NEEDS`) is checked on every row of both
     sets, naming ``method`` and the first row that lacks it."""
-    from alignkit.data.formats import load_examples, split_train_eval
+    from alignkit.data.examples import load_examples, split_train_eval
     from alignkit.data.requirements import check_examples
     from alignkit.errors import ConfigError
 

@@ -193,7 +193,7 @@ def split_by_prompt(examples: Sequence[Example], eval_size: float, seed: int) ->
 
     ``eval_size``: prompts held out, a fraction when below 1.
     """
-    from alignkit.data.formats import split_train_eval
+    from alignkit.data.examples import split_train_eval
     from alignkit.data.schema import as_text
 
     keys = list(dict.fromkeys(as_text(ex.prompt) for ex in examples))

@@ -149,7 +149,7 @@ def pair_rows(examples: list) -> list[dict]:
 
 def write_splits(cfg: HarmlessConfig, source: str, folder: Path) -> dict[str, int]:
     """``rm_pairs``, ``pairs`` (+ ``best`` and ``prompts``) and ``eval_pairs`` files; returns their sizes."""
-    from alignkit.data.formats import load_examples
+    from alignkit.data.examples import load_examples
     from alignkit.data.pipeline import resolve_data_path
 
     examples = [ex for ex in load_examples(resolve_data_path(source), skip_bad_rows=True)

@@ -166,7 +166,7 @@ def json_safe(x: Any) -> Any:
 
 def load_rows(path: str, max_rows: int = 0):
     """Examples of any data format (``alignkit:NAME`` for built-ins)."""
-    from alignkit.data.formats import load_examples
+    from alignkit.data.examples import load_examples
     from alignkit.data.pipeline import resolve_data_path
 
     return load_examples(resolve_data_path(path), max_rows=max_rows or None)

@@ -80,7 +80,7 @@ def load_prompts(cfg: Config, tokenizer, with_responses: bool = False,
 
     ``stages`` (the stages the run will sample): tokenize only the prompts their draws take, the others
     when read; ``None``: every prompt now (``alignkit generate``, which samples them all)."""
-    from alignkit.data.formats import load_examples
+    from alignkit.data.examples import load_examples
     from alignkit.data.pipeline import TokenizedRows, resolve_data_path, tokenize_config
 
     data = cfg.data

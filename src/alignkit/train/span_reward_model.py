@@ -112,7 +112,7 @@ def load_span_data(cfg) -> tuple[list[SpanExample], list[SpanExample], list[Span
     """Training, validation and held-out span examples: three disjoint sets of questions (the held-out
     ones are never trained on; the validation ones, ``validation_size`` of the training questions,
     only choose the decision threshold)."""
-    from alignkit.data.formats import load_examples
+    from alignkit.data.examples import load_examples
     from alignkit.data.pipeline import resolve_data_path
     from alignkit.data.spans import span_examples, split_by_prompt
     from alignkit.errors import ConfigError
