@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from alignkit.eval.runner import EvalConfig, judge_win_rate
+from alignkit.eval.runner import EvalConfig
+from alignkit.eval.sample_metrics import judge_win_rate
 from alignkit.models.preference_model import save_preference_model
 from alignkit.models.reward_model import load_reward_model
 from alignkit.rewards import RewardSpec, build_reward

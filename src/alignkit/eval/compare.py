@@ -396,7 +396,8 @@ def compare_rows(cfg: CompareConfig, train_cfgs: list[tuple[RunSpec, Config]] | 
 def dataset_rows(ev: EvalConfig) -> list:
     """Rows for the chosen and rejected responses of ``eval.prompts`` (none when it has no pairs)."""
     from alignkit.eval.report import ReportRow
-    from alignkit.eval.runner import build_rewards, evaluate_texts, load_baseline, load_prompt_rows
+    from alignkit.eval.runner import load_baseline, load_prompt_rows
+    from alignkit.eval.sample_metrics import build_rewards, evaluate_texts
     from alignkit.rewards.base import as_text
 
     examples = load_prompt_rows(ev)
