@@ -14,7 +14,8 @@ also the policy's reward by stage, from ``stages/stage-n/samples.jsonl``; then :
 the starting and the trained policy sampled on the same prompts with the same sampling seed and compared pair by
 pair by the run's judge.
 
-    python benchmarks/nash_xpo_seeds.py OUT [--seeds 0,1,2] [--stages 6] [--task DIR --judge PM] [-- key=value ...]
+    python benchmarks/nash_xpo_seeds.py OUT [--seeds 0,1,2] [--stages 6] [--methods nash_md,xpo] [--task DIR --judge PM]
+        [-- key=value ...]
 """
 
 from __future__ import annotations
@@ -90,13 +91,14 @@ def run_overrides(task: str, judge: str) -> list[str]:
             f"rewards=[{{kind: preference_model, path: {judge}}}]"]
 
 
-def main(out: Path, seeds: list[int], stages: int, overrides: list[str], task: str = "", judge: str = "") -> dict:
+def main(out: Path, seeds: list[int], stages: int, overrides: list[str], task: str = "", judge: str = "",
+         methods: tuple[str, ...] = ("nash_md", "xpo")) -> dict:
     from alignkit.cli import main as cli
 
     suffix = "reviews" if task else "tiny"
     held_out = str(Path(task) / "eval_prompts.jsonl") if task else ""
     result: dict = {}
-    for method in ("nash_md", "xpo"):
+    for method in methods:
         for seed in seeds:
             run = out / f"{method}-seed{seed}"
             rc = cli(["train", f"configs/{method}_{suffix}.yaml", f"train.output_dir={run}", f"train.seed={seed}",
@@ -124,4 +126,5 @@ if __name__ == "__main__":
     task, judge = flag(argv, "--task", ""), flag(argv, "--judge", "runs/pm_reviews/final")
     out = Path(argv[0] if argv and not argv[0].startswith("--") else "runs/nash_xpo_seeds")
     out.mkdir(parents=True, exist_ok=True)
-    main(out, seeds, int(flag(argv, "--stages", "6")), extra, task, judge)
+    methods = tuple(flag(argv, "--methods", "nash_md,xpo").split(","))
+    main(out, seeds, int(flag(argv, "--stages", "6")), extra, task, judge, methods)
