@@ -193,3 +193,27 @@ def test_xpo_with_alpha_zero_trains_as_alignkits_online_dpo(tmp_path):
 
     start = load_causal_lm(load_config(CONFIGS / "xpo_tiny.yaml").model)[0].state_dict()
     assert any(not torch.equal(a[k], start[k]) for k in a if k in start)  # the update did move the weights
+
+
+def test_with_a_preference_model_judge_nash_md_plays_the_judges_own_probability(tmp_path, tiny_encoder):
+    """One sample per source: the stage's P(y > y') = sigmoid(s(y) - s(y')) from samples.jsonl equals the judge's
+    compare(prompt, y, y') (what TRL's loss, transcribed in tests/losses/test_nash_xpo.py, takes as `probability`)."""
+    from alignkit.models.preference_model import save_preference_model
+    from alignkit.models.reward_model import load_reward_model
+    from alignkit.rewards.preference import PreferenceJudge
+
+    torch.manual_seed(0)
+    model, tok = load_reward_model(tiny_encoder, kind="causal")
+    model.max_length = 64
+    judge_path = save_preference_model(model, tok, tmp_path / "pm")
+    out = tmp_path / "run"
+    run_train(load_config(CONFIGS / "nash_md_tiny.yaml", [
+        f"train.output_dir={out}", f"rewards=[{{kind: preference_model, path: {judge_path}}}]", "online.stages=1",
+        "online.prompts_per_stage=3", "sampling.num_samples=1", "sampling.max_new_tokens=6", "train.max_steps=1",
+        "train.progress=false"]))
+    rows = [json.loads(x) for x in (out / "stages/stage-0/samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["sources"] == ["policy", "mixture"] for r in rows)
+    p_stage = torch.sigmoid(torch.tensor([r["scores"][0] - r["scores"][1] for r in rows]))
+    judge = PreferenceJudge.from_path(judge_path)
+    p_judge = judge.compare([r["prompt"] for r in rows], [r["responses"][0] for r in rows], [r["responses"][1] for r in rows])
+    assert torch.allclose(p_stage, p_judge, atol=1e-5) and not torch.allclose(p_judge, torch.full((3,), 0.5))
