@@ -111,7 +111,7 @@ def test_reward_logits_carry_gradients_for_training(causal, tokenizer):
 def test_causal_save_load_roundtrip(causal, tokenizer, tmp_path):
     out = save_reward_model(causal, tokenizer, tmp_path / "rm", center_mean=0.25)
     meta = json.loads((out / "alignkit_reward.json").read_text())
-    assert meta == {"kind": "causal", "center_mean": 0.25, "max_length": 64}
+    assert meta == {"kind": "causal", "center_mean": 0.25, "center_std": 1.0, "max_length": 64}
     assert (out / "value_head.safetensors").is_file() and (out / "model.safetensors").is_file()
     loaded, tok = load_reward_model(out)
     assert loaded.kind == "causal" and loaded.center_mean == 0.25 and loaded.max_length == 64

@@ -113,6 +113,7 @@ class MaxMinExperiment:
     num_samples: int = 4  # samples per prompt in RL
     eval_samples: int = 4  # samples per held-out prompt in the evaluation
     over: str = "batch"  # MaxMin's minimum: over the batch (the paper) or per sample
+    scale: str = "std"  # the group rewards compared in units of their std on the training responses, or "none"
     progress: bool = False
 
 
@@ -159,7 +160,8 @@ def run_seed(exp: MaxMinExperiment, task: Path, seed: int) -> dict[str, Any]:
     run_train(from_dict(Config, mixture_config(task, out / "mixture", seed, exp.progress)))
     mixture = json.loads((out / "mixture" / "final" / "mixture.json").read_text())
     pooled = {"kind": "model", "path": str(out / "mixture" / "final" / "pooled"), "name": "pooled"}
-    egalitarian = {"kind": "min", "path": str(out / "mixture" / "final"), "name": "min", "over": exp.over}
+    egalitarian = {"kind": "min", "path": str(out / "mixture" / "final"), "name": "min", "over": exp.over,
+                   "scale": exp.scale}
     rows = {"start": gold_rewards(str(task / "base"), task, seed, exp)}
     for label, reward in (("baseline", pooled), ("maxmin", egalitarian)):
         run_train(from_dict(Config, rl_config(exp, task, out / label, reward, seed)))
