@@ -177,11 +177,10 @@ def run_seed(exp: MaxMinExperiment, task: Path, seed: int) -> dict[str, Any]:
     out = Path(exp.output_dir) / f"seed{seed}"
     torch.manual_seed(seed)
     run_train(from_dict(Config, mixture_config(task, out / "mixture", seed, exp.progress)))
-    mixture = json.loads((out / "mixture" / "final" / "mixture.json").read_text())
-    pooled = {"kind": "model", "path": str(out / "mixture" / "final" / "pooled"), "name": "pooled"}
-    egalitarian = {"kind": "min", "path": str(out / "mixture" / "final"), "name": "min", "over": exp.over,
-                   "scale": exp.scale}
     final = out / "mixture" / "final"
+    mixture = json.loads((final / "mixture.json").read_text())
+    pooled = {"kind": "model", "path": str(final / "pooled"), "name": "pooled"}
+    egalitarian = {"kind": "min", "path": str(final), "name": "min", "over": exp.over, "scale": exp.scale}
     rows = {"start": gold_rewards(str(task / "base"), task, seed, exp, final)}
     for label, reward in (("baseline", pooled), ("maxmin", egalitarian)):
         run_train(from_dict(Config, rl_config(exp, task, out / label, reward, seed)))

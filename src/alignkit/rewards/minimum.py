@@ -19,6 +19,7 @@ group's rewards before the minimum, ``r_h / s_h``: with each model's std over th
 (``kind: min``'s ``scale: std``, the default) every group is measured in "standard deviations above an
 average starting response". Without (``scale: none``) the raw centred rewards are compared, as the paper
 writes the objective.
+
 Each group's (scaled) rewards are :meth:`MinReward.score_with_details` diagnostics, so the RL trainer
 logs them per step (``reward/<group>``) and ``alignkit eval`` reports them (``<reward>/<group>``).
 """
