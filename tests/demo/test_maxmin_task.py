@@ -14,6 +14,7 @@ from alignkit.demo.maxmin import (
     brevity,
     format_table,
     label_pairs,
+    min_group_share,
     run_experiment,
 )
 
@@ -60,6 +61,25 @@ def test_table_reports_mean_and_sd_over_seeds():
     assert "| 1 | 1.00 | +0.300 / -12.00 | +0.300 / -12.00 |" in table
 
 
+def test_table_shows_the_learned_rewards_by_true_group_and_the_minimums_share():
+    """Learned group 0 is the minority here, so the columns read group_1 / group_0 (majority / minority)."""
+    rewards = {k: {MAJORITY: 0.5, MINORITY: -9.0, "learned/group_0": v, "learned/group_1": 2 * v}
+               for k, v in (("start", 0.0), ("baseline", 0.25), ("maxmin", 1.0))}
+    result = {"seed": 3, "rewards": rewards, "clustering_accuracy": 1.0, "group_truth": [MINORITY, MAJORITY],
+              "min_group_share": [0.75, 0.25]}
+    table = format_table([result])
+    assert "| 3 | +0.00 / +0.00 | +0.50 / +0.25 | +2.00 / +1.00 | 25% / 75% |" in table
+
+
+def test_min_group_share_counts_the_steps_of_each_group(tmp_path):
+    """Steps with min_group 1, 0, 1, 1 (and a step without the key): group 0 on 1 of 4, group 1 on 3 of 4."""
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [{"step": 1, "reward/min_group": 1.0}, {"step": 2,
+                   "reward/min_group": 0.0}, {"step": 3, "reward/min_group": 1.0}, {"step": 4, "reward/min_group": 1.0},
+                   {"step": 4, "eval": 1}]))
+    assert min_group_share(log, 2) == [0.25, 0.75]
+
+
 @pytest.mark.slow
 def test_the_experiment_runs_end_to_end_on_a_small_budget(tmp_path):
     """`alignkit demo --task maxmin` with 2 RL steps: every row of the table gets numbers."""
@@ -69,3 +89,5 @@ def test_the_experiment_runs_end_to_end_on_a_small_budget(tmp_path):
     assert set(results[0]["rewards"]) == {"start", "baseline", "maxmin"}
     assert "| MaxMin-RLHF |" in table and (tmp_path / "table.md").is_file()
     assert 0.5 <= results[0]["clustering_accuracy"] <= 1.0
+    assert sum(results[0]["min_group_share"]) == pytest.approx(1.0)
+    assert {"learned/group_0", "learned/group_1"} <= set(results[0]["rewards"]["maxmin"])

@@ -1,20 +1,26 @@
 """Reward models: causal (body + scalar head) and classifier (the packaged MiniLM), save/load, encoding."""
 
+import copy
 import json
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from alignkit.errors import AlignkitError
 from alignkit.models.heads import ScalarHead, ValueModel, backbone_of
 from alignkit.models.reward_model import (
     RewardModel,
     compute_center,
+    compute_center_and_std,
     encode_pairs,
     load_reward_model,
     resolve_model_path,
     reward_logits,
     save_reward_model,
+    store_center,
 )
 from alignkit.models.tiny import build_tiny_model, build_tiny_tokenizer, tiny_model_dir
 
@@ -111,7 +117,7 @@ def test_reward_logits_carry_gradients_for_training(causal, tokenizer):
 def test_causal_save_load_roundtrip(causal, tokenizer, tmp_path):
     out = save_reward_model(causal, tokenizer, tmp_path / "rm", center_mean=0.25)
     meta = json.loads((out / "alignkit_reward.json").read_text())
-    assert meta == {"kind": "causal", "center_mean": 0.25, "max_length": 64}
+    assert meta == {"kind": "causal", "center_mean": 0.25, "center_std": 1.0, "max_length": 64}
     assert (out / "value_head.safetensors").is_file() and (out / "model.safetensors").is_file()
     loaded, tok = load_reward_model(out)
     assert loaded.kind == "causal" and loaded.center_mean == 0.25 and loaded.max_length == 64
@@ -132,6 +138,47 @@ def test_base_causal_checkpoint_gets_a_fresh_head_only_when_allowed(tmp_path):
 def test_compute_center_is_the_mean_raw_reward(causal, tokenizer):
     center = compute_center(causal, tokenizer, PROMPTS, RESPONSES, batch_size=2)
     assert center == pytest.approx(scores(causal, tokenizer).mean().item(), abs=1e-6)
+
+
+class CountTokens(nn.Module):
+    """A "classifier" whose reward is the number of real tokens of the pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.zero = nn.Parameter(torch.zeros(()))  # gives the model a device
+
+    def forward(self, input_ids, attention_mask, **_):
+        return SimpleNamespace(logits=attention_mask.sum(1, keepdim=True).float() + self.zero)
+
+
+def test_compute_center_and_std_over_batches_by_hand():
+    """A byte tokenizer (no merges) and a reward that counts tokens: BOS + n bytes + EOS = n + 2 for the
+    responses 'a' * (1, 3, 5, 7) after an empty prompt. Mean 4 + 2 = 6; deviations -3, -1, 1, 3, so the
+    population std is sqrt((9 + 1 + 1 + 9) / 4) = sqrt(5); batches of 3 split the pairs 3 + 1."""
+    tok = build_tiny_tokenizer(["x"], vocab_size=261)  # 256 bytes + 5 specials: every byte is a token
+    model = RewardModel("classifier", CountTokens())
+    responses = ["a" * n for n in (1, 3, 5, 7)]
+    mean, std = compute_center_and_std(model, tok, [""] * 4, responses, batch_size=3)
+    assert mean == pytest.approx(6.0) and std == pytest.approx(math.sqrt(5.0))
+    assert compute_center(model, tok, [""] * 4, responses, batch_size=3) == pytest.approx(6.0)
+
+
+def test_center_std_is_saved_stored_and_old_models_read_as_one(causal, tokenizer, tmp_path):
+    model = copy.deepcopy(causal)  # saving sets the given center on the model; the fixture is shared
+    out = save_reward_model(model, tokenizer, tmp_path / "rm", center_mean=0.5, center_std=2.5)
+    assert model.center_std == 2.5
+    assert json.loads((out / "alignkit_reward.json").read_text())["center_std"] == 2.5
+    assert load_reward_model(out)[0].center_std == 2.5
+    store_center(out, -1.0, 4.0)
+    loaded = load_reward_model(out)[0]
+    assert (loaded.center_mean, loaded.center_std) == (-1.0, 4.0)
+    store_center(out, 0.0)  # the std is kept when only the mean is given
+    assert load_reward_model(out)[0].center_std == 4.0
+    # a model saved before the std was measured: no key, read as 1 (its rewards unscaled)
+    meta = json.loads((out / "alignkit_reward.json").read_text())
+    del meta["center_std"]
+    (out / "alignkit_reward.json").write_text(json.dumps(meta))
+    assert load_reward_model(out)[0].center_std == 1.0
 
 
 # --- the packaged MiniLM classifier ---------------------------------------------------

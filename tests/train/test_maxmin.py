@@ -102,6 +102,9 @@ def test_tiny_em_run_writes_every_group_model_the_assignments_and_a_min_reward_l
     reward = build_reward({"kind": "min", "path": str(final), "over": "sample"})
     value, details = reward.score_with_details(["Question 1?"] * 2, [POLITE[0], CURT[0]])
     assert torch.equal(value, torch.minimum(details["group_0"], details["group_1"]))
+    # each group model's spread on the centring responses is stored, and the min divides by it
+    spreads = [json.loads((final / g / "alignkit_reward.json").read_text())["center_std"] for g in ("group_0", "group_1")]
+    assert all(s > 0 for s in spreads) and reward.scales.tolist() == pytest.approx(spreads)
 
 
 @pytest.mark.parametrize("override", [{"resume": True}, {"save_every": 1}])

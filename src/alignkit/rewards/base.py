@@ -21,6 +21,7 @@ needs torch alone.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -156,9 +157,14 @@ def _preference_model(spec: RewardSpec, where: str) -> Reward:
                                      max_length=spec.max_length)
 
 
+MIN_SCALES = ("std", "none")
+
+
 def _min(spec: RewardSpec, where: str) -> Reward:
     """MaxMin-RLHF's egalitarian reward: the minimum over the group reward models of a mixture
-    (the ``final/`` folder of method ``maxmin_reward_models``, holding ``group_0``, ``group_1``, ...)."""
+    (the ``final/`` folder of method ``maxmin_reward_models``, holding ``group_0``, ``group_1``, ...).
+    ``scale: std`` compares the groups in units of each model's std over its training responses (models
+    saved without one read as 1), ``none`` as saved."""
     from alignkit.rewards.minimum import OVER, MinReward
     from alignkit.rewards.model import ModelReward
 
@@ -170,9 +176,18 @@ def _min(spec: RewardSpec, where: str) -> Reward:
                           "folder of a run of method maxmin_reward_models")
     if spec.over not in OVER:
         raise ConfigError(f"{where}.over: {spec.over!r} is not one of: {', '.join(OVER)}")
+    if spec.scale not in MIN_SCALES:
+        raise ConfigError(f"{where}.scale: {spec.scale!r} is not one of: {', '.join(MIN_SCALES)}")
     rewards = [ModelReward.from_path(g, name=g.name, batch_size=spec.batch_size, max_length=spec.max_length)
                for g in groups]
-    return MinReward(rewards, over=spec.over, name=spec.name or "min")
+    scales = None
+    if spec.scale == "std":
+        for g, r in zip(groups, rewards):
+            if not (r.spread > 0 and math.isfinite(r.spread)):
+                raise ConfigError(f"{where}.scale: {g}/alignkit_reward.json has center_std {r.spread!r}, so its "
+                                  "rewards cannot be put on a common scale; use scale: none or refit the mixture")
+        scales = [r.spread for r in rewards]
+    return MinReward(rewards, over=spec.over, name=spec.name or "min", scales=scales)
 
 
 REWARDS: dict[str, Callable[[RewardSpec, str], Reward]] = {

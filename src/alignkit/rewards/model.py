@@ -60,6 +60,11 @@ class ModelReward(Reward):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), tokenizer, **kwargs)
 
+    @property
+    def spread(self) -> float:
+        """The raw rewards' std over the responses the model was centred on (1 when it was not measured)."""
+        return self.model.center_std
+
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         check_batch(prompts, responses)

@@ -21,7 +21,7 @@ The owner of a pair is its ``annotator`` (a pairwise-data column); data without 
 each pair by itself. With a ``group`` column (the truth) the clustering accuracy is reported.
 
 Out, under ``train.output_dir``: ``final/group_0 .. group_{H-1}`` and ``final/pooled`` (reward models,
-centred on the training responses; ``kind: min`` of ``rewards:`` reads ``final/``),
+centred on the training responses, with their std there; ``kind: min`` of ``rewards:`` reads ``final/``),
 ``final/mixture.json`` (assignments, group sizes, the truth each group matches, accuracies) and
 ``metrics.jsonl`` (one record per EM round), ``fits/<fit>/metrics.jsonl`` (each fit's steps). A single process
 trains; the models are reward-model sized.
@@ -145,7 +145,7 @@ def em_record(round_: int, owner_ll: torch.Tensor, assign: torch.Tensor, changed
 
 def train_mixture(cfg) -> Path:
     from alignkit.data.pipeline import load_split
-    from alignkit.models.reward_model import compute_center, load_reward_model, save_reward_model
+    from alignkit.models.reward_model import compute_center_and_std, load_reward_model, save_reward_model
     from alignkit.rewards.base import as_text
     from alignkit.train.accelerator import make_accelerator
 
@@ -203,15 +203,16 @@ def train_mixture(cfg) -> Path:
             break
     metrics_file.close()
 
-    # 4. save every reward model, centred on the training responses (0 = an average starting response)
+    # 4. save every reward model, centred on the training responses (0 = an average starting response), with its
+    # spread there (kind: min's scale: std divides by it, so that groups are compared in like units)
     final = out / "final"
     ref = train[: max(rm_cfg.center_examples, 1)]
     prompts = [as_text(ex.prompt) for ex in ref for _ in ex.responses]
     responses = [as_text(r) for ex in ref for r in ex.responses]
     for name, model in [*((f"group_{h}", m) for h, m in enumerate(models)), ("pooled", pooled)]:
-        center = (compute_center(model, tokenizer, prompts, responses, tcfg.batch_size, rm_cfg.max_length)
-                  if rm_cfg.center_examples > 0 else 0.0)
-        save_reward_model(model, tokenizer, final / name, center_mean=center)
+        center, spread = (compute_center_and_std(model, tokenizer, prompts, responses, tcfg.batch_size,
+                                                 rm_cfg.max_length) if rm_cfg.center_examples > 0 else (0.0, 1.0))
+        save_reward_model(model, tokenizer, final / name, center_mean=center, center_std=spread)
     summary = {
         "paper": PAPER, "num_groups": mix.num_groups, "rounds": len(history), "converged": converged,
         "owners": {name: int(g) for name, g in zip(names, assign)},

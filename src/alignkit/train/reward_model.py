@@ -103,7 +103,7 @@ def scorer_and_preferences(cfg, kind: str | None = None):
 
 
 def train_reward_model(cfg) -> Path:
-    from alignkit.models.reward_model import compute_center, save_reward_model, store_center
+    from alignkit.models.reward_model import compute_center_and_std, save_reward_model, store_center
     from alignkit.rewards.base import as_text
     from alignkit.train.loop import train_loop
 
@@ -123,10 +123,10 @@ def train_reward_model(cfg) -> Path:
         ref = train[: rm_cfg.center_examples]
         prompts = [as_text(ex.prompt) for ex in ref for _ in ex.responses]
         responses = [as_text(r) for ex in ref for r in ex.responses]
-        center = compute_center(model, tokenizer, prompts, responses, cfg.train.batch_size,
-                                rm_cfg.max_length)
+        center, spread = compute_center_and_std(model, tokenizer, prompts, responses, cfg.train.batch_size,
+                                                rm_cfg.max_length)
         if is_main():
-            store_center(Path(cfg.train.output_dir) / "final", center)
+            store_center(Path(cfg.train.output_dir) / "final", center, spread)
         barrier()
     return Path(cfg.train.output_dir)
 
