@@ -81,6 +81,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                         "and --method-steps apply). "
                         "Default: harmless for --model smollm2-135m-instruct, else reviews")
     p.add_argument("--seeds", type=int, default=1, help="--task digits, maxmin: training seeds (default: 1)")
+    p.add_argument("--minority", default=None, choices=["brevity", "negativity"],
+                   help="--task maxmin: what the minority prefers: brevity (the shorter answer; default) or "
+                        "negativity (the more negative answer, opposing the majority)")
     p.add_argument("--resume", action="store_true", help="reuse method runs already finished in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -102,6 +105,8 @@ def _given(args: argparse.Namespace, allowed: tuple[str, ...], task: str) -> dic
          _add_args)
 def demo_command(args: argparse.Namespace) -> int:
     task = _task(args)
+    if args.minority is not None and task != "maxmin":
+        raise ConfigError(f"alignkit demo --task {task}: --minority applies to --task maxmin only")
     if task == "harmless":
         return _harmless(args)
     defaults = DemoConfig()
@@ -169,6 +174,7 @@ def _maxmin(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or 1)  # the tiny review model gains little from more threads
     output_dir = "runs/maxmin" if args.output_dir == DemoConfig().output_dir else args.output_dir
     exp = MaxMinExperiment(output_dir=output_dir, seeds=list(range(args.seeds)), cache_dir=args.cache_dir,
+                           minority=args.minority or "brevity",
                            rl_steps=30 if args.method_steps == DemoConfig().method_steps else args.method_steps,
                            progress=not args.no_progress)
     t0 = time.perf_counter()
