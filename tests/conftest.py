@@ -32,3 +32,31 @@ def tiny_encoder(tmp_path_factory) -> Path:
     BertModel(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("name")``: the module ``benchmarks/name.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def tiny_judge_path(tiny_encoder, tmp_path_factory) -> Path:
+    """An untrained preference model (the tiny encoder with a token head, 64 tokens), saved: a fast judge."""
+    import torch
+
+    from alignkit.models.preference_model import save_preference_model
+    from alignkit.models.reward_model import load_reward_model
+
+    torch.manual_seed(0)
+    model, tok = load_reward_model(tiny_encoder, kind="causal")
+    model.max_length = 64
+    return save_preference_model(model, tok, tmp_path_factory.mktemp("judge") / "pm")

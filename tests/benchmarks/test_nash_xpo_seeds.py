@@ -1,36 +1,21 @@
 """benchmarks/nash_xpo_seeds.py's final comparison: the start and the trained policy sampled with one seed and
 compared pair by pair by the run's own judge (a preference model's P, or a reward's Bradley-Terry P)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from alignkit.config import load_config
-from alignkit.models.preference_model import save_preference_model
-from alignkit.models.reward_model import load_reward_model
 from alignkit.train.run import run_train
 from alignkit.train.sampling import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("nash_xpo_seeds", ROOT / "benchmarks" / "nash_xpo_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-@pytest.fixture(scope="module")
-def judge_path(tiny_encoder, tmp_path_factory):
-    torch.manual_seed(0)
-    model, tok = load_reward_model(tiny_encoder, kind="causal")
-    model.max_length = 64
-    return save_preference_model(model, tok, tmp_path_factory.mktemp("judge") / "pm")
 
 
 def tiny_run(tmp_path, judge: str) -> Path:
@@ -42,11 +27,11 @@ def tiny_run(tmp_path, judge: str) -> Path:
 
 
 @pytest.mark.parametrize("judge", ["preference_model", "length"])
-def test_a_policy_against_itself_is_an_even_game_on_the_given_prompts(tmp_path, judge_path, judge):
+def test_a_policy_against_itself_is_an_even_game_on_the_given_prompts(tmp_path, tiny_judge_path, judge, load_benchmark):
     """The trained folder replaced by the starting model: both policies draw the same samples with the one
     sampling seed, so every pair is (y, y) and P(y > y) = 1/2 exactly (a judge's antisymmetry; a reward's
     sigmoid(0)), VADER equal. 3 held-out prompts x 2 samples = 6 pairs."""
-    spec = f"{{kind: preference_model, path: {judge_path}}}" if judge == "preference_model" else "{kind: length}"
+    spec = f"{{kind: preference_model, path: {tiny_judge_path}}}" if judge == "preference_model" else "{kind: length}"
     run = tiny_run(tmp_path, spec)
     cfg = load_config(run / "config.yaml")
     start, tok = load_model(cfg)
@@ -54,24 +39,24 @@ def test_a_policy_against_itself_is_an_even_game_on_the_given_prompts(tmp_path, 
     tok.save_pretrained(run / "final")
     prompts = tmp_path / "held_out.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["The film was", "I think", "This camera"]))
-    result = load_bench().final_against_initial(run, samples_per_prompt=2, prompts=str(prompts))
+    result = load_benchmark("nash_xpo_seeds").final_against_initial(run, samples_per_prompt=2, prompts=str(prompts))
     assert result["eval_samples"] == 6 and result["eval_prompts"] == str(prompts)
     assert result["p_final_beats_initial"] == 0.5 and result["p_final_beats_initial_se"] == 0.0
     assert result["vader_initial"] == result["vader_final"]
     assert ("initial_reward" in result) == (judge == "length")
 
 
-def test_a_trained_policy_is_judged_by_the_preference_models_own_probability(tmp_path, judge_path):
+def test_a_trained_policy_is_judged_by_the_preference_models_own_probability(tmp_path, tiny_judge_path, load_benchmark):
     """Without a prompts file, every training prompt (24) x 2 samples; after one step some samples differ, so P
     moves off 1/2."""
-    run = tiny_run(tmp_path, f"{{kind: preference_model, path: {judge_path}}}")
-    result = load_bench().final_against_initial(run, samples_per_prompt=2)
+    run = tiny_run(tmp_path, f"{{kind: preference_model, path: {tiny_judge_path}}}")
+    result = load_benchmark("nash_xpo_seeds").final_against_initial(run, samples_per_prompt=2)
     assert result["eval_samples"] == 2 * 24 and 0.0 < result["p_final_beats_initial"] < 1.0
     assert result["p_final_beats_initial"] != 0.5 and result["p_final_beats_initial_se"] > 0
     assert not math.isnan(result["vader_final"])
 
 
-def test_the_review_task_overrides_name_its_base_prompts_and_judge():
-    assert load_bench().run_overrides("T", "J") == ["model.name_or_path=T/base", "data.train=T/prompts.jsonl",
+def test_the_review_task_overrides_name_its_base_prompts_and_judge(load_benchmark):
+    assert load_benchmark("nash_xpo_seeds").run_overrides("T", "J") == ["model.name_or_path=T/base", "data.train=T/prompts.jsonl",
                                                      "rewards=[{kind: preference_model, path: J}]"]
-    assert load_bench().run_overrides("", "J") == []
+    assert load_benchmark("nash_xpo_seeds").run_overrides("", "J") == []

@@ -13,7 +13,6 @@ from alignkit.errors import AlignkitError
 from alignkit.models.heads import ScalarHead, ValueModel, backbone_of
 from alignkit.models.reward_model import (
     RewardModel,
-    compute_center,
     compute_center_and_std,
     encode_pairs,
     load_reward_model,
@@ -136,7 +135,7 @@ def test_base_causal_checkpoint_gets_a_fresh_head_only_when_allowed(tmp_path):
 
 
 def test_compute_center_is_the_mean_raw_reward(causal, tokenizer):
-    center = compute_center(causal, tokenizer, PROMPTS, RESPONSES, batch_size=2)
+    center, _ = compute_center_and_std(causal, tokenizer, PROMPTS, RESPONSES, batch_size=2)
     assert center == pytest.approx(scores(causal, tokenizer).mean().item(), abs=1e-6)
 
 
@@ -160,7 +159,7 @@ def test_compute_center_and_std_over_batches_by_hand():
     responses = ["a" * n for n in (1, 3, 5, 7)]
     mean, std = compute_center_and_std(model, tok, [""] * 4, responses, batch_size=3)
     assert mean == pytest.approx(6.0) and std == pytest.approx(math.sqrt(5.0))
-    assert compute_center(model, tok, [""] * 4, responses, batch_size=3) == pytest.approx(6.0)
+    assert compute_center_and_std(model, tok, [""] * 4, responses, batch_size=3)[0] == pytest.approx(6.0)
 
 
 def test_center_std_is_saved_stored_and_old_models_read_as_one(causal, tokenizer, tmp_path):

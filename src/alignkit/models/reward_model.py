@@ -41,7 +41,7 @@ class RewardModel(nn.Module):
     """A scalar reward per sequence: ``forward(input_ids, attention_mask) -> [N]`` (fp32, raw).
 
     ``forward`` returns the raw score; ``center_mean`` (stored with the model, see
-    :func:`compute_center`) is subtracted by the scoring side
+    :func:`compute_center_and_std`) is subtracted by the scoring side
     (:class:`alignkit.rewards.model.ModelReward`), not here, so that training sees
     the same function it optimises. ``center_std`` is the spread of the raw rewards over the same
     reference responses (1 when it was not measured); the model's own scores are not divided by it,
@@ -230,7 +230,7 @@ def compute_center_and_std(
     deviations above an average response"). One pair gives std 0.
     """
     if not prompts:
-        raise ValueError("compute_center needs at least one (prompt, response) pair")
+        raise ValueError("compute_center_and_std needs at least one (prompt, response) pair")
     was_training = model.training
     model.eval()
     raw = torch.cat([
@@ -240,18 +240,6 @@ def compute_center_and_std(
     ])  # [N]
     model.train(was_training)
     return float(raw.mean()), float(raw.std(correction=0))
-
-
-def compute_center(
-    model: RewardModel,
-    tokenizer: Any,
-    prompts: list[str],
-    responses: list[str],
-    batch_size: int = 32,
-    max_length: int | None = None,
-) -> float:
-    """Mean raw reward over the pairs: the ``center_mean`` of :func:`compute_center_and_std`."""
-    return compute_center_and_std(model, tokenizer, prompts, responses, batch_size, max_length)[0]
 
 
 # --- loading and saving -----------------------------------------------------------------
