@@ -157,3 +157,15 @@ def test_alignkit_train_passes_rafts_ranking_as_for_language_raft(tiny_pipeline,
     for ranking, out in (("local", "a"), ("global", "b")):
         run(online={"ranking": ranking}, train={"output_dir": str(tmp_path / out), "max_steps": 1, "progress": False})
     assert [(c.keep, c.keep_fraction) for c in seen] == [("per_prompt", 0.125), ("global", 0.125)]
+
+
+def test_alignkit_train_passes_the_ddim_steps_and_eta(tiny_pipeline, tmp_path, monkeypatch):
+    from alignkit.config import load_config
+    from alignkit.errors import ConfigError
+
+    run, seen = _recorded_raft_run(tiny_pipeline, tmp_path, monkeypatch)
+    run(sampling={"diffusion_steps": 50, "diffusion_eta": 0.5},
+        train={"output_dir": str(tmp_path / "a"), "max_steps": 1, "progress": False})
+    assert (seen[0].num_steps, seen[0].eta) == (50, 0.5)
+    with pytest.raises(ConfigError, match=r"sampling.diffusion_eta"):  # 0 is deterministic DDIM: no log-probs
+        load_config(None, ["method=ddpo", "sampling.diffusion_eta=0"])

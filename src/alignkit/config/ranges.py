@@ -112,6 +112,8 @@ CONFIG_RANGES: dict[str, Range] = {
     "sampling.top_p": Range(0, 1, low_inclusive=False),
     "sampling.batch_size": AT_LEAST_ONE,
     "sampling.seed": NON_NEGATIVE,
+    "sampling.diffusion_steps": AT_LEAST_ONE,
+    "sampling.diffusion_eta": Range(0, 1, low_inclusive=False),
     "ppo.num_ppo_epochs": AT_LEAST_ONE,
     "ppo.num_minibatches": AT_LEAST_ONE,
     "ppo.kl_coef": NON_NEGATIVE,

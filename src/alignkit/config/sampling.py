@@ -17,6 +17,8 @@ class SamplingConfig:
     batch_size: int = 16  # prompts per generate call
     seed: int = 0  # sampling seed
     backend: str = "transformers"  # transformers, vllm (CUDA GPU, `pip install alignkit[vllm]`), or auto
+    diffusion_steps: int = 10  # diffusion methods: DDIM steps per sampled chain (DDPO's paper: 50)
+    diffusion_eta: float = 1.0  # diffusion methods: DDIM stochasticity, > 0 so each step has a log-probability (1: DDPM)
 
 
 @dataclass

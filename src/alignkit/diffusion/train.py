@@ -104,6 +104,7 @@ def train_diffusion_method(cfg: Config) -> Path:
                                      keep="global" if cfg.online.ranking == "global" else "per_prompt",
                                      keep_fraction=1.0 / cfg.sampling.num_samples,
                                      samples_per_prompt=cfg.sampling.num_samples, learning_rate=cfg.train.learning_rate,
+                                     num_steps=cfg.sampling.diffusion_steps, eta=cfg.sampling.diffusion_eta,
                                      batch_size=cfg.train.batch_size, max_grad_norm=cfg.train.max_grad_norm,
                                      seed=cfg.train.seed)
     history = train_diffusion(task, train_cfg, progress=cfg.train.progress)
