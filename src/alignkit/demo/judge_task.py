@@ -16,7 +16,6 @@ the held-out prompts with it and with VADER itself.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,10 @@ def build_task(out_dir: str | Path, cache_dir: str = "", progress: bool = False)
     VADER-ranked samples of the training prompts), ``prompts.jsonl`` (the policy's training prompts, the
     same prompts), ``eval_prompts.jsonl`` (held-out prompts, seen by neither) and ``task.json`` (counts,
     returned)."""
-    from alignkit.demo.pipeline import DemoConfig, prepare
+    from alignkit.demo.pipeline import export_inputs
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base, folder, _, _ = prepare(DemoConfig(cache_dir=cache_dir, progress=progress), {})
-    for name in FILES:
-        shutil.copyfile(folder / name, out / name)
-    if (out / "base").exists():
-        shutil.rmtree(out / "base")
-    shutil.copytree(base, out / "base")
+    folder = export_inputs(out, FILES, cache_dir, progress)
     counts = {name: sum(1 for line in (out / name).read_text().splitlines() if line.strip()) for name in FILES}
     info = {"rows": counts, "source": str(folder), "labels": "VADER compound of the continuation (higher wins)"}
     (out / "task.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -105,21 +104,15 @@ def build_task(out_dir: str | Path, seed: int = 0, num_annotators: int = 20, min
                cache_dir: str = "", progress: bool = False, minority: str = "brevity") -> dict[str, Any]:
     """Write the task to ``out_dir``: ``pairs.jsonl``, ``prompts.jsonl``, ``eval_prompts.jsonl``, ``base/``
     (a copy of the demo's base model, the policy's start) and ``task.json`` (counts); returns the latter."""
-    from alignkit.demo.pipeline import DemoConfig, prepare
+    from alignkit.demo.pipeline import export_inputs
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base, folder, _, _ = prepare(DemoConfig(cache_dir=cache_dir, progress=progress), {})
-    ranked = [json.loads(line) for line in (folder / "ranked.jsonl").read_text().splitlines() if line.strip()]
     _minority_function(minority)  # an unknown preference fails before the demo is built
+    out = Path(out_dir)
+    folder = export_inputs(out, ("prompts.jsonl", "eval_prompts.jsonl"), cache_dir, progress)
+    ranked = [json.loads(line) for line in (folder / "ranked.jsonl").read_text().splitlines() if line.strip()]
     group_of = annotators(num_annotators, minority_share, seed, minority)
     rows = label_pairs(ranked, group_of, seed)
     _write_jsonl(out / "pairs.jsonl", rows)
-    for name in ("prompts.jsonl", "eval_prompts.jsonl"):
-        shutil.copyfile(folder / name, out / name)
-    if (out / "base").exists():
-        shutil.rmtree(out / "base")
-    shutil.copytree(base, out / "base")
     info = {"pairs": len(rows), "annotators": group_of, "seed": seed, "minority_share": minority_share,
             "minority": minority, "pairs_per_group": {g: sum(r["group"] == g for r in rows) for g in (MAJORITY, minority)},
             "source": str(folder / "ranked.jsonl")}

@@ -354,6 +354,21 @@ def prepare(cfg: DemoConfig, timings: dict[str, float]) -> tuple[Path, Path, flo
     return Path(base), folder, accuracy, False
 
 
+def export_inputs(out_dir: Path, files: tuple[str, ...], cache_dir: str = "", progress: bool = False) -> Path:
+    """Copy the cached demo's ``files`` and its base model (as ``base/``, replaced) into ``out_dir``, building
+    the demo first when absent: the start of the tasks built on it (MaxMin's, the Nash-MD judge's). Returns the
+    cache folder."""
+    import shutil
+
+    base, folder, _, _ = prepare(DemoConfig(cache_dir=cache_dir, progress=progress), {})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copyfile(folder / name, out_dir / name)
+    shutil.rmtree(out_dir / "base", ignore_errors=True)
+    shutil.copytree(base, out_dir / "base")
+    return folder
+
+
 def default_task_folder(progress: bool = False) -> Path:
     """The cache folder of the default demo's stages 1-4 (``pretrain/final``, ``prompts.jsonl``,
     ``eval_prompts.jsonl``, ``reward_model/final``, ...), built first when missing: what a
